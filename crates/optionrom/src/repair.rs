@@ -1,0 +1,1 @@
+//! Repairing existing images (checksum, size). Filled in below.

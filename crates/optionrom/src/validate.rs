@@ -1,0 +1,1 @@
+//! Rule profiles. Filled in below.
