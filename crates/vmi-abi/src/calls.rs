@@ -338,6 +338,253 @@ pub fn call_by_name(name: &str) -> Option<&'static CallSpec> {
     CALLS.iter().find(|c| c.name.eq_ignore_ascii_case(name))
 }
 
+/// Every VMI 3.0 call by name, with its number as the discriminant. [`Call::spec`] gives the
+/// table row; a test checks that names and numbers agree with [`CALLS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum Call {
+    /// CPUID (0).
+    CPUID = 0,
+    /// WRMSR (1).
+    WRMSR = 1,
+    /// RDMSR (2).
+    RDMSR = 2,
+    /// SetGDT (3).
+    SetGDT = 3,
+    /// SetLDT (4).
+    SetLDT = 4,
+    /// SetIDT (5).
+    SetIDT = 5,
+    /// SetTR (6).
+    SetTR = 6,
+    /// GetGDT (7).
+    GetGDT = 7,
+    /// GetLDT (8).
+    GetLDT = 8,
+    /// GetIDT (9).
+    GetIDT = 9,
+    /// GetTR (10).
+    GetTR = 10,
+    /// WriteGDTEntry (11).
+    WriteGDTEntry = 11,
+    /// WriteLDTEntry (12).
+    WriteLDTEntry = 12,
+    /// WriteIDTEntry (13).
+    WriteIDTEntry = 13,
+    /// UpdateKernelStack (14).
+    UpdateKernelStack = 14,
+    /// SetCR0 (15).
+    SetCR0 = 15,
+    /// SetCR2 (16).
+    SetCR2 = 16,
+    /// SetCR3 (17).
+    SetCR3 = 17,
+    /// SetCR4 (18).
+    SetCR4 = 18,
+    /// GetCR0 (19).
+    GetCR0 = 19,
+    /// GetCR2 (20).
+    GetCR2 = 20,
+    /// GetCR3 (21).
+    GetCR3 = 21,
+    /// GetCR4 (22).
+    GetCR4 = 22,
+    /// WBINVD (23).
+    WBINVD = 23,
+    /// SetDR (24).
+    SetDR = 24,
+    /// GetDR (25).
+    GetDR = 25,
+    /// RDPMC (26).
+    RDPMC = 26,
+    /// RDTSC (27).
+    RDTSC = 27,
+    /// CLTS (28).
+    CLTS = 28,
+    /// EnableInterrupts (29).
+    EnableInterrupts = 29,
+    /// DisableInterrupts (30).
+    DisableInterrupts = 30,
+    /// GetInterruptMask (31).
+    GetInterruptMask = 31,
+    /// SetInterruptMask (32).
+    SetInterruptMask = 32,
+    /// IRET (33).
+    IRET = 33,
+    /// SYSEXIT (34).
+    SYSEXIT = 34,
+    /// Halt (35).
+    Halt = 35,
+    /// Reboot (36).
+    Reboot = 36,
+    /// Shutdown (37).
+    Shutdown = 37,
+    /// SetPxE (38).
+    SetPxE = 38,
+    /// SetPxELong (39).
+    SetPxELong = 39,
+    /// UpdatePxE (40).
+    UpdatePxE = 40,
+    /// UpdatePxELong (41).
+    UpdatePxELong = 41,
+    /// MachineToPhysical (42).
+    MachineToPhysical = 42,
+    /// PhysicalToMachine (43).
+    PhysicalToMachine = 43,
+    /// AllocatePage (44).
+    AllocatePage = 44,
+    /// ReleasePage (45).
+    ReleasePage = 45,
+    /// InvalPage (46).
+    InvalPage = 46,
+    /// FlushTLB (47).
+    FlushTLB = 47,
+    /// SetLinearMapping (48).
+    SetLinearMapping = 48,
+    /// INL (49).
+    INL = 49,
+    /// INB (50).
+    INB = 50,
+    /// INW (51).
+    INW = 51,
+    /// INSL (52).
+    INSL = 52,
+    /// INSB (53).
+    INSB = 53,
+    /// INSW (54).
+    INSW = 54,
+    /// OUTL (55).
+    OUTL = 55,
+    /// OUTB (56).
+    OUTB = 56,
+    /// OUTW (57).
+    OUTW = 57,
+    /// OUTSL (58).
+    OUTSL = 58,
+    /// OUTSB (59).
+    OUTSB = 59,
+    /// OUTSW (60).
+    OUTSW = 60,
+    /// SetIOPLMask (61).
+    SetIOPLMask = 61,
+    /// SetInitialAPState (62).
+    SetInitialAPState = 62,
+    /// APICWrite (63).
+    APICWrite = 63,
+    /// APICRead (64).
+    APICRead = 64,
+    /// IODelay (65).
+    IODelay = 65,
+    /// GetCycleFrequency (66).
+    GetCycleFrequency = 66,
+    /// GetCycleCounter (67).
+    GetCycleCounter = 67,
+    /// SetAlarm (68).
+    SetAlarm = 68,
+    /// CancelAlarm (69).
+    CancelAlarm = 69,
+    /// GetWallclockTime (70).
+    GetWallclockTime = 70,
+    /// WallclockUpdated (71).
+    WallclockUpdated = 71,
+    /// SetCallbacks (72).
+    SetCallbacks = 72,
+    /// SetLazyMode (73).
+    SetLazyMode = 73,
+}
+
+impl Call {
+    /// The table row of this call.
+    pub fn spec(self) -> &'static CallSpec {
+        // The discriminants are 0..NUM_CALLS, so the index is always in range.
+        &CALLS[self as usize]
+    }
+
+    /// The call with number `n`.
+    pub fn from_number(n: u32) -> Option<Call> {
+        CALL_IDS.get(usize::try_from(n).ok()?).copied()
+    }
+}
+
+/// Every [`Call`], by number.
+pub const CALL_IDS: [Call; NUM_CALLS] = [
+    Call::CPUID,
+    Call::WRMSR,
+    Call::RDMSR,
+    Call::SetGDT,
+    Call::SetLDT,
+    Call::SetIDT,
+    Call::SetTR,
+    Call::GetGDT,
+    Call::GetLDT,
+    Call::GetIDT,
+    Call::GetTR,
+    Call::WriteGDTEntry,
+    Call::WriteLDTEntry,
+    Call::WriteIDTEntry,
+    Call::UpdateKernelStack,
+    Call::SetCR0,
+    Call::SetCR2,
+    Call::SetCR3,
+    Call::SetCR4,
+    Call::GetCR0,
+    Call::GetCR2,
+    Call::GetCR3,
+    Call::GetCR4,
+    Call::WBINVD,
+    Call::SetDR,
+    Call::GetDR,
+    Call::RDPMC,
+    Call::RDTSC,
+    Call::CLTS,
+    Call::EnableInterrupts,
+    Call::DisableInterrupts,
+    Call::GetInterruptMask,
+    Call::SetInterruptMask,
+    Call::IRET,
+    Call::SYSEXIT,
+    Call::Halt,
+    Call::Reboot,
+    Call::Shutdown,
+    Call::SetPxE,
+    Call::SetPxELong,
+    Call::UpdatePxE,
+    Call::UpdatePxELong,
+    Call::MachineToPhysical,
+    Call::PhysicalToMachine,
+    Call::AllocatePage,
+    Call::ReleasePage,
+    Call::InvalPage,
+    Call::FlushTLB,
+    Call::SetLinearMapping,
+    Call::INL,
+    Call::INB,
+    Call::INW,
+    Call::INSL,
+    Call::INSB,
+    Call::INSW,
+    Call::OUTL,
+    Call::OUTB,
+    Call::OUTW,
+    Call::OUTSL,
+    Call::OUTSB,
+    Call::OUTSW,
+    Call::SetIOPLMask,
+    Call::SetInitialAPState,
+    Call::APICWrite,
+    Call::APICRead,
+    Call::IODelay,
+    Call::GetCycleFrequency,
+    Call::GetCycleCounter,
+    Call::SetAlarm,
+    Call::CancelAlarm,
+    Call::GetWallclockTime,
+    Call::WallclockUpdated,
+    Call::SetCallbacks,
+    Call::SetLazyMode,
+];
+
 /// Number of VMI 3.0 call numbers (0–73).
 pub const NUM_CALLS: usize = 74;
 
@@ -1155,6 +1402,8 @@ pub static CALLS: [CallSpec; NUM_CALLS] = [
 #[cfg(test)]
 mod tests {
     use super::*;
+    extern crate std;
+    use std::format;
 
     #[test]
     fn table_is_indexed_by_number() {
@@ -1163,6 +1412,17 @@ mod tests {
         }
         assert!(call(74).is_none());
         assert!(call(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn call_ids_agree_with_the_table() {
+        for (i, id) in CALL_IDS.iter().enumerate() {
+            assert_eq!(*id as usize, i);
+            assert_eq!(id.spec().number as usize, i);
+            assert_eq!(format!("{id:?}"), id.spec().name);
+            assert_eq!(Call::from_number(i as u32), Some(*id));
+        }
+        assert_eq!(Call::from_number(74), None);
     }
 
     #[test]

@@ -22,4 +22,4 @@ pub mod calls;
 pub mod consts;
 pub mod layout;
 
-pub use calls::{CALLS, CallSpec, RegClass, RelocSet, RelocType, call};
+pub use calls::{CALLS, Call, CallSpec, RegClass, RelocSet, RelocType, call};
