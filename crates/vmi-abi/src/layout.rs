@@ -46,7 +46,8 @@ pub struct Field {
 }
 
 impl Field {
-    const fn new(name: &'static str, offset: usize, kind: Kind, doc: &'static str) -> Field {
+    /// A field at `offset` of the given kind.
+    pub const fn new(name: &'static str, offset: usize, kind: Kind, doc: &'static str) -> Field {
         Field {
             name,
             offset,

@@ -1,0 +1,76 @@
+//! The [`Backend`] trait: what a hypervisor port provides.
+//!
+//! A backend decides, per VMI call, what code the ROM runs and how Linux reaches it. The
+//! generator ([`crate::generate`]) owns everything else: the header, the entry slots, the
+//! GetRelocationInfo table and code, the image layout and the checksum. A new hypervisor port is
+//! one new type implementing this trait.
+
+use crate::emit::Emit;
+use crate::error::{GenError, asm};
+use iced_x86::code_asm::{CodeAssembler, ax, eax};
+use vmi_abi::{Call, RelocType};
+
+/// How a backend implements one call: the relocation type GetRelocationInfo answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Answer {
+    /// Code was emitted; Linux reaches it with `call` (CALL_REL).
+    Call,
+    /// Code was emitted; Linux reaches it with `jmp` (JUMP_REL; only IRET and SYSEXIT).
+    Jump,
+    /// Nothing is needed: Linux deletes the operation (NOP). No code.
+    Nop,
+    /// Not implemented: Linux keeps its native operation (NONE). No code.
+    None,
+}
+
+impl Answer {
+    /// The relocation type Linux sees.
+    pub fn reloc(self) -> RelocType {
+        match self {
+            Answer::Call => RelocType::CallRel,
+            Answer::Jump => RelocType::JumpRel,
+            Answer::Nop => RelocType::Nop,
+            Answer::None => RelocType::None,
+        }
+    }
+
+    /// Whether the answer comes with code.
+    pub fn has_code(self) -> bool {
+        matches!(self, Answer::Call | Answer::Jump)
+    }
+}
+
+/// A hypervisor port: the code of every VMI call.
+pub trait Backend {
+    /// Short name (`native`, `trace(native)`), recorded in the image.
+    fn name(&self) -> String;
+
+    /// Emits the implementation of `call` into `e` (nothing for NOP/NONE) and returns the
+    /// answer. Called more than once per call (position-independent code is assembled until it
+    /// settles), so it must be deterministic.
+    fn emit(&self, call: Call, e: &mut Emit) -> Result<Answer, GenError>;
+
+    /// One line saying why the backend answers what it does for `call`.
+    fn note(&self, call: Call) -> &'static str;
+
+    /// The 32-bit Init routine (ROM+0x80; must return 0 in EAX on success). Default: succeed.
+    fn init32(&self, e: &mut Emit) -> Result<(), GenError> {
+        e.a.xor(eax, eax).map_err(asm("init32"))?;
+        e.a.ret().map_err(asm("init32"))
+    }
+
+    /// The 16-bit real-mode init (offset 3, far-called by the BIOS at POST with the image still
+    /// writable; must preserve every register but AX and return with `retf`). Default: AX = 0.
+    fn init16(&self, a: &mut CodeAssembler) -> Result<(), GenError> {
+        a.xor(ax, ax).map_err(asm("init16"))?;
+        a.retf().map_err(asm("init16"))
+    }
+
+    /// Bytes of private data the backend wants reserved in the image (read-only after POST
+    /// under SeaBIOS; the 16-bit init may still write it). Its offset is
+    /// [`Emit::data_offset`].
+    fn data_size(&self) -> usize {
+        0
+    }
+}

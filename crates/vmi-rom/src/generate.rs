@@ -1,0 +1,386 @@
+//! The generator: lays out a VMI ROM around a [`Backend`].
+//!
+//! Image layout (offsets are image offsets; everything after the header is 16-byte aligned):
+//!
+//! | Where | What |
+//! |---|---|
+//! | 0x00 | option-ROM + VMI header (vmi-abi.md §1.1), `jmp rel16` to the 16-bit init at 0x03 |
+//! | 0x20 | PCI data structure 3.0 (15AD:0801, class 05/80/00 by default) |
+//! | 0x40 | `$PnP` header (manufacturer/product strings: SeaBIOS runs the init during its scan) |
+//! | 0x60 | vmirom [manifest](crate::manifest) |
+//! | 0x80 / 0x88 | Init / GetRelocationInfo entry slots: `jmp rel32` + `int3` padding |
+//! | 0x90 | strings (license, manufacturer, product, backend name) |
+//! | | GetRelocationInfo table: one u32 per call (type \| offset << 8) |
+//! | | backend private data area (if any) |
+//! | | GetRelocationInfo, Init (32-bit), 16-bit init |
+//! | | one routine per implemented call, in call-number order |
+//! | end | padding to 512 bytes; the last byte makes the sum 0 |
+//!
+//! GetRelocationInfo finds the table relative to its own run-time address, so the image works at
+//! any 2 KiB boundary under any PAGE_OFFSET, with or without a BIOS having run the 16-bit init.
+
+use crate::backend::{Answer, Backend};
+use crate::emit::{Emit, assemble, assemble16};
+use crate::error::{GenError, asm};
+use crate::manifest;
+use iced_x86::code_asm::*;
+use optionrom::build::{Finish, ImageBuilder};
+use optionrom::pcir::Pcir;
+use optionrom::pnp::PnpHeader;
+use optionrom::vmi::{VmiHeaderSpec, write_header};
+use vmi_abi::calls::{CALL_IDS, NUM_CALLS};
+use vmi_abi::{Call, RelocType, consts};
+
+/// Alignment of every routine.
+pub const CODE_ALIGN: usize = 16;
+/// Offset of the PCI data structure.
+pub const PCIR_AT: usize = 0x20;
+/// Offset of the `$PnP` header.
+pub const PNP_AT: usize = 0x40;
+/// Default PCI class code: bridge / other.
+pub const CLASS_BRIDGE_OTHER: u32 = 0x05_80_00;
+
+/// What goes into the image besides the code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// Manufacturer string (`$PnP`), printed by Linux.
+    pub vendor: String,
+    /// Product string (`$PnP`), printed by Linux.
+    pub product: String,
+    /// License string.
+    pub license: String,
+    /// VMI header `virtual_top`.
+    pub virtual_top: u32,
+    /// PCI vendor and device id.
+    pub pci_id: (u16, u16),
+    /// PCI class code.
+    pub class_code: u32,
+    /// ROM code revision (major, minor).
+    pub version: (u8, u8),
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            vendor: "vmirom".into(),
+            product: "VMI ROM".into(),
+            license: "GPL v2".into(),
+            virtual_top: 0,
+            pci_id: (consts::PCI_VENDOR_VMWARE, consts::PCI_DEVICE_VMI),
+            class_code: CLASS_BRIDGE_OTHER,
+            version: (1, 0),
+        }
+    }
+}
+
+/// Where one call went.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CallEntry {
+    /// The call.
+    #[serde(skip)]
+    pub call: Call,
+    /// Call number.
+    pub number: u8,
+    /// Call name.
+    pub name: &'static str,
+    /// What GetRelocationInfo answers.
+    pub answer: Answer,
+    /// Image offset of its code (0 without code).
+    pub offset: u32,
+    /// Code size in bytes.
+    pub size: u32,
+    /// The backend's reason.
+    pub note: &'static str,
+}
+
+/// A routine's place in the image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Span {
+    /// Image offset.
+    pub offset: u32,
+    /// Size in bytes.
+    pub size: u32,
+}
+
+/// A generated ROM and its layout.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Generated {
+    /// The finished image (checksummed).
+    #[serde(skip)]
+    pub image: Vec<u8>,
+    /// Backend name.
+    pub backend: String,
+    /// Build id (see [`manifest`]).
+    pub build_id: u32,
+    /// Every call, by number.
+    pub calls: Vec<CallEntry>,
+    /// GetRelocationInfo table.
+    pub table: Span,
+    /// GetRelocationInfo code.
+    pub get_reloc: Span,
+    /// Init (32-bit).
+    pub init32: Span,
+    /// 16-bit init.
+    pub init16: Span,
+    /// Backend private data, if any.
+    pub data: Option<Span>,
+}
+
+fn span(offset: usize, size: usize) -> Span {
+    Span {
+        offset: offset as u32,
+        size: size as u32,
+    }
+}
+
+/// Checks an answer against the ABI (vmi-abi.md §3.5).
+fn check_answer(backend: &str, call: Call, answer: Answer, code: &[u8]) -> Result<(), GenError> {
+    let spec = call.spec();
+    if !spec.allowed.contains(answer.reloc()) {
+        return Err(GenError::ForbiddenAnswer {
+            backend: backend.into(),
+            call: spec.number,
+            name: spec.name,
+            answer: answer.reloc().name(),
+            allowed: spec
+                .allowed
+                .iter()
+                .map(RelocType::name)
+                .collect::<Vec<_>>()
+                .join("|"),
+        });
+    }
+    let problem = match (answer.has_code(), code.is_empty()) {
+        (true, true) => Some("answered with code but emitted none"),
+        (false, false) => Some("emitted code but answered NONE or NOP"),
+        _ => None,
+    };
+    match problem {
+        Some(problem) => Err(GenError::Inconsistent {
+            backend: backend.into(),
+            call: spec.number,
+            name: spec.name,
+            problem,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// GetRelocationInfo: EAX = call number → EAX = absolute address, EDX = type (class C).
+fn get_reloc_code(e: &mut Emit, table: u32) -> Result<(), GenError> {
+    let mut none = e.a.create_label();
+    let mut no_addr = e.a.create_label();
+    e.a.cmp(eax, NUM_CALLS as i32)?;
+    e.a.jae(none)?;
+    e.image_base(edx)?;
+    e.a.mov(ecx, dword_ptr(edx + eax * 4 + table as i32))?;
+    e.a.mov(eax, ecx)?;
+    e.a.shr(eax, 8)?;
+    e.a.jz(no_addr)?;
+    e.a.add(eax, edx)?;
+    e.a.set_label(&mut no_addr)?;
+    e.a.movzx(edx, cl)?;
+    e.a.ret()?;
+    e.a.set_label(&mut none)?;
+    e.a.xor(eax, eax)?;
+    e.a.xor(edx, edx)?;
+    e.a.ret()?;
+    Ok(())
+}
+
+/// Appends one assembled routine at the next aligned offset.
+fn place<T>(
+    b: &mut ImageBuilder,
+    what: &str,
+    data: Option<u32>,
+    body: impl Fn(&mut Emit) -> Result<T, GenError>,
+) -> Result<(Span, T), GenError> {
+    b.align(CODE_ALIGN);
+    let at = b.len();
+    let (code, out) = assemble(what, at as u64, data, body)?;
+    if !code.is_empty() {
+        b.append(&code, 1);
+    }
+    Ok((span(at, code.len()), out))
+}
+
+/// Generates a ROM with `backend`.
+pub fn generate(backend: &dyn Backend, opts: &BuildOptions) -> Result<Generated, GenError> {
+    let name = backend.name();
+    let mut b = ImageBuilder::new(consts::HEADER_SIZE)?;
+    let vendor = b.add_string(&opts.vendor)?;
+    let product = b.add_string(&opts.product)?;
+    let backend_name = b.add_string(&name)?;
+    let mut pcir = Pcir::new(opts.pci_id.0, opts.pci_id.1, opts.class_code);
+    pcir.code_revision = u16::from(opts.version.0) << 8 | u16::from(opts.version.1);
+    b.set_pcir(Some(PCIR_AT), pcir)?;
+    b.add_pnp(
+        Some(PNP_AT),
+        PnpHeader::new(vendor, product, opts.class_code),
+    )?;
+
+    // The table, filled in once every routine has its place.
+    b.align(CODE_ALIGN);
+    let table = b.append(&[0u8; 4 * NUM_CALLS], 1);
+    let data = match backend.data_size() {
+        0 => None,
+        n => {
+            b.align(CODE_ALIGN);
+            Some(span(b.append(&vec![0u8; n], 1), n))
+        }
+    };
+    let data_off = data.map(|d| d.offset);
+
+    let (get_reloc, ()) = place(&mut b, "GetRelocationInfo", data_off, |e| {
+        get_reloc_code(e, table as u32)
+    })?;
+    let (init32, ()) = place(&mut b, "Init", data_off, |e| backend.init32(e))?;
+    b.align(CODE_ALIGN);
+    let init16_at = b.len();
+    let init16_code = assemble16(init16_at as u64, |a| backend.init16(a))?;
+    b.append(&init16_code, 1);
+    let init16 = span(init16_at, init16_code.len());
+    b.set_init_entry(init16_at)?;
+
+    let mut calls = Vec::with_capacity(NUM_CALLS);
+    for call in CALL_IDS {
+        let what = format!("call {} ({})", call as u8, call.spec().name);
+        b.align(CODE_ALIGN);
+        let at = b.len();
+        let (code, answer) = assemble(&what, at as u64, data_off, |e| backend.emit(call, e))?;
+        check_answer(&name, call, answer, &code)?;
+        let offset = if code.is_empty() {
+            0
+        } else {
+            b.append(&code, 1)
+        };
+        b.write_at(
+            table + 4 * call as usize,
+            &manifest::entry(answer.reloc(), offset as u32).to_le_bytes(),
+        )?;
+        calls.push(CallEntry {
+            call,
+            number: call as u8,
+            name: call.spec().name,
+            answer,
+            offset: offset as u32,
+            size: code.len() as u32,
+            note: backend.note(call),
+        });
+    }
+    check_requires(&name, &calls)?;
+
+    write_header(
+        &mut b,
+        &VmiHeaderSpec {
+            virtual_top: opts.virtual_top,
+            license: opts.license.clone(),
+            ..VmiHeaderSpec::default()
+        },
+        init32.offset as usize,
+        get_reloc.offset as usize,
+    )?;
+    write_manifest(&mut b, table, backend_name, data)?;
+    let mut image = b.finish(&Finish::default())?;
+    let build_id = stamp_build_id(&mut image);
+    Ok(Generated {
+        image,
+        backend: name,
+        build_id,
+        calls,
+        table: span(table, 4 * NUM_CALLS),
+        get_reloc,
+        init32,
+        init16,
+        data,
+    })
+}
+
+/// 66 ⇒ 67–70: a call whose `requires` list is non-empty drags those calls along.
+fn check_requires(backend: &str, calls: &[CallEntry]) -> Result<(), GenError> {
+    for c in calls.iter().filter(|c| c.answer != Answer::None) {
+        for &r in c.call.spec().requires {
+            let dep = calls.get(usize::from(r));
+            if dep.map(|d| d.answer) != Some(Answer::Call) {
+                return Err(GenError::Inconsistent {
+                    backend: backend.into(),
+                    call: c.call as u8,
+                    name: c.call.spec().name,
+                    problem: "implemented without the calls it requires (66 needs 67-70 as CALL_REL)",
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_manifest(
+    b: &mut ImageBuilder,
+    table: usize,
+    backend_name: u16,
+    data: Option<Span>,
+) -> Result<(), GenError> {
+    let mut block = vec![0u8; manifest::LAYOUT.size];
+    let set = |block: &mut Vec<u8>, f: &vmi_abi::layout::Field, v: u64| {
+        f.write(block, v).ok_or(optionrom::Error::Placement {
+            what: f.name,
+            offset: manifest::OFFSET + f.offset,
+            len: f.size(),
+            reason: "outside the manifest block",
+        })
+    };
+    set(&mut block, &manifest::F_MAGIC, u64::from(manifest::MAGIC))?;
+    set(
+        &mut block,
+        &manifest::F_VERSION,
+        u64::from(manifest::VERSION),
+    )?;
+    set(&mut block, &manifest::F_COUNT, NUM_CALLS as u64)?;
+    set(&mut block, &manifest::F_TABLE, table as u64)?;
+    set(&mut block, &manifest::F_BACKEND, u64::from(backend_name))?;
+    if let Some(d) = data {
+        set(&mut block, &manifest::F_DATA, u64::from(d.offset))?;
+        set(&mut block, &manifest::F_DATA_SIZE, u64::from(d.size))?;
+    }
+    b.write_at(manifest::OFFSET, &block)?;
+    Ok(())
+}
+
+/// Writes the build id (FNV-1a of the image with the id field and the checksum byte zero) and
+/// re-balances the checksum byte.
+fn stamp_build_id(image: &mut [u8]) -> u32 {
+    let at = manifest::OFFSET + manifest::F_BUILD_ID.offset;
+    let last = image.len().saturating_sub(1);
+    let saved = image.get(last).copied().unwrap_or(0);
+    if let Some(b) = image.get_mut(last) {
+        *b = 0;
+    }
+    let id = manifest::fnv1a(image);
+    if let Some(f) = image.get_mut(at..at + 4) {
+        f.copy_from_slice(&id.to_le_bytes());
+    }
+    let _ = saved;
+    let sum = optionrom::bytes::checksum(image);
+    if let Some(b) = image.get_mut(last) {
+        *b = 0u8.wrapping_sub(sum);
+    }
+    id
+}
+
+/// Verifies a build id: recomputes it from `image`.
+pub fn verify_build_id(image: &[u8], id: u32) -> bool {
+    let mut copy = image.to_vec();
+    let at = manifest::OFFSET + manifest::F_BUILD_ID.offset;
+    if let Some(f) = copy.get_mut(at..at + 4) {
+        f.fill(0);
+    }
+    if let Some(b) = copy.last_mut() {
+        *b = 0;
+    }
+    manifest::fnv1a(&copy) == id
+}
+
+/// Assembler helper for backends that want `jmp`/`call` to an image offset.
+pub fn call_offset(e: &mut Emit, target: u64) -> Result<(), GenError> {
+    e.a.call(target).map_err(asm("call to image offset"))
+}
