@@ -118,7 +118,7 @@ pub fn assemble16(
 ) -> Result<Vec<u8>, GenError> {
     let mut a = CodeAssembler::new(16).map_err(asm("16-bit init"))?;
     body(&mut a)?;
-    Ok(a.assemble(start).map_err(asm("16-bit init"))?)
+    a.assemble(start).map_err(asm("16-bit init"))
 }
 
 #[cfg(test)]

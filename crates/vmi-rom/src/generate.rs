@@ -21,7 +21,7 @@
 
 use crate::backend::{Answer, Backend};
 use crate::emit::{Emit, assemble, assemble16};
-use crate::error::{GenError, asm};
+use crate::error::GenError;
 use crate::manifest;
 use iced_x86::code_asm::*;
 use optionrom::build::{Finish, ImageBuilder};
@@ -204,8 +204,29 @@ fn place<T>(
     Ok((span(at, code.len()), out))
 }
 
-/// Generates a ROM with `backend`.
+/// Generates a ROM with `backend` and audits it ([`crate::audit`]): an image that fails its
+/// audit is an error.
 pub fn generate(backend: &dyn Backend, opts: &BuildOptions) -> Result<Generated, GenError> {
+    let g = generate_unaudited(backend, opts)?;
+    let report = crate::audit::audit(&g.image);
+    let fails: Vec<String> = report
+        .findings
+        .iter()
+        .filter(|f| f.severity == optionrom::validate::Severity::Fail)
+        .map(|f| f.message.clone())
+        .collect();
+    if fails.is_empty() {
+        Ok(g)
+    } else {
+        Err(GenError::Audit(fails.join("; ")))
+    }
+}
+
+/// Generates a ROM without auditing it (tests use this to build deliberately broken ROMs).
+pub fn generate_unaudited(
+    backend: &dyn Backend,
+    opts: &BuildOptions,
+) -> Result<Generated, GenError> {
     let name = backend.name();
     let mut b = ImageBuilder::new(consts::HEADER_SIZE)?;
     let vendor = b.add_string(&opts.vendor)?;
@@ -351,7 +372,6 @@ fn write_manifest(
 fn stamp_build_id(image: &mut [u8]) -> u32 {
     let at = manifest::OFFSET + manifest::F_BUILD_ID.offset;
     let last = image.len().saturating_sub(1);
-    let saved = image.get(last).copied().unwrap_or(0);
     if let Some(b) = image.get_mut(last) {
         *b = 0;
     }
@@ -359,7 +379,6 @@ fn stamp_build_id(image: &mut [u8]) -> u32 {
     if let Some(f) = image.get_mut(at..at + 4) {
         f.copy_from_slice(&id.to_le_bytes());
     }
-    let _ = saved;
     let sum = optionrom::bytes::checksum(image);
     if let Some(b) = image.get_mut(last) {
         *b = 0u8.wrapping_sub(sum);
@@ -378,9 +397,4 @@ pub fn verify_build_id(image: &[u8], id: u32) -> bool {
         *b = 0;
     }
     manifest::fnv1a(&copy) == id
-}
-
-/// Assembler helper for backends that want `jmp`/`call` to an image offset.
-pub fn call_offset(e: &mut Emit, target: u64) -> Result<(), GenError> {
-    e.a.call(target).map_err(asm("call to image offset"))
 }
