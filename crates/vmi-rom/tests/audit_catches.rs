@@ -1,6 +1,7 @@
 //! The audit is able to fail: deliberately broken backends and patched tables get the exact
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! rule and routine they violate.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use iced_x86::code_asm::*;
 use optionrom::validate::Severity;
