@@ -1,6 +1,8 @@
 //! The harness error type.
 
+use crate::protocol::{ProtocolError, StepId};
 use std::path::PathBuf;
+use std::time::Duration;
 use thiserror::Error;
 
 /// What can stop a run from producing a verdict.
@@ -29,5 +31,65 @@ pub enum HarnessError {
         path: PathBuf,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// A guest or probe configuration that cannot be built.
+    #[error("invalid guest configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The assembler rejected the guest code.
+    #[error("assembling the guest: {0}")]
+    Assemble(#[from] iced_x86::IcedError),
+    /// The guest's record stream is malformed.
+    #[error("malformed guest stream: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// The stream does not belong to the image that was booted.
+    #[error("guest stream mismatch: {what} is {found:#x}, expected {expected:#x}")]
+    StreamMismatch {
+        /// Which field.
+        what: &'static str,
+        /// What the guest reported.
+        found: u32,
+        /// What the host built.
+        expected: u32,
+    },
+    /// The guest took an exception (or an unexpected interrupt) while running a step.
+    #[error(
+        "guest {mnemonic} (vector {vector}) at EIP {eip:#010x}{}, error code {error_code:#x}, \
+         in step {step}",
+        rom_offset.map(|o| format!(" (ROM offset {o:#x})")).unwrap_or_default()
+    )]
+    GuestException {
+        /// The step that was running.
+        step: StepId,
+        /// Vector.
+        vector: u8,
+        /// Its mnemonic.
+        mnemonic: &'static str,
+        /// Faulting EIP.
+        eip: u32,
+        /// The EIP as an offset into the ROM image, if it lies inside.
+        rom_offset: Option<u32>,
+        /// Error code (0 when the CPU pushes none).
+        error_code: u32,
+    },
+    /// The run hit its time limit.
+    #[error("guest timed out after {after:?} in step {step}")]
+    Timeout {
+        /// The limit.
+        after: Duration,
+        /// The last step the guest announced.
+        step: StepId,
+    },
+    /// QEMU ended without the guest finishing (reset, crash, or an exit the guest did not write).
+    #[error("guest died in step {step}: QEMU exit status {exit_code:?}, no END record{}", if stderr.is_empty() { String::new() } else { format!("; QEMU: {stderr}") })]
+    GuestDied {
+        /// The last step the guest announced.
+        step: StepId,
+        /// QEMU's exit status.
+        exit_code: Option<i32>,
+        /// QEMU's stderr (trimmed).
+        stderr: String,
     },
 }

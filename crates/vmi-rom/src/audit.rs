@@ -746,6 +746,28 @@ fn walk_routine(
     report.routines.push(stats);
 }
 
+/// Offsets of every instruction reachable from `entry` in `image`, decoded as `bitness`-bit
+/// code, in address order (for disassembly listings).
+pub fn reachable(image: &[u8], entry: u32, bitness: u32) -> Vec<u32> {
+    let mut scratch = AuditReport::default();
+    let mut w = Walk {
+        image,
+        name: String::new(),
+        rules: Rules {
+            clobbers: RegSet::of(&Reg::ALL),
+            no_return: None,
+            bitness,
+        },
+        report: &mut scratch,
+        code: BTreeMap::new(),
+        succ: BTreeMap::new(),
+        max_stack: 0,
+        failed: false,
+    };
+    w.run(entry);
+    w.code.keys().copied().collect()
+}
+
 /// Audits `image` (a whole ROM file; the first image is audited).
 pub fn audit(image: &[u8]) -> AuditReport {
     let mut report = AuditReport::default();

@@ -1,0 +1,61 @@
+//! The 32-bit test guest: generated at run time with iced-x86's assembler, booted by QEMU as a
+//! multiboot kernel, it finds and probes a VMI ROM the way Linux does and streams
+//! [records](crate::protocol) to the debug console.
+//!
+//! # Program
+//!
+//! A guest is a fixed boot sequence, the host-chosen [`Step`]s in order, and a fixed finish:
+//!
+//! 1. **Boot** (multiboot: 32-bit protected mode, paging off): write the stream header; load
+//!    the GDT (Linux selectors: kernel CS `0x60`, kernel DS `0x68`, user CS `0x73`, user DS
+//!    `0x7B`, TSS `0x80`, per-CPU `0xD8`; 32 entries); far-jump to reload CS; SS = `0x68`,
+//!    DS = ES = `0x7B`, FS = `0xD8`, GS = 0 (Linux's kernel-mode segments); load the boot IDT;
+//!    remap the 8259A PICs to vectors 0x20/0x28 and mask every line. With paging: CR3 = the
+//!    page directory, CR4.PSE, CR0.PG|WP, jump to the `PAGE_OFFSET` alias of the next
+//!    instruction. Then ESP = the linear stack top, reload GDTR/IDTR with linear bases, `ltr`
+//!    the TSS, and write `HELLO`.
+//! 2. **Steps**: [`Step::Probe`] scans like `probe_vmi_rom` (every read through the linear
+//!    map); [`Step::Init`] and [`Step::GetReloc`] near-call the ROM with ESP = the linear stack
+//!    top, EFLAGS = 0x2 (IF = DF = 0), Linux's segments, the inputs in their registers and
+//!    [canaries](crate::protocol::canary) in all others, then capture every GPR, EFLAGS and
+//!    the segment registers (`CALL_RESULT`). ROM steps are skipped (and the run finishes) once
+//!    the probe found nothing or Init returned non-zero, as Linux would.
+//! 3. **Finish**: write `END`, then write [`EXIT_DONE`](crate::protocol::EXIT_DONE) to
+//!    `isa-debug-exit`.
+//!
+//! Every IDT vector has a stub: exceptions and stray interrupts write an `EXCEPTION` record
+//! (vector, error code, EIP, CS, EFLAGS, CR2, registers, the step that was running) and end the
+//! run with a distinct exit value; a fault inside the handler ends it at once.
+//!
+//! # Memory map (physical; [`layout`])
+//!
+//! | Address | Size | What | Source |
+//! |---|---|---|---|
+//! | `0x0010_0000` | 32 B | multiboot header | image |
+//! | `0x0010_1000` | 4 KiB | page directory: 4 MiB PSE pages, [0, 64 MiB) at 0 and at `PAGE_OFFSET` | image |
+//! | `0x0010_2000` | 256 B | GDT (32 entries) | image |
+//! | `0x0010_2100` | 4 × 8 B | GDTR boot/kernel, IDTR boot/kernel images | image |
+//! | `0x0010_2200` | 104 B | TSS (SS0 = `0x68`, ESP0 = ring-0 stack top) | image |
+//! | `0x0010_3000` | 2 KiB | boot IDT (physical handler addresses) | image |
+//! | `0x0010_3800` | 2 KiB | kernel IDT (linear handler addresses) | image |
+//! | `0x0010_4000` | 2 KiB | guest variables ([`layout::var`]) | image (zero) |
+//! | `0x0010_4800` | 2 KiB | per-CPU area (FS base) | image (zero) |
+//! | `0x0010_5000` | 4 KiB | record buffer | image (zero) |
+//! | `0x0010_6000` | 40 KiB | host data: stream header, license strings ([`program::host_data`]) | image |
+//! | `0x0011_0000` | ≤ 384 KiB | code: entry first, steps, subroutines, 256 interrupt stubs | image |
+//! | `0x0017_0000` | 64 KiB | ring-0 stack for privilege changes (TSS.ESP0) | bss |
+//! | `0x0018_0000` | 64 KiB | kernel stack (top `0x0019_0000`) | bss |
+//!
+//! The ROM sees linear addresses (`PAGE_OFFSET + phys`): the code it returns to, the stack,
+//! the GDTR/IDTR/TSS/FS bases. The guest's own data accesses use physical addresses, valid in
+//! both phases because the identity map stays (as it does in Linux when VMI activates).
+//! Without paging every linear address is physical.
+
+pub mod gdt;
+pub mod idt;
+pub mod layout;
+pub mod paging;
+pub mod program;
+
+pub use layout::MemoryMap;
+pub use program::{GuestConfig, GuestImage, LAYOUT_VERSION, Step, build};

@@ -1,0 +1,1156 @@
+//! The binary record stream the test guest writes to the debug console (port 0xE9), and its
+//! decoder.
+//!
+//! # Format (version 1)
+//!
+//! All integers are little-endian. The stream is
+//!
+//! ```text
+//! stream  := header record*
+//! header  := magic "vmiG" (4 bytes) · version u16 (= 1) · reserved u16 (= 0)
+//! record  := tag u16 · len u16 · payload[len]
+//! ```
+//!
+//! Every payload is a fixed number of u32 words (the candidate record ends in 32 string bytes);
+//! `len` must be exactly the size listed below, and no bytes may follow the `END` record. Word
+//! indices are in the submodules ([`hello`], [`candidate`], …), shared by the guest generator
+//! and this decoder.
+//!
+//! | tag | record | payload words |
+//! |---|---|---|
+//! | 0x01 | `HELLO` | page_offset, flags (bit 0 paging), nonce, layout version, step count |
+//! | 0x02 | `STEP` | step id (a step is starting) |
+//! | 0x03 | `CANDIDATE` | one 55AA ROM the probe looked at: base, [`Outcome`], flags, size byte, u32 @8, api major, api minor, pci_header_offs, PCI vendor, PCI device, pnp_header_offs, license_offs, then 32 bytes read at the license pointer |
+//! | 0x04 | `PROBE_DONE` | found (0/1), physical base, linear base, candidates reported |
+//! | 0x05 | `CALL_RESULT` | step id, then a [register snapshot](snap) taken right after the ROM returned |
+//! | 0x06 | `EXCEPTION` | step id, vector, error code (0 when the CPU pushes none), EIP, CS, EFLAGS, CR2, the two frame words above EFLAGS (ESP, SS after a privilege change), handler ESP, EAX, EBX, ECX, EDX, ESI, EDI, EBP, DS, ES, FS, GS, SS |
+//! | 0xFF | `END` | [`EndStatus`] |
+//!
+//! A step id is `kind << 24 | argument`: kind 0 boot, 1 probe, 2 Init, 3 GetRelocationInfo
+//! (argument = the call number). Segment-register words carry the selector in their low 16 bits
+//! (a 32-bit `push sreg` may leave the upper half unwritten); the decoder masks them.
+//!
+//! After an `EXCEPTION` record the guest ends the run through `isa-debug-exit` with
+//! [`EXIT_EXCEPTION_BASE`]` | vector` (vectors 0–31) or [`EXIT_INTERRUPT`] (vectors 32–255)
+//! instead of writing `END`.
+//!
+//! Decoding never panics: a short, garbled or over-long stream is a [`ProtocolError`] naming the
+//! byte offset of the offending record.
+
+use std::fmt;
+use thiserror::Error;
+use vmi_abi::calls::Reg;
+
+/// Stream magic.
+pub const MAGIC: [u8; 4] = *b"vmiG";
+/// Protocol version this module writes and reads.
+pub const VERSION: u16 = 1;
+/// Size of the stream header.
+pub const STREAM_HEADER_LEN: usize = 8;
+/// Size of a record header (tag, length).
+pub const RECORD_HEADER_LEN: usize = 4;
+
+/// `isa-debug-exit` value of a run that wrote its `END` record.
+pub const EXIT_DONE: u8 = 0x10;
+/// `isa-debug-exit` value base of an exception: the value is `EXIT_EXCEPTION_BASE | vector`.
+pub const EXIT_EXCEPTION_BASE: u8 = 0x40;
+/// `isa-debug-exit` value of an interrupt (vector 32–255) the guest did not expect.
+pub const EXIT_INTERRUPT: u8 = 0x60;
+/// `isa-debug-exit` value of a fault inside the guest's own exception handler (no record).
+pub const EXIT_NESTED: u8 = 0x61;
+
+/// The stream header the guest writes first.
+pub const fn stream_header() -> [u8; STREAM_HEADER_LEN] {
+    let v = VERSION.to_le_bytes();
+    [MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], v[0], v[1], 0, 0]
+}
+
+/// The canary the guest loads into `reg` before calling the ROM (inputs excepted).
+pub const fn canary(reg: Reg) -> u32 {
+    match reg {
+        Reg::Eax => 0xC0DE_0A0A,
+        Reg::Ebx => 0xC0DE_0B0B,
+        Reg::Ecx => 0xC0DE_0C0C,
+        Reg::Edx => 0xC0DE_0D0D,
+        Reg::Esi => 0xC0DE_051E,
+        Reg::Edi => 0xC0DE_0D1E,
+        Reg::Ebp => 0xC0DE_0B9E,
+    }
+}
+
+/// EFLAGS the guest sets (with `popfd`) right before calling the ROM: only the reserved bit 1,
+/// so IF = 0 and DF = 0.
+pub const CALL_EFLAGS: u32 = 0x2;
+
+/// Record tags.
+pub mod tag {
+    /// Guest configuration echo.
+    pub const HELLO: u16 = 0x01;
+    /// A step starts.
+    pub const STEP: u16 = 0x02;
+    /// A 55AA candidate and what the probe made of it.
+    pub const CANDIDATE: u16 = 0x03;
+    /// The probe's result.
+    pub const PROBE_DONE: u16 = 0x04;
+    /// Registers after a ROM call returned.
+    pub const CALL_RESULT: u16 = 0x05;
+    /// An exception or unexpected interrupt.
+    pub const EXCEPTION: u16 = 0x06;
+    /// The guest finished.
+    pub const END: u16 = 0xFF;
+}
+
+/// Word indices of a register snapshot (15 words).
+pub mod snap {
+    /// EAX.
+    pub const EAX: usize = 0;
+    /// EBX.
+    pub const EBX: usize = 1;
+    /// ECX.
+    pub const ECX: usize = 2;
+    /// EDX.
+    pub const EDX: usize = 3;
+    /// ESI.
+    pub const ESI: usize = 4;
+    /// EDI.
+    pub const EDI: usize = 5;
+    /// EBP.
+    pub const EBP: usize = 6;
+    /// ESP.
+    pub const ESP: usize = 7;
+    /// EFLAGS.
+    pub const EFLAGS: usize = 8;
+    /// CS.
+    pub const CS: usize = 9;
+    /// SS.
+    pub const SS: usize = 10;
+    /// DS.
+    pub const DS: usize = 11;
+    /// ES.
+    pub const ES: usize = 12;
+    /// FS.
+    pub const FS: usize = 13;
+    /// GS.
+    pub const GS: usize = 14;
+    /// Number of words.
+    pub const WORDS: usize = 15;
+}
+
+/// Word indices of `HELLO`.
+pub mod hello {
+    /// Configured `PAGE_OFFSET`.
+    pub const PAGE_OFFSET: usize = 0;
+    /// Flags ([`FLAG_PAGING`]).
+    pub const FLAGS: usize = 1;
+    /// The nonce the host put into the image (ties the stream to the image).
+    pub const NONCE: usize = 2;
+    /// [`LAYOUT_VERSION`](crate::guest::LAYOUT_VERSION) of the guest's memory map.
+    pub const LAYOUT_VERSION: usize = 3;
+    /// Number of host-chosen steps in the program.
+    pub const STEPS: usize = 4;
+    /// Number of words.
+    pub const WORDS: usize = 5;
+    /// Flag: paging is on.
+    pub const FLAG_PAGING: u32 = 1;
+}
+
+/// Word indices of `STEP`.
+pub mod step {
+    /// The step id.
+    pub const ID: usize = 0;
+    /// Number of words.
+    pub const WORDS: usize = 1;
+}
+
+/// Word indices of `CANDIDATE`.
+pub mod candidate {
+    /// Physical base.
+    pub const BASE: usize = 0;
+    /// [`Outcome`](super::Outcome) code.
+    pub const OUTCOME: usize = 1;
+    /// Flags ([`FLAG_UNKNOWN_MANUFACTURER`], [`FLAG_LICENSE_UNSPECIFIED`]).
+    pub const FLAGS: usize = 2;
+    /// Size byte (offset 2).
+    pub const ROM_LENGTH: usize = 3;
+    /// The u32 at offset 8.
+    pub const VMI_SIGNATURE: usize = 4;
+    /// `api_version_maj`.
+    pub const API_MAJOR: usize = 5;
+    /// `api_version_min`.
+    pub const API_MINOR: usize = 6;
+    /// `pci_header_offs`.
+    pub const PCI_HEADER_OFFS: usize = 7;
+    /// PCI vendor id (0 when the probe stopped before reading it).
+    pub const VENDOR: usize = 8;
+    /// PCI device id (0 when the probe stopped before reading it).
+    pub const DEVICE: usize = 9;
+    /// `pnp_header_offs`.
+    pub const PNP_HEADER_OFFS: usize = 10;
+    /// `license_offs`.
+    pub const LICENSE_OFFS: usize = 11;
+    /// First word of the license bytes.
+    pub const LICENSE: usize = 12;
+    /// License bytes captured (from the license pointer, or from "unspecified").
+    pub const LICENSE_BYTES: usize = 32;
+    /// Number of words.
+    pub const WORDS: usize = LICENSE + LICENSE_BYTES / 4;
+    /// Flag: the PCI vendor/device ids are not VMware/VMI (Linux only warns).
+    pub const FLAG_UNKNOWN_MANUFACTURER: u32 = 1 << 0;
+    /// Flag: `license_offs` is 0, Linux compares "unspecified".
+    pub const FLAG_LICENSE_UNSPECIFIED: u32 = 1 << 1;
+    /// Flag: the license check ran (the captured bytes are what Linux compared).
+    pub const FLAG_LICENSE_READ: u32 = 1 << 2;
+}
+
+/// Word indices of `PROBE_DONE`.
+pub mod probe_done {
+    /// 1 if a ROM was accepted.
+    pub const FOUND: usize = 0;
+    /// Its physical base (0 if none).
+    pub const BASE: usize = 1;
+    /// Its linear base (0 if none).
+    pub const LINEAR: usize = 2;
+    /// Number of `CANDIDATE` records written.
+    pub const CANDIDATES: usize = 3;
+    /// Number of words.
+    pub const WORDS: usize = 4;
+}
+
+/// Word indices of `CALL_RESULT`.
+pub mod call_result {
+    /// Step id.
+    pub const STEP: usize = 0;
+    /// First word of the [register snapshot](super::snap).
+    pub const REGS: usize = 1;
+    /// Number of words.
+    pub const WORDS: usize = REGS + super::snap::WORDS;
+}
+
+/// Word indices of `EXCEPTION`.
+pub mod exception {
+    /// Step id.
+    pub const STEP: usize = 0;
+    /// Vector.
+    pub const VECTOR: usize = 1;
+    /// Error code (0 for vectors without one).
+    pub const ERROR_CODE: usize = 2;
+    /// Faulting EIP (as pushed by the CPU).
+    pub const EIP: usize = 3;
+    /// CS of the interrupted code.
+    pub const CS: usize = 4;
+    /// EFLAGS of the interrupted code.
+    pub const EFLAGS: usize = 5;
+    /// CR2.
+    pub const CR2: usize = 6;
+    /// Frame word above EFLAGS: the interrupted ESP after a privilege change.
+    pub const FRAME_ESP: usize = 7;
+    /// Frame word above that: the interrupted SS after a privilege change.
+    pub const FRAME_SS: usize = 8;
+    /// ESP in the handler, pointing at the vector word (frame = 5 words above it).
+    pub const HANDLER_ESP: usize = 9;
+    /// EAX.
+    pub const EAX: usize = 10;
+    /// EBX.
+    pub const EBX: usize = 11;
+    /// ECX.
+    pub const ECX: usize = 12;
+    /// EDX.
+    pub const EDX: usize = 13;
+    /// ESI.
+    pub const ESI: usize = 14;
+    /// EDI.
+    pub const EDI: usize = 15;
+    /// EBP.
+    pub const EBP: usize = 16;
+    /// DS.
+    pub const DS: usize = 17;
+    /// ES.
+    pub const ES: usize = 18;
+    /// FS.
+    pub const FS: usize = 19;
+    /// GS.
+    pub const GS: usize = 20;
+    /// SS in the handler.
+    pub const SS: usize = 21;
+    /// Number of words.
+    pub const WORDS: usize = 22;
+}
+
+/// Word indices of `END`.
+pub mod end {
+    /// [`EndStatus`](super::EndStatus) code.
+    pub const STATUS: usize = 0;
+    /// Number of words.
+    pub const WORDS: usize = 1;
+}
+
+/// Payload size of a record, by tag.
+pub const fn payload_len(tag: u16) -> Option<usize> {
+    let words = match tag {
+        tag::HELLO => hello::WORDS,
+        tag::STEP => step::WORDS,
+        tag::CANDIDATE => candidate::WORDS,
+        tag::PROBE_DONE => probe_done::WORDS,
+        tag::CALL_RESULT => call_result::WORDS,
+        tag::EXCEPTION => exception::WORDS,
+        tag::END => end::WORDS,
+        _ => return None,
+    };
+    Some(words * 4)
+}
+
+/// Name of a record tag.
+pub const fn tag_name(t: u16) -> &'static str {
+    match t {
+        tag::HELLO => "HELLO",
+        tag::STEP => "STEP",
+        tag::CANDIDATE => "CANDIDATE",
+        tag::PROBE_DONE => "PROBE_DONE",
+        tag::CALL_RESULT => "CALL_RESULT",
+        tag::EXCEPTION => "EXCEPTION",
+        tag::END => "END",
+        _ => "unknown",
+    }
+}
+
+/// What the guest was doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepId {
+    /// Setting up (GDT, IDT, paging) before the first step.
+    Boot,
+    /// Scanning for the ROM.
+    Probe,
+    /// Calling Init (ROM + 0x80).
+    Init,
+    /// Calling GetRelocationInfo (ROM + 0x88) with EAX = the call number.
+    GetReloc(u32),
+}
+
+impl StepId {
+    /// Largest argument a step id can carry.
+    pub const MAX_ARG: u32 = 0x00FF_FFFF;
+
+    /// The 32-bit code written to the stream.
+    pub const fn code(self) -> u32 {
+        match self {
+            StepId::Boot => 0,
+            StepId::Probe => 1 << 24,
+            StepId::Init => 2 << 24,
+            StepId::GetReloc(n) => 3 << 24 | (n & Self::MAX_ARG),
+        }
+    }
+
+    /// The step with this code, if it is one.
+    pub const fn from_code(code: u32) -> Option<StepId> {
+        let arg = code & Self::MAX_ARG;
+        match (code >> 24, arg) {
+            (0, 0) => Some(StepId::Boot),
+            (1, 0) => Some(StepId::Probe),
+            (2, 0) => Some(StepId::Init),
+            (3, n) => Some(StepId::GetReloc(n)),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for StepId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StepId::Boot => f.write_str("boot"),
+            StepId::Probe => f.write_str("probe"),
+            StepId::Init => f.write_str("Init"),
+            StepId::GetReloc(n) => write!(f, "GetRelocationInfo({n})"),
+        }
+    }
+}
+
+/// What the probe decided about a 55AA candidate (the checks of vmi-abi.md §2.1, in order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every check passed: this ROM is used.
+    Accepted,
+    /// The u32 at offset 8 is not `"cVmi"` (skipped silently).
+    NotVmi,
+    /// API major version is not 3 ("mismatched rom version").
+    VersionMismatch,
+    /// `pci_header_offs` is 0 ("ROM does not contain PCI header").
+    NoPciHeader,
+    /// The license is neither "GPL" nor "GPL v2" ("Non GPL license … Not used").
+    NonGplLicense,
+}
+
+impl Outcome {
+    /// Code in the `CANDIDATE` record.
+    pub const fn code(self) -> u32 {
+        match self {
+            Outcome::Accepted => 0,
+            Outcome::NotVmi => 1,
+            Outcome::VersionMismatch => 2,
+            Outcome::NoPciHeader => 3,
+            Outcome::NonGplLicense => 4,
+        }
+    }
+
+    /// The outcome with this code.
+    pub const fn from_code(code: u32) -> Option<Outcome> {
+        match code {
+            0 => Some(Outcome::Accepted),
+            1 => Some(Outcome::NotVmi),
+            2 => Some(Outcome::VersionMismatch),
+            3 => Some(Outcome::NoPciHeader),
+            4 => Some(Outcome::NonGplLicense),
+            _ => None,
+        }
+    }
+}
+
+/// How the guest finished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndStatus {
+    /// Every step ran.
+    Complete,
+    /// No ROM was accepted: the ROM steps were skipped.
+    NoRom,
+    /// Init returned non-zero: later ROM steps were skipped (Linux stays native).
+    InitFailed,
+}
+
+impl EndStatus {
+    /// Code in the `END` record.
+    pub const fn code(self) -> u32 {
+        match self {
+            EndStatus::Complete => 0,
+            EndStatus::NoRom => 1,
+            EndStatus::InitFailed => 2,
+        }
+    }
+
+    /// The status with this code.
+    pub const fn from_code(code: u32) -> Option<EndStatus> {
+        match code {
+            0 => Some(EndStatus::Complete),
+            1 => Some(EndStatus::NoRom),
+            2 => Some(EndStatus::InitFailed),
+            _ => None,
+        }
+    }
+}
+
+/// The `HELLO` record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hello {
+    /// Configured `PAGE_OFFSET`.
+    pub page_offset: u32,
+    /// Whether paging is on.
+    pub paging: bool,
+    /// The image's nonce.
+    pub nonce: u32,
+    /// Memory-map version.
+    pub layout_version: u32,
+    /// Number of steps.
+    pub steps: u32,
+}
+
+/// The `CANDIDATE` record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// Physical base.
+    pub base: u32,
+    /// What the probe decided.
+    pub outcome: Outcome,
+    /// PCI ids are not VMware/VMI (a warning; Linux continues).
+    pub unknown_manufacturer: bool,
+    /// `license_offs` was 0, so "unspecified" was compared.
+    pub license_unspecified: bool,
+    /// Size byte (offset 2).
+    pub rom_length: u8,
+    /// The u32 at offset 8.
+    pub vmi_signature: u32,
+    /// API major version.
+    pub api_major: u8,
+    /// API minor version.
+    pub api_minor: u8,
+    /// `pci_header_offs`.
+    pub pci_header_offs: u16,
+    /// PCI vendor id (0 if not read).
+    pub vendor_id: u16,
+    /// PCI device id (0 if not read).
+    pub device_id: u16,
+    /// `pnp_header_offs`.
+    pub pnp_header_offs: u16,
+    /// `license_offs`.
+    pub license_offs: u16,
+    /// The license Linux compared (bytes before the NUL), when the license check ran.
+    pub license: Option<Vec<u8>>,
+    /// Whether a NUL ended the license within the captured 32 bytes.
+    pub license_terminated: bool,
+}
+
+impl Candidate {
+    /// The license as text (lossy), if it was read.
+    pub fn license_str(&self) -> Option<String> {
+        self.license
+            .as_deref()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    }
+}
+
+/// The `PROBE_DONE` record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeDone {
+    /// Physical base of the accepted ROM.
+    pub base: Option<u32>,
+    /// Its linear base.
+    pub linear: u32,
+    /// Candidates reported.
+    pub candidates: u32,
+}
+
+/// A register snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Regs {
+    /// EAX.
+    pub eax: u32,
+    /// EBX.
+    pub ebx: u32,
+    /// ECX.
+    pub ecx: u32,
+    /// EDX.
+    pub edx: u32,
+    /// ESI.
+    pub esi: u32,
+    /// EDI.
+    pub edi: u32,
+    /// EBP.
+    pub ebp: u32,
+    /// ESP.
+    pub esp: u32,
+    /// EFLAGS.
+    pub eflags: u32,
+    /// CS.
+    pub cs: u16,
+    /// SS.
+    pub ss: u16,
+    /// DS.
+    pub ds: u16,
+    /// ES.
+    pub es: u16,
+    /// FS.
+    pub fs: u16,
+    /// GS.
+    pub gs: u16,
+}
+
+impl Regs {
+    /// The value of a general-purpose register.
+    pub const fn get(&self, reg: Reg) -> u32 {
+        match reg {
+            Reg::Eax => self.eax,
+            Reg::Ebx => self.ebx,
+            Reg::Ecx => self.ecx,
+            Reg::Edx => self.edx,
+            Reg::Esi => self.esi,
+            Reg::Edi => self.edi,
+            Reg::Ebp => self.ebp,
+        }
+    }
+
+    /// The registers of `regs` whose value is not their [`canary`].
+    pub fn changed(&self, regs: &[Reg]) -> Vec<Reg> {
+        regs.iter()
+            .copied()
+            .filter(|r| self.get(*r) != canary(*r))
+            .collect()
+    }
+
+    fn from_words(w: &Words<'_>, at: usize) -> Regs {
+        let seg = |i| (w.get(at + i) & 0xFFFF) as u16;
+        Regs {
+            eax: w.get(at + snap::EAX),
+            ebx: w.get(at + snap::EBX),
+            ecx: w.get(at + snap::ECX),
+            edx: w.get(at + snap::EDX),
+            esi: w.get(at + snap::ESI),
+            edi: w.get(at + snap::EDI),
+            ebp: w.get(at + snap::EBP),
+            esp: w.get(at + snap::ESP),
+            eflags: w.get(at + snap::EFLAGS),
+            cs: seg(snap::CS),
+            ss: seg(snap::SS),
+            ds: seg(snap::DS),
+            es: seg(snap::ES),
+            fs: seg(snap::FS),
+            gs: seg(snap::GS),
+        }
+    }
+}
+
+/// The `CALL_RESULT` record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallResult {
+    /// Which call.
+    pub step: StepId,
+    /// Registers right after the ROM returned.
+    pub regs: Regs,
+}
+
+/// The `EXCEPTION` record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exception {
+    /// The step that was running.
+    pub step: StepId,
+    /// Vector.
+    pub vector: u8,
+    /// Error code (0 where the CPU pushes none).
+    pub error_code: u32,
+    /// EIP pushed by the CPU (the faulting instruction for faults).
+    pub eip: u32,
+    /// CS of the interrupted code.
+    pub cs: u16,
+    /// EFLAGS of the interrupted code.
+    pub eflags: u32,
+    /// CR2.
+    pub cr2: u32,
+    /// The interrupted ESP.
+    pub esp: u32,
+    /// The interrupted SS.
+    pub ss: u16,
+    /// General-purpose and data-segment registers of the interrupted code (ESP as above).
+    pub regs: Regs,
+}
+
+impl Exception {
+    /// Whether the CPU pushed an error code for this vector.
+    pub fn has_error_code(&self) -> bool {
+        crate::guest::idt::has_error_code(self.vector)
+    }
+
+    /// The mnemonic of the vector (`"#UD"`).
+    pub fn mnemonic(&self) -> &'static str {
+        crate::guest::idt::mnemonic(self.vector)
+    }
+}
+
+/// One decoded record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// `HELLO`.
+    Hello(Hello),
+    /// `STEP`.
+    Step(StepId),
+    /// `CANDIDATE`.
+    Candidate(Candidate),
+    /// `PROBE_DONE`.
+    ProbeDone(ProbeDone),
+    /// `CALL_RESULT`.
+    CallResult(CallResult),
+    /// `EXCEPTION`.
+    Exception(Exception),
+    /// `END`.
+    End(EndStatus),
+}
+
+/// A decoded stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stream {
+    /// Protocol version of the header.
+    pub version: u16,
+    /// The records, each with the byte offset of its header.
+    pub records: Vec<(usize, Record)>,
+}
+
+impl Stream {
+    /// How the guest finished, if it wrote `END`.
+    pub fn end(&self) -> Option<EndStatus> {
+        self.records.iter().find_map(|(_, r)| match r {
+            Record::End(s) => Some(*s),
+            _ => None,
+        })
+    }
+
+    /// The last step the guest announced.
+    pub fn last_step(&self) -> StepId {
+        self.records
+            .iter()
+            .rev()
+            .find_map(|(_, r)| match r {
+                Record::Step(s) => Some(*s),
+                _ => None,
+            })
+            .unwrap_or(StepId::Boot)
+    }
+}
+
+/// Why a stream could not be decoded.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum ProtocolError {
+    /// The guest wrote nothing.
+    #[error("empty stream: the guest wrote nothing to the debug console")]
+    Empty,
+    /// The stream header is cut short.
+    #[error("stream header truncated: {len} of {STREAM_HEADER_LEN} bytes")]
+    ShortHeader {
+        /// Bytes present.
+        len: usize,
+    },
+    /// The stream does not start with the magic.
+    #[error("bad stream magic at byte 0: {found:02x?} (expected \"vmiG\")")]
+    BadMagic {
+        /// The first four bytes.
+        found: [u8; 4],
+    },
+    /// A version this decoder does not know.
+    #[error("stream version {found} at byte 4 (this decoder reads version {VERSION})")]
+    Version {
+        /// The version in the header.
+        found: u16,
+    },
+    /// A record runs past the end of the stream.
+    #[error("record at byte {offset} truncated: {what} needs {needed} bytes, {available} left")]
+    Truncated {
+        /// Offset of the record header.
+        offset: usize,
+        /// What was being read.
+        what: &'static str,
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes left.
+        available: usize,
+    },
+    /// A tag this version does not define.
+    #[error("unknown record tag {tag:#06x} at byte {offset}")]
+    UnknownTag {
+        /// Offset of the record header.
+        offset: usize,
+        /// The tag.
+        tag: u16,
+    },
+    /// A known record with the wrong payload length.
+    #[error("{name} record at byte {offset} has length {len} (expected {expected})")]
+    BadLength {
+        /// Offset of the record header.
+        offset: usize,
+        /// Record name.
+        name: &'static str,
+        /// Length in the header.
+        len: usize,
+        /// Length this version defines.
+        expected: usize,
+    },
+    /// A field with a value outside its domain.
+    #[error("{name} record at byte {offset}: bad {field} {value:#x}")]
+    BadValue {
+        /// Offset of the record header.
+        offset: usize,
+        /// Record name.
+        name: &'static str,
+        /// Field.
+        field: &'static str,
+        /// Its value.
+        value: u32,
+    },
+    /// Bytes after the `END` record.
+    #[error("{len} bytes after the END record at byte {offset}")]
+    AfterEnd {
+        /// Offset of the first byte after `END`.
+        offset: usize,
+        /// How many.
+        len: usize,
+    },
+}
+
+/// A payload read as u32 words (missing words read as 0; lengths are checked before).
+struct Words<'a>(&'a [u8]);
+
+impl Words<'_> {
+    fn get(&self, i: usize) -> u32 {
+        i.checked_mul(4)
+            .and_then(|at| self.0.get(at..at.checked_add(4)?))
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_le_bytes)
+            .unwrap_or(0)
+    }
+
+    fn bytes(&self, word: usize, len: usize) -> &[u8] {
+        let at = word.saturating_mul(4);
+        self.0.get(at..at.saturating_add(len)).unwrap_or(&[])
+    }
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    let s = b.get(at..at.checked_add(2)?)?;
+    Some(u16::from_le_bytes(<[u8; 2]>::try_from(s).ok()?))
+}
+
+/// Decodes a whole stream; the first problem is an error.
+pub fn decode(bytes: &[u8]) -> Result<Stream, ProtocolError> {
+    match decode_partial(bytes) {
+        (s, None) => Ok(s),
+        (_, Some(e)) => Err(e),
+    }
+}
+
+/// Decodes as much as possible: the records before the first problem, and the problem.
+pub fn decode_partial(bytes: &[u8]) -> (Stream, Option<ProtocolError>) {
+    let mut stream = Stream::default();
+    if bytes.is_empty() {
+        return (stream, Some(ProtocolError::Empty));
+    }
+    let Some(header) = bytes.get(..STREAM_HEADER_LEN) else {
+        return (
+            stream,
+            Some(ProtocolError::ShortHeader { len: bytes.len() }),
+        );
+    };
+    let mut magic = [0u8; 4];
+    magic.copy_from_slice(header.get(..4).unwrap_or(&[0; 4]));
+    if magic != MAGIC {
+        return (stream, Some(ProtocolError::BadMagic { found: magic }));
+    }
+    let version = u16_at(header, 4).unwrap_or(0);
+    if version != VERSION {
+        return (stream, Some(ProtocolError::Version { found: version }));
+    }
+    stream.version = version;
+    let mut at = STREAM_HEADER_LEN;
+    while at < bytes.len() {
+        if stream.end().is_some() {
+            let len = bytes.len() - at;
+            return (stream, Some(ProtocolError::AfterEnd { offset: at, len }));
+        }
+        match record_at(bytes, at) {
+            Ok((rec, next)) => {
+                stream.records.push((at, rec));
+                at = next;
+            }
+            Err(e) => return (stream, Some(e)),
+        }
+    }
+    (stream, None)
+}
+
+fn record_at(bytes: &[u8], offset: usize) -> Result<(Record, usize), ProtocolError> {
+    let rest = bytes.get(offset..).unwrap_or(&[]);
+    let truncated = |what, needed| ProtocolError::Truncated {
+        offset,
+        what,
+        needed,
+        available: rest.len(),
+    };
+    let (Some(tag), Some(len)) = (u16_at(rest, 0), u16_at(rest, 2)) else {
+        return Err(truncated("the record header", RECORD_HEADER_LEN));
+    };
+    let len = usize::from(len);
+    let name = tag_name(tag);
+    let expected = payload_len(tag).ok_or(ProtocolError::UnknownTag { offset, tag })?;
+    if len != expected {
+        return Err(ProtocolError::BadLength {
+            offset,
+            name,
+            len,
+            expected,
+        });
+    }
+    let payload = rest
+        .get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + len)
+        .ok_or_else(|| truncated(name, RECORD_HEADER_LEN + len))?;
+    let w = Words(payload);
+    let bad = |field, value| ProtocolError::BadValue {
+        offset,
+        name,
+        field,
+        value,
+    };
+    let step_at = |i: usize| StepId::from_code(w.get(i)).ok_or_else(|| bad("step id", w.get(i)));
+    let rec = match tag {
+        tag::HELLO => Record::Hello(Hello {
+            page_offset: w.get(hello::PAGE_OFFSET),
+            paging: w.get(hello::FLAGS) & hello::FLAG_PAGING != 0,
+            nonce: w.get(hello::NONCE),
+            layout_version: w.get(hello::LAYOUT_VERSION),
+            steps: w.get(hello::STEPS),
+        }),
+        tag::STEP => Record::Step(step_at(step::ID)?),
+        tag::CANDIDATE => {
+            use candidate as c;
+            let outcome = Outcome::from_code(w.get(c::OUTCOME))
+                .ok_or_else(|| bad("outcome", w.get(c::OUTCOME)))?;
+            let flags = w.get(c::FLAGS);
+            let raw = w.bytes(c::LICENSE, c::LICENSE_BYTES);
+            let nul = raw.iter().position(|b| *b == 0);
+            let text = raw.get(..nul.unwrap_or(raw.len())).unwrap_or(&[]);
+            Record::Candidate(Candidate {
+                base: w.get(c::BASE),
+                outcome,
+                unknown_manufacturer: flags & c::FLAG_UNKNOWN_MANUFACTURER != 0,
+                license_unspecified: flags & c::FLAG_LICENSE_UNSPECIFIED != 0,
+                rom_length: w.get(c::ROM_LENGTH) as u8,
+                vmi_signature: w.get(c::VMI_SIGNATURE),
+                api_major: w.get(c::API_MAJOR) as u8,
+                api_minor: w.get(c::API_MINOR) as u8,
+                pci_header_offs: w.get(c::PCI_HEADER_OFFS) as u16,
+                vendor_id: w.get(c::VENDOR) as u16,
+                device_id: w.get(c::DEVICE) as u16,
+                pnp_header_offs: w.get(c::PNP_HEADER_OFFS) as u16,
+                license_offs: w.get(c::LICENSE_OFFS) as u16,
+                license: (flags & c::FLAG_LICENSE_READ != 0).then(|| text.to_vec()),
+                license_terminated: nul.is_some(),
+            })
+        }
+        tag::PROBE_DONE => {
+            let found = w.get(probe_done::FOUND);
+            if found > 1 {
+                return Err(bad("found flag", found));
+            }
+            Record::ProbeDone(ProbeDone {
+                base: (found == 1).then(|| w.get(probe_done::BASE)),
+                linear: w.get(probe_done::LINEAR),
+                candidates: w.get(probe_done::CANDIDATES),
+            })
+        }
+        tag::CALL_RESULT => Record::CallResult(CallResult {
+            step: step_at(call_result::STEP)?,
+            regs: Regs::from_words(&w, call_result::REGS),
+        }),
+        tag::EXCEPTION => {
+            use exception as x;
+            let vector =
+                u8::try_from(w.get(x::VECTOR)).map_err(|_| bad("vector", w.get(x::VECTOR)))?;
+            let cs = (w.get(x::CS) & 0xFFFF) as u16;
+            let handler_ss = (w.get(x::SS) & 0xFFFF) as u16;
+            // Same privilege: the frame is EIP, CS, EFLAGS (+ error code, vector) above the
+            // handler's ESP. After a privilege change the CPU pushed ESP and SS too.
+            let same_cpl = cs & 3 == handler_ss & 3;
+            let (esp, ss) = if same_cpl {
+                (w.get(x::HANDLER_ESP).wrapping_add(20), handler_ss)
+            } else {
+                (w.get(x::FRAME_ESP), (w.get(x::FRAME_SS) & 0xFFFF) as u16)
+            };
+            let seg = |i| (w.get(i) & 0xFFFF) as u16;
+            Record::Exception(Exception {
+                step: step_at(x::STEP)?,
+                vector,
+                error_code: w.get(x::ERROR_CODE),
+                eip: w.get(x::EIP),
+                cs,
+                eflags: w.get(x::EFLAGS),
+                cr2: w.get(x::CR2),
+                esp,
+                ss,
+                regs: Regs {
+                    eax: w.get(x::EAX),
+                    ebx: w.get(x::EBX),
+                    ecx: w.get(x::ECX),
+                    edx: w.get(x::EDX),
+                    esi: w.get(x::ESI),
+                    edi: w.get(x::EDI),
+                    ebp: w.get(x::EBP),
+                    esp,
+                    eflags: w.get(x::EFLAGS),
+                    cs,
+                    ss,
+                    ds: seg(x::DS),
+                    es: seg(x::ES),
+                    fs: seg(x::FS),
+                    gs: seg(x::GS),
+                },
+            })
+        }
+        tag::END => {
+            let code = w.get(end::STATUS);
+            Record::End(EndStatus::from_code(code).ok_or_else(|| bad("status", code))?)
+        }
+        _ => return Err(ProtocolError::UnknownTag { offset, tag }),
+    };
+    Ok((rec, offset + RECORD_HEADER_LEN + len))
+}
+
+/// Encodes one record (tests and tools; the guest writes the same bytes).
+pub fn encode_record(tag: u16, words: &[u32]) -> Vec<u8> {
+    let len = u16::try_from(words.len() * 4).unwrap_or(u16::MAX);
+    let mut out = Vec::with_capacity(RECORD_HEADER_LEN + words.len() * 4);
+    out.extend_from_slice(&tag.to_le_bytes());
+    out.extend_from_slice(&len.to_le_bytes());
+    for w in words {
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<u8> {
+        let mut s = stream_header().to_vec();
+        s.extend(encode_record(tag::HELLO, &[0xC000_0000, 1, 7, 1, 3]));
+        s.extend(encode_record(tag::STEP, &[StepId::Probe.code()]));
+        let mut cand = vec![0u32; candidate::WORDS];
+        cand[candidate::BASE] = 0xC_0000;
+        cand[candidate::OUTCOME] = Outcome::NonGplLicense.code();
+        cand[candidate::FLAGS] = candidate::FLAG_LICENSE_READ;
+        cand[candidate::LICENSE] = u32::from_le_bytes(*b"Prop");
+        s.extend(encode_record(tag::CANDIDATE, &cand));
+        s.extend(encode_record(tag::PROBE_DONE, &[0, 0, 0, 1]));
+        s.extend(encode_record(tag::END, &[EndStatus::NoRom.code()]));
+        s
+    }
+
+    #[test]
+    fn round_trip() {
+        let s = decode(&sample()).unwrap();
+        assert_eq!(s.version, VERSION);
+        assert_eq!(s.records.len(), 5);
+        assert_eq!(s.end(), Some(EndStatus::NoRom));
+        assert_eq!(s.last_step(), StepId::Probe);
+        let Record::Candidate(c) = &s.records[2].1 else {
+            panic!("{:?}", s.records[2]);
+        };
+        assert_eq!(c.outcome, Outcome::NonGplLicense);
+        assert_eq!(c.license.as_deref(), Some(&b"Prop"[..]));
+        assert!(c.license_terminated);
+        assert_eq!(s.records[2].0, 8 + 24 + 8);
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_naming_an_offset() {
+        let full = sample();
+        // Cuts at record boundaries decode fine (without END); all others must fail.
+        let boundaries: Vec<usize> = decode(&full)
+            .unwrap()
+            .records
+            .iter()
+            .map(|(at, _)| *at)
+            .collect();
+        assert_eq!(boundaries, [8, 32, 40, 124, 144]);
+        for cut in 0..full.len() {
+            match decode(&full[..cut]) {
+                Ok(s) => {
+                    assert!(boundaries.contains(&cut), "cut {cut}");
+                    assert!(s.end().is_none());
+                }
+                Err(ProtocolError::Truncated { offset, .. }) => assert!(offset < cut),
+                Err(ProtocolError::Empty) => assert_eq!(cut, 0),
+                Err(ProtocolError::ShortHeader { len }) => assert_eq!(len, cut),
+                Err(e) => panic!("cut {cut}: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_is_rejected_not_panicking() {
+        assert!(matches!(
+            decode(b"MZ\x90\0\x03\0\0\0"),
+            Err(ProtocolError::BadMagic { .. })
+        ));
+        let mut v = stream_header().to_vec();
+        v[4] = 9;
+        assert_eq!(decode(&v), Err(ProtocolError::Version { found: 9 }));
+        let mut s = stream_header().to_vec();
+        s.extend(encode_record(0x77, &[1]));
+        assert_eq!(
+            decode(&s),
+            Err(ProtocolError::UnknownTag {
+                offset: 8,
+                tag: 0x77
+            })
+        );
+        let mut s = stream_header().to_vec();
+        s.extend(encode_record(tag::END, &[0, 0]));
+        assert!(matches!(
+            decode(&s),
+            Err(ProtocolError::BadLength { offset: 8, .. })
+        ));
+        let mut s = stream_header().to_vec();
+        s.extend(encode_record(tag::END, &[9]));
+        assert!(matches!(
+            decode(&s),
+            Err(ProtocolError::BadValue {
+                field: "status",
+                ..
+            })
+        ));
+        let mut s = stream_header().to_vec();
+        s.extend(encode_record(tag::STEP, &[0x0900_0000]));
+        assert!(matches!(
+            decode(&s),
+            Err(ProtocolError::BadValue {
+                field: "step id",
+                ..
+            })
+        ));
+        let mut s = sample();
+        s.extend_from_slice(b"xx");
+        assert_eq!(
+            decode(&s),
+            Err(ProtocolError::AfterEnd {
+                offset: sample().len(),
+                len: 2
+            })
+        );
+        // Pseudo-random garbage after a valid header: never a panic.
+        let mut x = 0x1234_5678u32;
+        for n in 0..2000 {
+            let mut s = stream_header().to_vec();
+            for _ in 0..(n % 97) {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                s.push(x as u8);
+            }
+            let _ = decode_partial(&s);
+        }
+    }
+
+    #[test]
+    fn partial_keeps_the_good_prefix() {
+        let mut s = sample();
+        s.truncate(s.len() - 3);
+        let (stream, err) = decode_partial(&s);
+        assert_eq!(stream.records.len(), 4);
+        assert!(matches!(
+            err,
+            Some(ProtocolError::Truncated { what: "END", .. })
+        ));
+    }
+
+    #[test]
+    fn exception_esp_depends_on_privilege() {
+        let mut w = vec![0u32; exception::WORDS];
+        w[exception::STEP] = StepId::Init.code();
+        w[exception::VECTOR] = 6;
+        w[exception::CS] = 0x60;
+        w[exception::SS] = 0x68;
+        w[exception::HANDLER_ESP] = 0x1000;
+        w[exception::FRAME_ESP] = 0x5555;
+        let mut s = stream_header().to_vec();
+        s.extend(encode_record(tag::EXCEPTION, &w));
+        let d = decode(&s).unwrap();
+        let Record::Exception(e) = d.records[0].1 else {
+            panic!()
+        };
+        assert_eq!((e.esp, e.ss, e.mnemonic()), (0x1014, 0x68, "#UD"));
+        w[exception::CS] = 0x61;
+        w[exception::FRAME_SS] = 0x69;
+        let mut s = stream_header().to_vec();
+        s.extend(encode_record(tag::EXCEPTION, &w));
+        let Record::Exception(e) = decode(&s).unwrap().records[0].1 else {
+            panic!()
+        };
+        assert_eq!((e.esp, e.ss), (0x5555, 0x69));
+    }
+
+    #[test]
+    fn step_codes_round_trip() {
+        for s in [
+            StepId::Boot,
+            StepId::Probe,
+            StepId::Init,
+            StepId::GetReloc(0),
+            StepId::GetReloc(80),
+        ] {
+            assert_eq!(StepId::from_code(s.code()), Some(s));
+        }
+        assert_eq!(StepId::GetReloc(17).to_string(), "GetRelocationInfo(17)");
+    }
+}
