@@ -46,7 +46,13 @@ pub enum Error {
     /// The input is not an option ROM image at all.
     #[error("not an option ROM: {0}")]
     NotARom(String),
-    /// Packing an ELF object failed.
+    /// Packing ELF objects failed (boxed: the pack errors carry names and sites).
     #[error(transparent)]
-    Pack(#[from] crate::pack::PackError),
+    Pack(#[from] Box<crate::pack::PackError>),
+}
+
+impl From<crate::pack::PackError> for Error {
+    fn from(e: crate::pack::PackError) -> Self {
+        Error::Pack(Box::new(e))
+    }
 }
