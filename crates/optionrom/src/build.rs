@@ -58,6 +58,7 @@ impl Default for Finish {
 #[derive(Debug, Clone)]
 pub struct ImageBuilder {
     buf: Vec<u8>,
+    header_size: usize,
     pcir: Option<(usize, Pcir)>,
     pnp: Vec<(usize, PnpHeader)>,
     init_set: bool,
@@ -79,6 +80,7 @@ impl ImageBuilder {
         buf.resize(header_size, 0);
         Ok(ImageBuilder {
             buf,
+            header_size,
             pcir: None,
             pnp: Vec::new(),
             init_set: false,
@@ -90,9 +92,9 @@ impl ImageBuilder {
         self.buf.len()
     }
 
-    /// Whether nothing but the header was laid out.
+    /// Whether nothing was laid out after the header area given to [`ImageBuilder::new`].
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.buf.len() <= self.header_size
     }
 
     /// The bytes laid out so far.

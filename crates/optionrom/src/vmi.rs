@@ -22,10 +22,12 @@ pub struct VmiHeader {
     pub license_offs: u16,
     /// The license string, if `license_offs` is non-zero.
     pub license: Option<Result<CString, CStrError>>,
-    /// Manufacturer string Linux would print (from the `$PnP` header), if readable.
-    pub manufacturer: Option<CString>,
-    /// Product string Linux would print, if readable.
-    pub product: Option<CString>,
+    /// Manufacturer string Linux would print (from the `$PnP` header): `None` when there is no
+    /// `$PnP` header or the pointer is 0 (Linux prints "UNKNOWN"), `Some(Err)` when it cannot be
+    /// read inside the image.
+    pub manufacturer: Option<Result<CString, CStrError>>,
+    /// Product string, same convention.
+    pub product: Option<Result<CString, CStrError>>,
     /// The 8 bytes of the Init slot at 0x80, if present.
     pub init_slot: Option<Vec<u8>>,
     /// The 8 bytes of the GetRelocationInfo slot at 0x88, if present.
@@ -46,15 +48,14 @@ impl VmiHeader {
         let license_offs = r(&vrom::LICENSE_OFFS).unwrap_or(0) as u16;
         let slot = |f: &vmi_abi::layout::Field| f.bytes(image).map(<[u8]>::to_vec);
         let pnp_offs = r(&vrom::PNP_HEADER_OFFS).unwrap_or(0) as usize;
-        let pnp_string = |f: &vmi_abi::layout::Field| -> Option<CString> {
+        let pnp_string = |f: &vmi_abi::layout::Field| -> Option<Result<CString, CStrError>> {
             if pnp_offs == 0 {
                 return None;
             }
-            let ptr = f.read(image.get(pnp_offs..)?)? as usize;
-            if ptr == 0 {
-                return None;
-            }
-            cstr_at(image, ptr).ok()
+            let Some(ptr) = image.get(pnp_offs..).and_then(|h| f.read(h)) else {
+                return Some(Err(CStrError::OutOfBounds));
+            };
+            (ptr != 0).then(|| cstr_at(image, ptr as usize))
         };
         Some(VmiHeader {
             api_minor: r(&vrom::API_VERSION_MIN).unwrap_or(0) as u8,

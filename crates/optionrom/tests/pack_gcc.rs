@@ -281,11 +281,19 @@ fn check_image(p: &Packed, opts: &PackOptions) {
     assert_eq!(vmi.license_for_linux().to_string(), opts.license);
     assert_eq!(vmi.virtual_top, opts.virtual_top);
     assert_eq!(
-        vmi.manufacturer.as_ref().map(|s| s.to_string()).as_deref(),
+        vmi.manufacturer
+            .clone()
+            .and_then(Result::ok)
+            .map(|s| s.to_string())
+            .as_deref(),
         Some(opts.vendor.as_str())
     );
     assert_eq!(
-        vmi.product.as_ref().map(|s| s.to_string()).as_deref(),
+        vmi.product
+            .clone()
+            .and_then(Result::ok)
+            .map(|s| s.to_string())
+            .as_deref(),
         Some(opts.product.as_str())
     );
     assert_eq!(vmi.init_target, Some(p.entries.init));

@@ -1,0 +1,57 @@
+//! `vmirom`: build, inspect, check, repair, pack and test VMI 3.0 option ROMs.
+//!
+//! Exit codes: 0 success, 1 a check failed, 2 usage or input error.
+
+mod cmd;
+mod disasm;
+mod header;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Command-line interface.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vmirom",
+    version,
+    about = "Build, inspect, check, repair, pack and test VMI 3.0 option ROMs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate a VMI ROM with a backend (audited before it is written).
+    Build(cmd::build::Args),
+    /// Print every field of every image of a ROM.
+    Info(cmd::info::Args),
+    /// Judge a ROM against rule profiles (exit 0 pass, 1 fail, 2 unusable input).
+    Check(cmd::check::Args),
+    /// Recompute the checksum (and optionally size and padding) of a ROM.
+    Fix(cmd::fix::Args),
+    /// Pack ELF32 i386 relocatable objects into a VMI ROM (the post-build tool).
+    Pack(cmd::pack::Args),
+    /// Print the ABI as a C header or a Rust module.
+    Header(cmd::header::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Build(a) => cmd::build::run(&a),
+        Command::Info(a) => cmd::info::run(&a),
+        Command::Check(a) => cmd::check::run(&a),
+        Command::Fix(a) => cmd::fix::run(&a),
+        Command::Pack(a) => cmd::pack::run(&a),
+        Command::Header(a) => cmd::header::run(&a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vmirom: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
