@@ -35,6 +35,9 @@ fn resum(img: &mut [u8]) {
     img[last] = 0u8.wrapping_sub(img.iter().fold(0u8, |s, b| s.wrapping_add(*b)));
 }
 
+/// A change made to a good image.
+type Mutation = Box<dyn Fn(&mut Vec<u8>)>;
+
 /// Writes a variant of `good` changed by `f` and returns `check`'s exit code and output.
 fn check_variant(dir: &Path, good: &[u8], name: &str, f: impl Fn(&mut Vec<u8>)) -> (i32, String) {
     let mut img = good.to_vec();
@@ -66,7 +69,7 @@ fn check_passes_a_built_rom_and_explains_each_bogus_one() {
     assert!(text(&o).contains("VMI: Found vmirom VMI ROM, API version 3.0, ROM version 1.0"));
     let good = std::fs::read(&rom).unwrap();
 
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>, &str)> = vec![
+    let cases: Vec<(&str, Mutation, &str)> = vec![
         ("sig.rom", Box::new(|i| i[0] = 0x56), "signature"),
         ("sum.rom", Box::new(|i| i[0x300] ^= 0x40), "checksum"),
         ("trunc.rom", Box::new(|i| i.truncate(700)), "length"),
