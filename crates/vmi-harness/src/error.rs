@@ -92,4 +92,66 @@ pub enum HarnessError {
         /// QEMU's stderr (trimmed).
         stderr: String,
     },
+    /// The guest stopped without finishing, on an engine without a QEMU exit status (the KVM
+    /// runner: `hlt`, a shutdown).
+    #[error("guest stopped in step {step} without an END record: {how}")]
+    GuestStopped {
+        /// The last step the guest announced.
+        step: StepId,
+        /// How the run ended.
+        how: String,
+    },
+    /// KVM cannot be used on this machine.
+    #[error("KVM unavailable: {reason}")]
+    KvmUnavailable {
+        /// Why, in plain words.
+        reason: String,
+    },
+    /// A KVM ioctl (or the vCPU thread) failed.
+    #[error("KVM {what}: {source}")]
+    Kvm {
+        /// The operation.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The vCPU stopped in a way the KVM runner does not model (entry failure, internal error,
+    /// an unexpected exit).
+    #[error("KVM exit {exit}: {detail}")]
+    KvmExit {
+        /// The exit.
+        exit: String,
+        /// What KVM said about it.
+        detail: String,
+    },
+    /// The KVM runner's guest memory could not be set up.
+    #[error("guest memory: {what}: {reason}")]
+    GuestMemory {
+        /// What was being done.
+        what: &'static str,
+        /// The vm-memory error.
+        reason: String,
+    },
+    /// The ROM cannot be mapped where it was asked to go.
+    #[error("ROM of {len} bytes at {base:#x}: {reason}")]
+    RomPlacement {
+        /// The requested physical base.
+        base: u32,
+        /// The image length.
+        len: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The multiboot image cannot be loaded.
+    #[error("multiboot image: {reason}")]
+    Multiboot {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A paged guest was asked for on a KVM that cannot page (kvm-pvm).
+    #[error("{reason}")]
+    PagingUnsupported {
+        /// Why (starts with "paging not supported by this KVM").
+        reason: String,
+    },
 }

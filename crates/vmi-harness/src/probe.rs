@@ -1,5 +1,6 @@
-//! Probe a ROM the way Linux does: boot the [test guest](crate::guest) under QEMU with the ROM
-//! loaded by SeaBIOS, and report what the guest saw.
+//! Probe a ROM the way Linux does: boot the [test guest](crate::guest) against the ROM on an
+//! [`Engine`] — QEMU with the ROM loaded by SeaBIOS, or the [KVM runner](crate::kvm) with the
+//! ROM mapped read-only and no BIOS — and report what the guest saw.
 //!
 //! ```no_run
 //! use vmi_harness::probe::{probe, ProbeOptions};
@@ -12,13 +13,35 @@
 //! }
 //! # Ok::<(), vmi_harness::HarnessError>(())
 //! ```
+//!
+//! On the KVM engine the ROM goes where [`ProbeOptions::rom_base`] says, and the guest runs
+//! without paging unless the host's KVM can page ([`crate::kvm::paging_supported`]):
+//!
+//! ```no_run
+//! use vmi_harness::Engine;
+//! use vmi_harness::probe::{probe, ProbeOptions};
+//!
+//! let report = probe("vmi.rom".as_ref(), &ProbeOptions {
+//!     engine: Engine::Kvm,
+//!     paging: false,
+//!     rom_base: Some(0xD_0000),
+//!     ..ProbeOptions::default()
+//! })?;
+//! assert_eq!(report.chosen, Some(0xD_0000));
+//! for w in report.rom_writes() {
+//!     println!("the ROM tried to write its own image: {w}");
+//! }
+//! # Ok::<(), vmi_harness::HarnessError>(())
+//! ```
 
+use crate::engine::Engine;
 use crate::error::HarnessError;
-use crate::guest::{self, GuestConfig, layout};
+use crate::guest::{self, GuestConfig, GuestImage, layout};
+use crate::kvm::{self, EndReason, KvmConfig, MmioWrite};
 use crate::protocol::{
     self, Candidate, EXIT_DONE, EndStatus, Exception, Outcome, Record, Regs, StepId, Stream,
 };
-use crate::qemu::{self, Accel, QemuConfig};
+use crate::qemu::{self, QemuConfig};
 use optionrom::build::BLOCK;
 use std::ffi::OsString;
 use std::path::Path;
@@ -34,13 +57,16 @@ pub struct ProbeOptions {
     pub paging: bool,
     /// Call numbers to ask GetRelocationInfo about, in order.
     pub calls: Vec<u32>,
-    /// QEMU accelerator.
-    pub accel: Accel,
-    /// Kill QEMU after this long.
+    /// What runs the guest (default: QEMU with TCG).
+    pub engine: Engine,
+    /// Where the KVM engine maps the ROM (None: [`kvm::DEFAULT_ROM_BASE`]). Under QEMU SeaBIOS
+    /// chooses, so this must be None there.
+    pub rom_base: Option<u32>,
+    /// Stop the run after this long.
     pub timeout: Duration,
     /// Guest RAM in MiB.
     pub memory_mib: u32,
-    /// Further QEMU arguments (e.g. `-vga std`).
+    /// Further QEMU arguments (e.g. `-vga std`); must be empty on the KVM engine.
     pub extra_args: Vec<OsString>,
 }
 
@@ -50,7 +76,8 @@ impl Default for ProbeOptions {
             page_offset: 0xC000_0000,
             paging: true,
             calls: (0..=80).collect(),
-            accel: Accel::Tcg,
+            engine: Engine::default(),
+            rom_base: None,
             timeout: Duration::from_secs(20),
             memory_mib: 64,
             extra_args: Vec::new(),
@@ -123,10 +150,16 @@ pub struct ProbeReport {
     pub end: Option<EndStatus>,
     /// The value the guest wrote to `isa-debug-exit`.
     pub exit_value: Option<u8>,
-    /// Wall-clock time of the QEMU run.
+    /// The engine that ran the guest.
+    pub engine: Engine,
+    /// Wall-clock time of the run.
     pub wall: Duration,
-    /// SeaBIOS's log (it says where it put each option ROM).
+    /// SeaBIOS's log (it says where it put each option ROM); empty on the KVM engine.
     pub seabios_log: String,
+    /// KVM engine: guest writes to the read-only ROM or to unmapped space, in order (a ROM
+    /// keeping state inside its own image shows up here). Always empty under QEMU, where
+    /// SeaBIOS's write protection drops such writes silently.
+    pub mmio_writes: Vec<MmioWrite>,
     /// The decoded record stream.
     pub stream: Stream,
 }
@@ -147,6 +180,11 @@ impl ProbeReport {
     /// The answer for call `n`.
     pub fn reloc(&self, n: u32) -> Option<&RelocAnswer> {
         self.relocations.iter().find(|r| r.call == n)
+    }
+
+    /// The recorded writes that hit the ROM image (KVM engine).
+    pub fn rom_writes(&self) -> impl Iterator<Item = &MmioWrite> {
+        self.mmio_writes.iter().filter(|w| w.rom_offset.is_some())
     }
 
     /// The candidate the probe accepted.
@@ -172,16 +210,144 @@ impl ProbeReport {
     }
 }
 
-/// Boots the test guest with `rom` loaded by SeaBIOS and returns what it saw.
+/// Boots the test guest against `rom` on `opts.engine` and returns what it saw.
 ///
-/// Errors: QEMU missing or failing to start, a timeout, a malformed stream, a stream from
-/// another image, a guest that died without finishing, or an exception while the guest was
-/// still setting up (step `boot`). An exception inside a ROM step is *not* an error here: it is
-/// in [`ProbeReport::exception`], and [`ProbeReport::check`] turns it into one.
+/// Errors: options the engine cannot honour (a ROM base under QEMU, QEMU arguments or — on a
+/// KVM that cannot page — paging on the KVM engine), QEMU missing or failing to start, KVM
+/// unusable, a timeout, a malformed stream, a stream from another image, a guest that died
+/// without finishing, or an exception while the guest was still setting up (step `boot`). An
+/// exception inside a ROM step is *not* an error here: it is in [`ProbeReport::exception`],
+/// and [`ProbeReport::check`] turns it into one.
 pub fn probe(rom: &Path, opts: &ProbeOptions) -> Result<ProbeReport, HarnessError> {
+    check_options(opts)?;
     let mut cfg = GuestConfig::linux(opts.page_offset, opts.paging, &opts.calls);
     cfg.nonce = nonce();
     let g = guest::build(&cfg)?;
+    let run = match opts.engine {
+        Engine::Qemu(accel) => run_qemu(rom, &g, accel, opts)?,
+        Engine::Kvm => run_kvm(rom, &g, opts)?,
+    };
+    let (stream, err) = protocol::decode_partial(&run.debugcon);
+    if run.timed_out {
+        return Err(HarnessError::Timeout {
+            after: opts.timeout,
+            step: stream.last_step(),
+        });
+    }
+    if let Some(EndReason::PagingUnsupported { .. }) = run.kvm_end {
+        return Err(HarnessError::PagingUnsupported {
+            reason: format!(
+                "{} (in step {})",
+                run.kvm_end.map(|e| e.to_string()).unwrap_or_default(),
+                stream.last_step()
+            ),
+        });
+    }
+    if let Some(e) = err {
+        return Err(e.into());
+    }
+    let report = report(&stream, &g.map, &run, opts.engine, cfg.nonce)?;
+    // A fault while setting up says nothing about the ROM: the platform cannot run the guest
+    // (e.g. a KVM that refuses paging raises #GP on `mov cr0`).
+    if let Some(e) = report.exception.filter(|e| e.step == StepId::Boot) {
+        if opts.paging && e.vector == 13 && is_mov_cr0(&g, e.eip) {
+            return Err(HarnessError::PagingUnsupported {
+                reason: format!(
+                    "paging not supported by {}: the guest's `mov cr0` that enables paging \
+                     raised #GP at EIP {:#010x}",
+                    match opts.engine {
+                        Engine::Kvm => "this KVM".to_string(),
+                        other => other.to_string(),
+                    },
+                    e.eip
+                ),
+            });
+        }
+        report.check()?;
+    }
+    let finished = report.exception.is_some()
+        || (report.end.is_some() && report.exit_value == Some(EXIT_DONE));
+    if !finished {
+        return Err(match run.kvm_end {
+            Some(end) => HarnessError::GuestStopped {
+                step: stream.last_step(),
+                how: end.to_string(),
+            },
+            None => HarnessError::GuestDied {
+                step: stream.last_step(),
+                exit_code: run.exit_code,
+                stderr: run.stderr.trim().to_string(),
+            },
+        });
+    }
+    Ok(report)
+}
+
+/// Whether the guest instruction at physical `eip` (the boot code runs with linear = physical
+/// until paging is on) is a `mov cr0, r32`.
+fn is_mov_cr0(g: &GuestImage, eip: u32) -> bool {
+    let Some(code) = eip
+        .checked_sub(layout::IMAGE_BASE)
+        .and_then(|off| g.image.get(off as usize..))
+    else {
+        return false;
+    };
+    let ins = iced_x86::Decoder::with_ip(32, code, u64::from(eip), iced_x86::DecoderOptions::NONE)
+        .decode();
+    ins.code() == iced_x86::Code::Mov_cr_r32 && ins.op0_register() == iced_x86::Register::CR0
+}
+
+/// Rejects options the chosen engine cannot honour.
+fn check_options(opts: &ProbeOptions) -> Result<(), HarnessError> {
+    let bad = |reason: String| Err(HarnessError::InvalidConfig { reason });
+    match opts.engine {
+        Engine::Qemu(_) => {
+            if let Some(base) = opts.rom_base {
+                return bad(format!(
+                    "a ROM base ({base:#x}) was given for {}: under QEMU SeaBIOS chooses where \
+                     the ROM goes (use the kvm engine to place it)",
+                    opts.engine
+                ));
+            }
+        }
+        Engine::Kvm => {
+            if !opts.extra_args.is_empty() {
+                return bad(format!(
+                    "QEMU arguments {:?} were given for the kvm engine",
+                    opts.extra_args
+                ));
+            }
+            if opts.paging {
+                kvm::available().map_err(|reason| HarnessError::KvmUnavailable { reason })?;
+                kvm::paging_supported()
+                    .map_err(|reason| HarnessError::PagingUnsupported { reason })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What an engine's run left behind, in the terms the probe needs.
+struct EngineRun {
+    debugcon: Vec<u8>,
+    timed_out: bool,
+    exit_value: Option<u8>,
+    wall: Duration,
+    seabios_log: String,
+    mmio_writes: Vec<MmioWrite>,
+    /// QEMU's exit status and stderr (QEMU engines).
+    exit_code: Option<i32>,
+    stderr: String,
+    /// How the KVM run ended (KVM engine).
+    kvm_end: Option<EndReason>,
+}
+
+fn run_qemu(
+    rom: &Path,
+    g: &GuestImage,
+    accel: qemu::Accel,
+    opts: &ProbeOptions,
+) -> Result<EngineRun, HarnessError> {
     let dir = tempfile::tempdir().map_err(|source| HarnessError::Io {
         what: "creating a temporary directory in",
         path: std::env::temp_dir(),
@@ -196,37 +362,48 @@ pub fn probe(rom: &Path, opts: &ProbeOptions) -> Result<ProbeReport, HarnessErro
     let run = qemu::run(&QemuConfig {
         rom: Some(rom.to_path_buf()),
         kernel: Some(kernel),
-        accel: opts.accel,
+        accel,
         memory_mib: opts.memory_mib,
         timeout: opts.timeout,
         extra_args: opts.extra_args.clone(),
     })?;
-    let (stream, err) = protocol::decode_partial(&run.debugcon);
-    if run.timed_out {
-        return Err(HarnessError::Timeout {
-            after: opts.timeout,
-            step: stream.last_step(),
-        });
-    }
-    if let Some(e) = err {
-        return Err(e.into());
-    }
-    let report = report(&stream, &g.map, &run, cfg.nonce)?;
-    // A fault while setting up says nothing about the ROM: the platform cannot run the guest
-    // (e.g. a KVM that refuses paging raises #GP on `mov cr0`).
-    if report.exception.is_some_and(|e| e.step == StepId::Boot) {
-        report.check()?;
-    }
-    let finished = report.exception.is_some()
-        || (report.end.is_some() && report.exit_value == Some(EXIT_DONE));
-    if !finished {
-        return Err(HarnessError::GuestDied {
-            step: stream.last_step(),
-            exit_code: run.exit_code,
-            stderr: run.stderr.trim().to_string(),
-        });
-    }
-    Ok(report)
+    Ok(EngineRun {
+        exit_value: run.guest_exit_value(),
+        debugcon: run.debugcon,
+        timed_out: run.timed_out,
+        wall: run.wall,
+        seabios_log: run.seabios_log,
+        mmio_writes: Vec::new(),
+        exit_code: run.exit_code,
+        stderr: run.stderr,
+        kvm_end: None,
+    })
+}
+
+fn run_kvm(rom: &Path, g: &GuestImage, opts: &ProbeOptions) -> Result<EngineRun, HarnessError> {
+    let image = std::fs::read(rom).map_err(|source| HarnessError::Io {
+        what: "reading",
+        path: rom.to_path_buf(),
+        source,
+    })?;
+    let run = kvm::run(&KvmConfig {
+        rom: Some(image),
+        rom_base: opts.rom_base.unwrap_or(kvm::DEFAULT_ROM_BASE),
+        kernel: g.image.clone(),
+        memory_mib: opts.memory_mib,
+        timeout: opts.timeout,
+    })?;
+    Ok(EngineRun {
+        exit_value: run.guest_exit_value(),
+        debugcon: run.debugcon,
+        timed_out: run.timed_out,
+        wall: run.wall,
+        seabios_log: String::new(),
+        mmio_writes: run.mmio_writes,
+        exit_code: None,
+        stderr: String::new(),
+        kvm_end: Some(run.end),
+    })
 }
 
 fn nonce() -> u32 {
@@ -240,7 +417,8 @@ fn nonce() -> u32 {
 fn report(
     stream: &Stream,
     map: &guest::MemoryMap,
-    run: &qemu::QemuRun,
+    run: &EngineRun,
+    engine: Engine,
     nonce: u32,
 ) -> Result<ProbeReport, HarnessError> {
     let mut r = ProbeReport {
@@ -255,9 +433,11 @@ fn report(
         relocations: Vec::new(),
         exception: None,
         end: None,
-        exit_value: run.guest_exit_value(),
+        exit_value: run.exit_value,
+        engine,
         wall: run.wall,
         seabios_log: run.seabios_log.clone(),
+        mmio_writes: run.mmio_writes.clone(),
         stream: stream.clone(),
     };
     let stack_top = map.va(layout::STACK_TOP);
@@ -327,4 +507,49 @@ fn report(
         })
         .collect();
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::indexing_slicing)]
+    use super::*;
+
+    #[test]
+    fn mov_cr0_is_found_in_the_paged_guest_only_where_it_is() {
+        let g = guest::build(&GuestConfig::linux(0xC000_0000, true, &[1])).unwrap();
+        // `mov cr0, eax` = 0F 22 C0: the boot code has exactly one.
+        let at: Vec<usize> = g
+            .image
+            .windows(3)
+            .enumerate()
+            .filter(|(_, w)| *w == [0x0F, 0x22, 0xC0])
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(at.len(), 1, "{at:x?}");
+        let eip = layout::IMAGE_BASE + at[0] as u32;
+        assert!(is_mov_cr0(&g, eip));
+        assert!(!is_mov_cr0(&g, eip - 3));
+        assert!(!is_mov_cr0(&g, g.entry));
+        assert!(!is_mov_cr0(&g, 0x1000));
+        assert!(!is_mov_cr0(&g, u32::MAX));
+    }
+
+    #[test]
+    fn options_an_engine_cannot_honour() {
+        let qemu_placed = ProbeOptions {
+            rom_base: Some(0xC_8000),
+            ..ProbeOptions::default()
+        };
+        let e = check_options(&qemu_placed).unwrap_err().to_string();
+        assert!(e.contains("SeaBIOS chooses"), "{e}");
+        let kvm_args = ProbeOptions {
+            engine: Engine::Kvm,
+            paging: false,
+            extra_args: vec!["-vga".into()],
+            ..ProbeOptions::default()
+        };
+        let e = check_options(&kvm_args).unwrap_err().to_string();
+        assert!(e.contains("QEMU arguments"), "{e}");
+        assert!(check_options(&ProbeOptions::default()).is_ok());
+    }
 }

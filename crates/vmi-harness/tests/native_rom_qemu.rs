@@ -29,8 +29,13 @@ fn run(image: &[u8], opts: &ProbeOptions) -> ProbeReport {
 /// The segment of the first "Running option rom at SEG:0003" line after the option-ROM scan.
 fn seabios_ran_init_at(log: &str) -> Option<u32> {
     let scan = log.find("Scan for option roms")?;
-    let line = log[scan..].lines().find(|l| l.starts_with("Running option rom at "))?;
-    let seg = line.trim_start_matches("Running option rom at ").split(':').next()?;
+    let line = log[scan..]
+        .lines()
+        .find(|l| l.starts_with("Running option rom at "))?;
+    let seg = line
+        .trim_start_matches("Running option rom at ")
+        .split(':')
+        .next()?;
     u32::from_str_radix(seg, 16).ok().map(|s| s << 4)
 }
 
@@ -42,20 +47,32 @@ fn assert_answers_match(g: &Generated, r: &ProbeReport) {
     for a in &r.relocations {
         assert!(a.esp_ok, "call {}: ESP not restored", a.call);
         assert!(
-            a.changed.iter().all(|reg| matches!(reg, Reg::Eax | Reg::Ecx | Reg::Edx)),
+            a.changed
+                .iter()
+                .all(|reg| matches!(reg, Reg::Eax | Reg::Ecx | Reg::Edx)),
             "call {}: GetRelocationInfo changed {:?}",
             a.call,
             a.changed
         );
         match g.calls.get(a.call as usize) {
             Some(c) => {
-                assert_eq!(a.kind, Some(c.answer.reloc()), "call {} ({})", a.call, c.name);
+                assert_eq!(
+                    a.kind,
+                    Some(c.answer.reloc()),
+                    "call {} ({})",
+                    a.call,
+                    c.name
+                );
                 assert_eq!(a.edx, c.answer.reloc() as u32, "call {}: EDX", a.call);
                 if c.answer.has_code() {
                     assert_eq!(a.eip, base + c.offset, "call {} ({}) eip", a.call, c.name);
                     assert_eq!(a.image_offset, Some(c.offset));
                 } else {
-                    assert_eq!(a.eip, 0, "call {} ({}) eip for {:?}", a.call, c.name, c.answer);
+                    assert_eq!(
+                        a.eip, 0,
+                        "call {} ({}) eip for {:?}",
+                        a.call, c.name, c.answer
+                    );
                 }
             }
             None => {
@@ -81,7 +98,12 @@ fn seabios_loads_it_and_the_guest_finds_and_activates_it() {
     let base = r.chosen.unwrap();
     assert_eq!(base % 2048, 0);
     assert!((0xC_0000..0xE_0000).contains(&base));
-    assert_eq!(seabios_ran_init_at(&r.seabios_log), Some(base), "{}", r.seabios_log);
+    assert_eq!(
+        seabios_ran_init_at(&r.seabios_log),
+        Some(base),
+        "{}",
+        r.seabios_log
+    );
     assert!(!r.seabios_log.contains("bad checksum"));
     assert_eq!(r.accepted().unwrap().outcome, Outcome::Accepted);
     assert_activated(&r);

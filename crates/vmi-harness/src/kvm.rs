@@ -1,0 +1,302 @@
+//! A small KVM VMM (rust-vmm crates) that boots the multiboot [test guest](crate::guest)
+//! against a ROM mapped read-only — no BIOS, no QEMU.
+//!
+//! Under QEMU, SeaBIOS copies the ROM into shadow RAM and runs its 16-bit init. Here the image
+//! is simply *there*, at a caller-chosen 2 KiB boundary, the way a hypervisor that maps the ROM
+//! itself presents it: nothing ran the 16-bit init, and the pages are read-only for real (a
+//! `KVM_MEM_READONLY` slot), so a ROM that tries to keep writable state inside its own image is
+//! caught writing.
+//!
+//! ```no_run
+//! use vmi_harness::kvm::{self, KvmConfig};
+//!
+//! kvm::available().map_err(|why| vmi_harness::HarnessError::KvmUnavailable { reason: why })?;
+//! let run = kvm::run(&KvmConfig {
+//!     kernel: vmi_harness::multiboot::exit_stub(0x21),
+//!     ..KvmConfig::default()
+//! })?;
+//! assert_eq!(run.guest_exit_value(), Some(0x21));
+//! # Ok::<(), vmi_harness::HarnessError>(())
+//! ```
+//!
+//! # Memory map (guest physical)
+//!
+//! | Range | What | KVM slot |
+//! |---|---|---|
+//! | `0x0000_0000`–`0x0009_FFFF` | low RAM (640 KiB); the multiboot info at [`MBI_ADDR`], the loader's stack below [`BOOT_STACK_TOP`] | 0, read/write |
+//! | `0x000A_0000`–`0x000F_FFFF` | legacy hole: no memory (reads `0xFF`, writes recorded) | — |
+//! | ROM base (default [`DEFAULT_ROM_BASE`]) | the ROM image, in a slot rounded out to 4 KiB pages (bytes around the image read `0xFF`) | 2, `KVM_MEM_READONLY` |
+//! | `0x0010_0000`–`memory_mib` MiB | RAM: the multiboot image at its `load_addr`, bss zeroed | 1, read/write |
+//!
+//! The ROM base must be a multiple of 2 KiB inside the window Linux scans
+//! (`0xC0000`–`0xDFFFF`, [`ROM_WINDOW_START`]..[`ROM_WINDOW_END`]) with the whole image ending
+//! at or below `0xE0000`; anything else is an error.
+//!
+//! # The vCPU at entry (what a multiboot loader leaves)
+//!
+//! 32-bit protected mode, paging off: CR0 = PE|ET, CR4 = EFER = 0; CS = flat 4 GiB
+//! execute/read code (selector `0x10`), DS = ES = FS = GS = SS = flat 4 GiB read/write data
+//! (selector `0x18`) — set in the hidden descriptor caches through `KVM_SET_SREGS`, with an
+//! empty GDTR and IDTR (the guest loads its own); EFLAGS = 0x2, EIP = the multiboot entry,
+//! EAX = `0x2BADB002`, EBX = [`MBI_ADDR`], ESP = [`BOOT_STACK_TOP`]. CPUID answers what KVM
+//! supports (`KVM_GET_SUPPORTED_CPUID` → `KVM_SET_CPUID2`). There is no interrupt controller:
+//! the guest's writes to the 8259A ports are ignored and no interrupt is ever delivered.
+//!
+//! # Exits
+//!
+//! | KVM exit | Action |
+//! |---|---|
+//! | `IoOut` port [`DEBUGCON_PORT`] (0xE9) | bytes appended to [`KvmRun::debugcon`] (up to [`DEBUGCON_LIMIT`]) |
+//! | `IoOut` port [`EXIT_PORT`] (0xF4) | the run ends: [`EndReason::ExitPort`] with the byte written |
+//! | `IoOut` other ports | ignored (the guest programs the 8259A PICs) |
+//! | `IoIn` any port | the guest reads `0xFF` bytes |
+//! | `MmioWrite` | recorded as an [`MmioWrite`] (address, size, value; which ROM offset) and the guest continues: this is a write to the read-only ROM slot or to unmapped space |
+//! | `MmioRead` | the guest reads `0xFF` bytes (unmapped space) |
+//! | `Hlt` | the run ends: [`EndReason::Halted`] (nothing can wake the vCPU) |
+//! | `Shutdown` | the run ends: [`EndReason::Shutdown`] (triple fault), or [`EndReason::PagingUnsupported`] when the vCPU stopped on a `mov cr0` that sets PG — the way kvm-pvm refuses paging |
+//! | `FailEntry`, `InternalError` | error [`HarnessError::KvmExit`] with the hardware reason / suberror |
+//! | any other exit | error [`HarnessError::KvmExit`] naming it |
+//!
+//! # Time bound
+//!
+//! The vCPU runs on its own thread, which owns the VM, its memory and the vCPU. When the
+//! [`KvmConfig::timeout`] passes, the caller sets a stop flag and sends the thread a real-time
+//! signal; the handler sets `kvm_run.immediate_exit`, so `KVM_RUN` returns `EINTR` whether the
+//! signal landed inside it or just before it. The run then ends with
+//! [`EndReason::TimedOut`]. The signal is repeated every few milliseconds until the thread
+//! answers; the thread is always joined and every file descriptor closed.
+//!
+//! # kvm-pvm
+//!
+//! On this project's machines `/dev/kvm` is kvm-pvm (software KVM inside a VM, no VMX/SVM):
+//! real mode and flat 32-bit protected mode *without paging* run, one emulated instruction at
+//! a time (~350 ns each). A `mov cr0` that sets PG raises #GP with CR0 unchanged: with no IDT
+//! that is a triple fault *on* the `mov cr0`, which this runner reports as
+//! [`EndReason::PagingUnsupported`] rather than a bare shutdown; a guest with an IDT (the test
+//! guest) sees the #GP itself, and [`crate::probe`] turns that into
+//! [`HarnessError::PagingUnsupported`]. Only the non-paged guest runs there:
+//! [`paging_supported`] finds out once with a ten-instruction guest, and `probe` asks it
+//! before booting a paged guest on the KVM engine.
+//!
+//! [`HarnessError::PagingUnsupported`]: crate::HarnessError::PagingUnsupported
+//!
+//! [`DEBUGCON_PORT`]: crate::qemu::DEBUGCON_PORT
+//! [`EXIT_PORT`]: crate::qemu::EXIT_PORT
+//! [`HarnessError::KvmExit`]: crate::HarnessError::KvmExit
+
+pub mod layout;
+
+#[cfg(target_os = "linux")]
+mod kick;
+#[cfg(target_os = "linux")]
+mod vcpu;
+#[cfg(target_os = "linux")]
+mod vmm;
+
+use crate::error::HarnessError;
+use std::fmt;
+use std::time::Duration;
+
+pub use layout::{
+    BOOT_STACK_TOP, DEFAULT_ROM_BASE, HIGH_RAM_START, LOW_RAM_END, MBI_ADDR, ROM_ALIGN,
+    ROM_WINDOW_END, ROM_WINDOW_START, RomPlacement,
+};
+
+/// At most this many debug-console bytes are kept (a guest spinning on port 0xE9 cannot
+/// exhaust the host's memory); [`KvmRun::debugcon_truncated`] says when more were written.
+pub const DEBUGCON_LIMIT: usize = 16 << 20;
+/// At most this many MMIO writes are recorded ([`KvmRun::mmio_writes_total`] counts them all).
+pub const MMIO_WRITE_LIMIT: usize = 4096;
+
+/// One KVM run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvmConfig {
+    /// The ROM image (None: no ROM; the window stays empty).
+    pub rom: Option<Vec<u8>>,
+    /// Physical address of the ROM (a 2 KiB boundary in `0xC0000`–`0xDFFFF`).
+    pub rom_base: u32,
+    /// The flat multiboot image (header with the address fields, [`crate::multiboot`]).
+    pub kernel: Vec<u8>,
+    /// Guest RAM in MiB (2 ..= 3072).
+    pub memory_mib: u32,
+    /// Stop the vCPU after this long.
+    pub timeout: Duration,
+}
+
+impl Default for KvmConfig {
+    fn default() -> Self {
+        KvmConfig {
+            rom: None,
+            rom_base: DEFAULT_ROM_BASE,
+            kernel: Vec::new(),
+            memory_mib: 64,
+            timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Why a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// The guest wrote this byte to the exit port (0xF4).
+    ExitPort(u8),
+    /// The guest executed `hlt` (with no interrupt source, nothing can wake it).
+    Halted {
+        /// EIP after the `hlt`.
+        eip: u32,
+    },
+    /// The vCPU shut down (triple fault).
+    Shutdown {
+        /// EIP at the shutdown.
+        eip: u32,
+        /// CR0 at the shutdown.
+        cr0: u32,
+    },
+    /// The vCPU shut down on a `mov cr0` that sets PG, with paging still off: this KVM cannot
+    /// run paged guests (kvm-pvm).
+    PagingUnsupported {
+        /// EIP of the `mov cr0`.
+        eip: u32,
+        /// CR0 at the shutdown (PG clear).
+        cr0: u32,
+        /// The value the guest tried to load.
+        value: u32,
+    },
+    /// The run hit its timeout and the vCPU was kicked out of `KVM_RUN`.
+    TimedOut,
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EndReason::ExitPort(v) => write!(f, "guest wrote {v:#04x} to the exit port"),
+            EndReason::Halted { eip } => write!(f, "guest halted at EIP {eip:#010x}"),
+            EndReason::Shutdown { eip, cr0 } => write!(
+                f,
+                "vCPU shut down (triple fault) at EIP {eip:#010x}, CR0 {cr0:#010x}"
+            ),
+            EndReason::PagingUnsupported { eip, cr0, value } => write!(
+                f,
+                "paging not supported by this KVM: the vCPU shut down on `mov cr0` at EIP \
+                 {eip:#010x} loading {value:#010x} (PG set) into CR0 {cr0:#010x}"
+            ),
+            EndReason::TimedOut => f.write_str("timed out"),
+        }
+    }
+}
+
+/// A guest write KVM could not complete in memory: to the read-only ROM slot or to unmapped
+/// space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MmioWrite {
+    /// Guest-physical address.
+    pub addr: u64,
+    /// Access size in bytes (1–8).
+    pub size: u8,
+    /// The value written (little-endian, `size` bytes).
+    pub value: u64,
+    /// The offset inside the ROM image when the address lies inside it.
+    pub rom_offset: Option<u32>,
+}
+
+impl fmt::Display for MmioWrite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let width = 2 + 2 * usize::from(self.size);
+        write!(
+            f,
+            "{}-byte write of {:#0width$x} at {:#x}",
+            self.size, self.value, self.addr
+        )?;
+        match self.rom_offset {
+            Some(o) => write!(f, " (ROM offset {o:#x})"),
+            None => f.write_str(" (unmapped)"),
+        }
+    }
+}
+
+/// What a KVM run produced (the counterpart of [`crate::qemu::QemuRun`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvmRun {
+    /// Bytes the guest wrote to port 0xE9.
+    pub debugcon: Vec<u8>,
+    /// More than [`DEBUGCON_LIMIT`] bytes were written; the rest were dropped.
+    pub debugcon_truncated: bool,
+    /// Why the run ended.
+    pub end: EndReason,
+    /// Whether the run hit the timeout.
+    pub timed_out: bool,
+    /// Writes to the ROM slot or to unmapped space, in order (the first [`MMIO_WRITE_LIMIT`]).
+    pub mmio_writes: Vec<MmioWrite>,
+    /// How many such writes there were in all.
+    pub mmio_writes_total: u64,
+    /// Where the ROM was mapped (None: no ROM).
+    pub rom: Option<RomPlacement>,
+    /// Wall-clock time of the run (VM setup included).
+    pub wall: Duration,
+    /// Number of returns from `KVM_RUN`.
+    pub exits: u64,
+}
+
+impl KvmRun {
+    /// The value the guest wrote to the exit port, if it ended the run that way (like
+    /// [`crate::qemu::QemuRun::guest_exit_value`]).
+    pub fn guest_exit_value(&self) -> Option<u8> {
+        match self.end {
+            EndReason::ExitPort(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The recorded writes that hit the ROM image.
+    pub fn rom_writes(&self) -> impl Iterator<Item = &MmioWrite> {
+        self.mmio_writes.iter().filter(|w| w.rom_offset.is_some())
+    }
+}
+
+/// Ok if this process can run KVM guests; otherwise why not, in plain words: no `/dev/kvm`,
+/// permission denied, an unexpected API version, `KVM_CREATE_VM` failing, or a KVM without
+/// read-only memory slots.
+pub fn available() -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    {
+        vmm::available()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Err("the KVM runner needs Linux".into())
+    }
+}
+
+/// Ok if this KVM runs paged 32-bit guests; otherwise why not (on kvm-pvm: "paging not
+/// supported by this KVM: …"). Found out once per process by running a guest that builds a
+/// one-entry page directory, sets CR0.PG and writes to the exit port.
+pub fn paging_supported() -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    {
+        vmm::paging_supported()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Err("the KVM runner needs Linux".into())
+    }
+}
+
+/// Boots `cfg.kernel` with `cfg.rom` mapped read-only and runs it until it writes to the exit
+/// port, halts, shuts down or times out.
+///
+/// Errors: a misplaced ROM or a multiboot image that does not fit ([`RomPlacement::new`],
+/// [`layout::MultibootLayout::parse`]), KVM unavailable or an ioctl failing, a vCPU that KVM
+/// cannot run (`FailEntry`, `InternalError`) or an exit this VMM does not model.
+pub fn run(cfg: &KvmConfig) -> Result<KvmRun, HarnessError> {
+    #[cfg(target_os = "linux")]
+    {
+        vmm::run(cfg)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = cfg;
+        Err(HarnessError::KvmUnavailable {
+            reason: "the KVM runner needs Linux".into(),
+        })
+    }
+}

@@ -1,0 +1,408 @@
+//! The VM: `/dev/kvm`, guest memory and its slots, one vCPU on its own thread, the deadline.
+
+use super::kick;
+use super::layout::{self, MultibootLayout, RomPlacement};
+use super::vcpu;
+use super::{EndReason, KvmConfig, KvmRun};
+use crate::error::HarnessError;
+use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_MEM_READONLY, kvm_userspace_memory_region};
+use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
+use std::io::ErrorKind;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, mpsc};
+use std::time::{Duration, Instant};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::signal::Killable;
+
+/// How often a timed-out vCPU thread is kicked until it answers.
+const KICK_INTERVAL: Duration = Duration::from_millis(10);
+/// How long a kicked vCPU thread may take to stop before the run is given up (the thread is
+/// then left behind; it has never happened — the kick makes `KVM_RUN` return at once).
+const KICK_GRACE: Duration = Duration::from_secs(5);
+/// Where KVM may put the three pages of its real-mode TSS (VMX without unrestricted guest),
+/// far from guest RAM and the ROM (Firecracker's choice).
+const KVM_TSS_ADDRESS: usize = 0xFFFB_D000;
+
+fn io(e: &kvm_ioctls::Error) -> std::io::Error {
+    std::io::Error::from_raw_os_error(e.errno())
+}
+
+fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> HarnessError {
+    move |e| HarnessError::Kvm {
+        what,
+        source: io(&e),
+    }
+}
+
+/// Opens `/dev/kvm`, saying plainly why it cannot be used.
+fn open() -> Result<Kvm, String> {
+    let path = std::path::Path::new("/dev/kvm");
+    if !path.exists() {
+        return Err(
+            "no /dev/kvm (the kernel has no KVM, or it is not exposed to this container)".into(),
+        );
+    }
+    let kvm = Kvm::new().map_err(|e| match io(&e).kind() {
+        ErrorKind::PermissionDenied => {
+            "/dev/kvm: permission denied (run as a member of the kvm group)".to_string()
+        }
+        _ => format!("opening /dev/kvm: {}", io(&e)),
+    })?;
+    let version = kvm.get_api_version();
+    if version != 12 {
+        return Err(format!("/dev/kvm speaks KVM API version {version}, not 12"));
+    }
+    Ok(kvm)
+}
+
+/// See [`super::available`].
+pub fn available() -> Result<(), String> {
+    let kvm = open()?;
+    kvm.create_vm()
+        .map_err(|e| format!("KVM_CREATE_VM failed: {}", io(&e)))?;
+    if !kvm.check_extension(Cap::ReadonlyMem) {
+        return Err("this KVM has no read-only memory slots (KVM_CAP_READONLY_MEM)".into());
+    }
+    Ok(())
+}
+
+/// One VM with one vCPU. Fields drop in order: the vCPU (and its `kvm_run` mapping), then the
+/// VM, and only then the memory the VM's slots point into.
+struct Vm {
+    vcpu: VcpuFd,
+    _vm: VmFd,
+    memory: GuestMemoryMmap,
+}
+
+impl Vm {
+    /// Creates the VM, maps and fills its memory, and puts the vCPU at the multiboot entry.
+    fn new(
+        cfg: &KvmConfig,
+        mb: &MultibootLayout,
+        rom: Option<RomPlacement>,
+        ram: u64,
+    ) -> Result<Vm, HarnessError> {
+        let kvm = open().map_err(|reason| HarnessError::KvmUnavailable { reason })?;
+        if rom.is_some() && !kvm.check_extension(Cap::ReadonlyMem) {
+            return Err(HarnessError::KvmUnavailable {
+                reason: "this KVM has no read-only memory slots (KVM_CAP_READONLY_MEM)".into(),
+            });
+        }
+        let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+        // Only VMX without unrestricted guest needs it; a KVM that refuses it (kvm-pvm) runs
+        // protected-mode guests without it.
+        let _ = vm.set_tss_address(KVM_TSS_ADDRESS);
+
+        let mut ranges: Vec<(u64, u64, bool)> = layout::ram_ranges(ram)
+            .into_iter()
+            .map(|(s, l)| (s, l, false))
+            .collect();
+        if let Some(r) = rom {
+            let (start, len) = r.slot();
+            ranges.push((u64::from(start), u64::from(len), true));
+        }
+        ranges.sort_by_key(|r| r.0);
+        let regions: Vec<(GuestAddress, usize)> = ranges
+            .iter()
+            .map(|&(s, l, _)| (GuestAddress(s), l as usize))
+            .collect();
+        let memory =
+            GuestMemoryMmap::from_ranges(&regions).map_err(|e| HarnessError::GuestMemory {
+                what: "allocating guest memory",
+                reason: e.to_string(),
+            })?;
+        let write = |what: &'static str, data: &[u8], at: u64| {
+            memory
+                .write_slice(data, GuestAddress(at))
+                .map_err(|e| HarnessError::GuestMemory {
+                    what,
+                    reason: format!("{} bytes at {at:#x}: {e}", data.len()),
+                })
+        };
+        // Bytes of the ROM slot around the image read like an empty ROM socket.
+        if let Some(r) = rom {
+            let (start, len) = r.slot();
+            write(
+                "filling the ROM slot",
+                &vec![0xFF; len as usize],
+                u64::from(start),
+            )?;
+            write(
+                "loading the ROM",
+                cfg.rom.as_deref().unwrap_or(&[]),
+                u64::from(r.base),
+            )?;
+        }
+        write(
+            "loading the multiboot image",
+            mb.payload(&cfg.kernel),
+            u64::from(mb.load_addr),
+        )?;
+        // Fresh anonymous memory is already zero; the explicit bss clear documents the contract.
+        write(
+            "zeroing the bss",
+            &vec![0; (mb.bss_end - mb.load_end) as usize],
+            u64::from(mb.load_end),
+        )?;
+        write(
+            "writing the multiboot information",
+            &layout::multiboot_info(ram),
+            u64::from(layout::MBI_ADDR),
+        )?;
+
+        for (slot, region) in memory.iter().enumerate() {
+            let start = region.start_addr().0;
+            let readonly = ranges.iter().any(|&(s, _, ro)| ro && s == start);
+            let host = memory.get_host_address(region.start_addr()).map_err(|e| {
+                HarnessError::GuestMemory {
+                    what: "finding the host mapping",
+                    reason: format!("{start:#x}: {e}"),
+                }
+            })?;
+            let region = kvm_userspace_memory_region {
+                slot: slot as u32,
+                flags: if readonly { KVM_MEM_READONLY } else { 0 },
+                guest_phys_addr: start,
+                memory_size: region.len(),
+                userspace_addr: host as u64,
+            };
+            // SAFETY: `userspace_addr..+memory_size` is exactly one region of `memory`, an
+            // anonymous mapping owned by the returned `Vm`, which drops it only after the VM
+            // and vCPU file descriptors are closed (field order); no other slot overlaps it
+            // (the ranges are disjoint by construction).
+            unsafe { vm.set_user_memory_region(region) }
+                .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+        }
+
+        let vcpu = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
+        let cpuid = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        vcpu.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
+        let sregs = vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+        vcpu.set_sregs(&vcpu::boot_sregs(sregs))
+            .map_err(kvm_err("KVM_SET_SREGS"))?;
+        vcpu.set_regs(&vcpu::boot_regs(
+            mb.entry,
+            layout::MBI_ADDR,
+            layout::BOOT_STACK_TOP,
+        ))
+        .map_err(kvm_err("KVM_SET_REGS"))?;
+        Ok(Vm {
+            vcpu,
+            _vm: vm,
+            memory,
+        })
+    }
+}
+
+/// What the vCPU thread hands back.
+type ThreadResult = (Result<EndReason, HarnessError>, vcpu::Collected);
+
+/// The vCPU thread: builds the VM, runs it, tears it down.
+fn vcpu_thread(
+    cfg: &KvmConfig,
+    mb: &MultibootLayout,
+    rom: Option<RomPlacement>,
+    ram: u64,
+    stop: &AtomicBool,
+) -> ThreadResult {
+    let mut vm = match Vm::new(cfg, mb, rom, ram) {
+        Ok(vm) => vm,
+        Err(e) => return (Err(e), vcpu::Collected::default()),
+    };
+    let run: *mut kvm_bindings::kvm_run = vm.vcpu.get_kvm_run();
+    // SAFETY: `run` points into the vCPU's `kvm_run` mapping, which lives as long as
+    // `vm.vcpu`; the registration is dropped below, on this thread, before `vm`.
+    let registration = unsafe { kick::Registration::new(run) };
+    let out = vcpu::run_loop(&mut vm.vcpu, &vm.memory, rom, stop);
+    drop(registration);
+    drop(vm);
+    out
+}
+
+/// See [`super::run`].
+pub fn run(cfg: &KvmConfig) -> Result<KvmRun, HarnessError> {
+    let start = Instant::now();
+    let ram = layout::ram_bytes(cfg.memory_mib)?;
+    let mb = MultibootLayout::parse(&cfg.kernel, ram)?;
+    let rom = match &cfg.rom {
+        Some(image) => Some(RomPlacement::new(cfg.rom_base, image.len())?),
+        None => None,
+    };
+    kick::install().map_err(|reason| HarnessError::KvmUnavailable { reason })?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel::<ThreadResult>();
+    let thread_cfg = cfg.clone();
+    let thread_stop = Arc::clone(&stop);
+    let handle = std::thread::Builder::new()
+        .name("vmi-kvm-vcpu".into())
+        .spawn(move || {
+            let out = vcpu_thread(&thread_cfg, &mb, rom, ram, &thread_stop);
+            let _ = tx.send(out);
+        })
+        .map_err(|source| HarnessError::Kvm {
+            what: "spawning the vCPU thread",
+            source,
+        })?;
+
+    // A timeout too large for an `Instant` means no deadline.
+    let deadline = start.checked_add(cfg.timeout);
+    let mut kicked_at = None;
+    let (end, collected) = loop {
+        let wait = match (kicked_at, deadline) {
+            (Some(_), _) => KICK_INTERVAL,
+            (None, Some(d)) => d.saturating_duration_since(Instant::now()),
+            (None, None) => Duration::MAX,
+        };
+        match rx.recv_timeout(wait) {
+            Ok(out) => {
+                let _ = handle.join();
+                break out;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let first = *kicked_at.get_or_insert_with(Instant::now);
+                if first.elapsed() > KICK_GRACE {
+                    // Dropping the handle detaches the thread: better than hanging the caller.
+                    return Err(HarnessError::KvmExit {
+                        exit: "timeout".into(),
+                        detail: format!(
+                            "the vCPU thread did not leave KVM_RUN within {KICK_GRACE:?} of \
+                             being kicked"
+                        ),
+                    });
+                }
+                stop.store(true, Ordering::SeqCst);
+                // The thread is alive (it has not sent) and not joined: its handle is valid.
+                let _ = handle.kill(kick::signal());
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let detail = match handle.join() {
+                    Err(p) => p
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "panic".into()),
+                    Ok(()) => "ended without a result".into(),
+                };
+                return Err(HarnessError::KvmExit {
+                    exit: "vCPU thread".into(),
+                    detail,
+                });
+            }
+        }
+    };
+    let end = end?;
+    Ok(KvmRun {
+        debugcon: collected.debugcon,
+        debugcon_truncated: collected.debugcon_truncated,
+        end,
+        timed_out: end == EndReason::TimedOut,
+        mmio_writes: collected.mmio_writes,
+        mmio_writes_total: collected.mmio_writes_total,
+        rom,
+        wall: start.elapsed(),
+        exits: collected.exits,
+    })
+}
+
+/// Value the paging check writes to the exit port once paging is on.
+const PAGING_OK: u8 = 0x5A;
+
+/// A guest that identity-maps 4 MiB with one PSE page, turns paging on and writes
+/// [`PAGING_OK`] to the exit port.
+fn paging_check_image() -> Result<Vec<u8>, HarnessError> {
+    use iced_x86::code_asm::*;
+    let load = crate::multiboot::LOAD_ADDR;
+    let page_dir = load + 0x1000;
+    let code_at = crate::multiboot::body_addr(load, 0);
+    let mut a = CodeAssembler::new(32)?;
+    a.mov(eax, page_dir)?;
+    a.mov(cr3, eax)?;
+    a.mov(eax, cr4)?;
+    a.or(eax, 0x10)?; // PSE
+    a.mov(cr4, eax)?;
+    a.mov(eax, cr0)?;
+    a.or(eax, 0x8000_0000u32 as i32)?; // PG
+    a.mov(cr0, eax)?;
+    a.mov(al, u32::from(PAGING_OK))?;
+    a.out(u32::from(crate::qemu::EXIT_PORT), al)?;
+    a.hlt()?;
+    let code = a.assemble(u64::from(code_at))?;
+    let mut body = code;
+    body.resize((page_dir - code_at) as usize, 0);
+    // PDE 0: present, writable, 4 MiB page at 0.
+    body.extend_from_slice(&0x83u32.to_le_bytes());
+    body.resize(body.len() + 4092, 0);
+    Ok(crate::multiboot::image(load, &body, 0, 0))
+}
+
+/// See [`super::paging_supported`].
+pub fn paging_supported() -> Result<(), String> {
+    static ANSWER: OnceLock<Result<(), String>> = OnceLock::new();
+    ANSWER
+        .get_or_init(|| {
+            let image = paging_check_image().map_err(|e| e.to_string())?;
+            let run = run(&KvmConfig {
+                kernel: image,
+                memory_mib: 8,
+                timeout: Duration::from_secs(10),
+                ..KvmConfig::default()
+            })
+            .map_err(|e| format!("the paging check failed: {e}"))?;
+            let pvm = if std::path::Path::new("/sys/module/kvm_pvm").exists() {
+                " (/dev/kvm is kvm-pvm: only flat 32-bit guests without paging run)"
+            } else {
+                ""
+            };
+            match run.end {
+                EndReason::ExitPort(PAGING_OK) => Ok(()),
+                EndReason::PagingUnsupported { .. } => Err(format!("{}{pvm}", run.end)),
+                other => Err(format!(
+                    "paging not supported by this KVM: a guest that sets CR0.PG ended with \
+                     \"{other}\"{pvm}"
+                )),
+            }
+        })
+        .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iced_x86::{Code, Decoder, DecoderOptions};
+
+    #[test]
+    fn paging_check_guest_sets_pg_then_exits() {
+        let img = paging_check_image().unwrap();
+        let mb = MultibootLayout::parse(&img, 8 << 20).unwrap();
+        assert_eq!(mb.entry, 0x10_0020);
+        let code = mb.payload(&img).get(32..).unwrap();
+        let codes: Vec<Code> =
+            Decoder::with_ip(32, code, u64::from(mb.entry), DecoderOptions::NONE)
+                .iter()
+                .take(11)
+                .map(|i| i.code())
+                .collect();
+        assert_eq!(
+            codes,
+            [
+                Code::Mov_r32_imm32,
+                Code::Mov_cr_r32,
+                Code::Mov_r32_cr,
+                Code::Or_EAX_imm32,
+                Code::Mov_cr_r32,
+                Code::Mov_r32_cr,
+                Code::Or_EAX_imm32,
+                Code::Mov_cr_r32,
+                Code::Mov_r8_imm8,
+                Code::Out_imm8_AL,
+                Code::Hlt,
+            ]
+        );
+        // PDE 0 of the directory at 0x101000: a present, writable 4 MiB page at 0.
+        let pde = mb.payload(&img).get(0x1000..0x1004).unwrap();
+        assert_eq!(pde, &0x83u32.to_le_bytes());
+    }
+}
