@@ -152,6 +152,8 @@ struct Walk<'a> {
     succ: BTreeMap<u32, Vec<u32>>,
     max_stack: u32,
     failed: bool,
+    /// Whether some path returns to the caller.
+    returned: bool,
 }
 
 /// The instruction as AT&T text, for messages.
@@ -285,7 +287,8 @@ impl Walk<'_> {
             ins.mnemonic(),
             Mnemonic::Iret | Mnemonic::Iretd | Mnemonic::Sysexit | Mnemonic::Retf
         );
-        if !iret_like {
+        // Real-mode init code may load segment registers (to reach the BDA); it restores them.
+        if !iret_like && self.rules.bitness == 32 {
             let mut f = InstructionInfoFactory::new();
             let seg_write = f.info(ins).used_registers().iter().any(|u| {
                 u.register().is_segment_register()
@@ -349,9 +352,76 @@ impl Walk<'_> {
             _ => {}
         }
         match ins.code() {
-            Code::Push_r32 | Code::Push_r16 => {
-                let v = reg_op(0).map_or(made, |r| s.get(r));
-                s.stack.push(v);
+            Code::Push_r32 | Code::Push_r16 | Code::Push_rm32 | Code::Push_rm16 => {
+                let reg = (ins.op0_kind() == OpKind::Register)
+                    .then(|| reg_op(0))
+                    .flatten();
+                s.stack.push(reg.map_or(made, |r| s.get(r)));
+            }
+            Code::Pushaw | Code::Pushad => {
+                for r in [Reg::Eax, Reg::Ecx, Reg::Edx, Reg::Ebx] {
+                    s.stack.push(s.get(r));
+                }
+                s.stack.push(made);
+                for r in [Reg::Ebp, Reg::Esi, Reg::Edi] {
+                    s.stack.push(s.get(r));
+                }
+            }
+            Code::Popaw | Code::Popad => {
+                let order = [
+                    Some(Reg::Edi),
+                    Some(Reg::Esi),
+                    Some(Reg::Ebp),
+                    None,
+                    Some(Reg::Ebx),
+                    Some(Reg::Edx),
+                    Some(Reg::Ecx),
+                    Some(Reg::Eax),
+                ];
+                for r in order {
+                    match (s.stack.pop(), r) {
+                        (None, _) => {
+                            self.fail(
+                                "stack-balanced",
+                                at,
+                                format!("popa at {at:#x} reads the caller's stack"),
+                            );
+                            break;
+                        }
+                        (Some(v), Some(r)) => s.set(r, v),
+                        (Some(_), None) => {}
+                    }
+                }
+            }
+            Code::Pushw_ES
+            | Code::Pushw_CS
+            | Code::Pushw_SS
+            | Code::Pushw_DS
+            | Code::Pushw_FS
+            | Code::Pushw_GS
+            | Code::Pushd_ES
+            | Code::Pushd_CS
+            | Code::Pushd_SS
+            | Code::Pushd_DS
+            | Code::Pushd_FS
+            | Code::Pushd_GS => s.stack.push(made),
+            Code::Popw_ES
+            | Code::Popw_SS
+            | Code::Popw_DS
+            | Code::Popw_FS
+            | Code::Popw_GS
+            | Code::Popd_ES
+            | Code::Popd_SS
+            | Code::Popd_DS
+            | Code::Popd_FS
+            | Code::Popd_GS => {
+                if s.stack.pop().is_none() {
+                    self.fail(
+                        "stack-balanced",
+                        at,
+                        format!("pop at {at:#x} reads the caller's stack"),
+                    );
+                }
             }
             Code::Pop_r32 | Code::Pop_r16 => {
                 let v = s.stack.pop();
@@ -494,6 +564,7 @@ impl Walk<'_> {
     }
 
     fn exit_checks(&mut self, at: u32, s: &State, how: &str) {
+        self.returned = true;
         if self.rules.no_return.is_some() {
             self.fail(
                 "no-return",
@@ -717,6 +788,7 @@ fn walk_routine(
         succ: BTreeMap::new(),
         max_stack: 0,
         failed: false,
+        returned: false,
     };
     w.run(entry);
     let (min_path, max_path) = w.paths(entry);
@@ -763,9 +835,33 @@ pub fn reachable(image: &[u8], entry: u32, bitness: u32) -> Vec<u32> {
         succ: BTreeMap::new(),
         max_stack: 0,
         failed: false,
+        returned: false,
     };
     w.run(entry);
     w.code.keys().copied().collect()
+}
+
+/// Whether 32-bit code assembled at offset 0 of `code` can return to its caller with `ret`
+/// (false for routines that only leave through `iret`/`sysexit`, loop forever or fault).
+pub fn may_return(code: &[u8]) -> bool {
+    let mut scratch = AuditReport::default();
+    let mut w = Walk {
+        image: code,
+        name: String::new(),
+        rules: Rules {
+            clobbers: RegSet::of(&Reg::ALL),
+            no_return: None,
+            bitness: 32,
+        },
+        report: &mut scratch,
+        code: BTreeMap::new(),
+        succ: BTreeMap::new(),
+        max_stack: 0,
+        failed: false,
+        returned: false,
+    };
+    w.run(0);
+    w.returned
 }
 
 /// Audits `image` (a whole ROM file; the first image is audited).

@@ -22,6 +22,7 @@ pub mod error;
 pub mod generate;
 pub mod manifest;
 pub mod native;
+pub mod trace;
 
 pub use backend::{Answer, Backend};
 pub use error::GenError;

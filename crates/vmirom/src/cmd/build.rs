@@ -6,6 +6,18 @@ use std::process::ExitCode;
 use vmi_rom::audit::{RoutineStats, audit};
 use vmi_rom::generate::{BuildOptions, Generated, generate};
 use vmi_rom::native::Native;
+use vmi_rom::trace::Trace;
+
+fn parse_ring(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if n == 0 || (n.is_power_of_two() && n <= 1 << 16) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "{n}: the ring size must be 0 or a power of two up to 65536"
+        ))
+    }
+}
 
 /// Which backend generates the calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -41,6 +53,12 @@ pub struct Args {
     /// ROM code revision MAJOR.MINOR.
     #[arg(long, value_parser = super::pack::parse_version)]
     version: Option<(u8, u8)>,
+    /// Wrap the backend with the trace backend (counts and times every call).
+    #[arg(long)]
+    trace: bool,
+    /// With --trace: also keep a ring of the last N events (a power of two; 0 = none).
+    #[arg(long, default_value_t = 0, value_parser = parse_ring)]
+    ring: u32,
     /// Print the layout as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -61,10 +79,24 @@ pub fn run(a: &Args) -> Result<ExitCode, CliError> {
         version: a.version.unwrap_or(d.version),
         class_code: d.class_code,
     };
-    let backend = match a.backend {
+    if a.ring != 0 && !a.trace {
+        return Err(CliError("--ring needs --trace".into()));
+    }
+    let inner = match a.backend {
         BackendName::Native => Native,
     };
-    let g = generate(&backend, &opts).map_err(|e| CliError(e.to_string()))?;
+    let g = if a.trace {
+        generate(
+            &Trace {
+                inner,
+                ring: a.ring,
+            },
+            &opts,
+        )
+    } else {
+        generate(&inner, &opts)
+    }
+    .map_err(|e| CliError(e.to_string()))?;
     super::write(&a.output, &g.image)?;
     let stats = audit(&g.image).routines;
     if a.json {
