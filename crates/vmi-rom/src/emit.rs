@@ -58,20 +58,27 @@ impl Emit {
     /// Loads the image's run-time linear address into `reg` (`call L; L: pop reg; sub reg, L`).
     /// Uses 4 bytes of stack transiently and changes the arithmetic flags.
     pub fn image_base(&mut self, reg: AsmRegister32) -> Result<(), GenError> {
+        let k = self.image_base_biased(reg)?;
+        self.a.sub(reg, k as i32).map_err(asm("image_base"))?;
+        Ok(())
+    }
+
+    /// Loads the image's run-time linear address **plus the returned bias** into `reg`
+    /// (`call L; L: pop reg`), one instruction shorter than [`Emit::image_base`]: address image
+    /// offset `o` as `[reg + o - bias]`. Until the routine settles the bias is the routine
+    /// start (≥ 0x90, like the real value, so displacements keep their encoding size).
+    pub fn image_base_biased(&mut self, reg: AsmRegister32) -> Result<u32, GenError> {
         let mut label = self.a.create_label();
         self.a.call(label).map_err(asm("image_base"))?;
         self.a.set_label(&mut label).map_err(asm("image_base"))?;
         self.a.pop(reg).map_err(asm("image_base"))?;
-        // Until the label is known, use the routine start: it is ≥ 0x90 like the label, so the
-        // instruction gets the same (imm32) encoding in every pass.
         let k = self
             .resolved
             .get(self.bases.len())
             .copied()
             .unwrap_or(self.start);
-        self.a.sub(reg, k as i32).map_err(asm("image_base"))?;
         self.bases.push(label);
-        Ok(())
+        Ok(k as u32)
     }
 }
 

@@ -67,30 +67,31 @@ fn r32(r: Reg) -> AsmRegister32 {
     }
 }
 
-/// Loads the trace area's linear address into ECX, or jumps to `skip` when there is none.
-fn area_pointer(e: &mut Emit, skip: CodeLabel) -> Result<(), GenError> {
+/// Loads the trace area's linear address plus the returned bias into ECX (address area offset
+/// `o` as `[ecx + o - bias]`), or jumps to `skip` when there is no area.
+fn area_pointer(e: &mut Emit, skip: CodeLabel) -> Result<i32, GenError> {
     let slot = e.data_offset().ok_or(GenError::Inconsistent {
         backend: "trace".into(),
         call: 0,
         name: "-",
         problem: "the trace backend needs its private data word",
     })? as i32;
-    e.image_base(ecx)?;
-    e.a.cmp(dword_ptr(ecx + slot), 0)?;
+    let bias = e.image_base_biased(ecx)? as i32;
+    e.a.cmp(dword_ptr(ecx + (slot - bias)), 0)?;
     e.a.je(skip)?;
-    e.a.add(ecx, dword_ptr(ecx + slot))?;
-    Ok(())
+    e.a.add(ecx, dword_ptr(ecx + (slot - bias)))?;
+    Ok(bias)
 }
 
-/// `lock add` 1 to the call's count (ECX = area).
-fn count_one(e: &mut Emit, layout: &area::Layout, call: Call) -> Result<(), GenError> {
-    let at = layout.count_at(call as u32) as i32;
+/// `lock add` 1 to the call's count (ECX = area + bias).
+fn count_one(e: &mut Emit, layout: &area::Layout, call: Call, bias: i32) -> Result<(), GenError> {
+    let at = layout.count_at(call as u32) as i32 - bias;
     e.a.lock().add(dword_ptr(ecx + at), 1)?;
     e.a.lock().adc(dword_ptr(ecx + at + 4), 0)?;
     Ok(())
 }
 
-/// Appends a ring entry (ECX = area; EDX:EAX = cycles, clobbered; start TSC at
+/// Appends a ring entry (ECX = area + bias; EDX:EAX = cycles, clobbered; start TSC at
 /// `[esp + start]`, caller's return address at `[esp + ret]`, both measured before this pushes).
 fn log_event(
     e: &mut Emit,
@@ -98,11 +99,12 @@ fn log_event(
     call: Call,
     start: Option<i32>,
     ret: i32,
+    bias: i32,
 ) -> Result<(), GenError> {
     if layout.ring == 0 {
         return Ok(());
     }
-    let ring = layout.ring_offset() as i32;
+    let ring = layout.ring_offset() as i32 - bias;
     e.a.push(ebx)?;
     e.a.mov(ebx, 1)?;
     e.a.lock()
@@ -147,10 +149,10 @@ impl<B: Backend> Trace<B> {
         for r in &saved {
             e.a.push(*r)?;
         }
-        area_pointer(e, skip)?;
-        count_one(e, &layout, call)?;
+        let bias = area_pointer(e, skip)?;
+        count_one(e, &layout, call, bias)?;
         let depth = 8 + 4 * saved.len() as i32;
-        log_event(e, &layout, call, None, depth)?;
+        log_event(e, &layout, call, None, depth, bias)?;
         e.a.set_label(&mut skip)?;
         for r in saved.iter().rev() {
             e.a.pop(*r)?;
@@ -206,12 +208,12 @@ impl<B: Backend> Trace<B> {
         e.a.rdtsc()?;
         e.a.sub(eax, dword_ptr(esp + start))?;
         e.a.sbb(edx, dword_ptr(esp + start + 4))?;
-        area_pointer(e, skip)?;
-        count_one(e, &layout, call)?;
-        let cycles = layout.cycles_at(call as u32) as i32;
+        let bias = area_pointer(e, skip)?;
+        count_one(e, &layout, call, bias)?;
+        let cycles = layout.cycles_at(call as u32) as i32 - bias;
         e.a.lock().add(dword_ptr(ecx + cycles), eax)?;
         e.a.lock().adc(dword_ptr(ecx + cycles + 4), edx)?;
-        log_event(e, &layout, call, Some(start), start + frame)?;
+        log_event(e, &layout, call, Some(start), start + frame, bias)?;
         e.a.set_label(&mut skip)?;
         for r in post.iter().rev() {
             e.a.pop(r32(*r))?;
