@@ -5,6 +5,7 @@
 mod cmd;
 mod disasm;
 mod header;
+mod svg;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -35,6 +36,9 @@ enum Command {
     Pack(cmd::pack::Args),
     /// Print the ABI as a C header or a Rust module.
     Header(cmd::header::Args),
+    /// Read a trace ROM's per-call counters out of guest RAM.
+    #[command(subcommand)]
+    Trace(cmd::trace::Command),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         Command::Fix(a) => cmd::fix::run(&a),
         Command::Pack(a) => cmd::pack::run(&a),
         Command::Header(a) => cmd::header::run(&a),
+        Command::Trace(c) => cmd::trace::run(&c),
     };
     match result {
         Ok(code) => code,

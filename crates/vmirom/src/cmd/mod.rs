@@ -6,6 +6,7 @@ pub mod fix;
 pub mod header;
 pub mod info;
 pub mod pack;
+pub mod trace;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

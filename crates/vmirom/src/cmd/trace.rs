@@ -1,0 +1,188 @@
+//! `vmirom trace report|run`: read a trace ROM's counters out of guest RAM.
+
+use super::CliError;
+use crate::svg;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use vmi_rom::trace::area::{self, Area};
+
+/// `vmirom trace` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Decode the trace area from a guest-RAM image (QEMU memory-backend-file or pmemsave dump).
+    Report(ReportArgs),
+}
+
+/// Arguments of `vmirom trace report`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// Guest RAM image: byte 0 is physical address 0.
+    #[arg(long)]
+    mem: PathBuf,
+    /// The trace ROM, to check the area's build id against.
+    #[arg(long)]
+    rom: Option<PathBuf>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Also write a bar chart of counts and time per call.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+}
+
+/// Runs the command.
+pub fn run(c: &Command) -> Result<ExitCode, CliError> {
+    match c {
+        Command::Report(a) => report(a),
+    }
+}
+
+/// Reads the part of a RAM image a trace area can live in (conventional memory).
+pub fn read_low_ram(path: &Path) -> Result<Vec<u8>, CliError> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| CliError(format!("reading {}: {e}", path.display())))?;
+    let mut buf = Vec::new();
+    f.take(area::CONVENTIONAL_END as u64)
+        .read_to_end(&mut buf)
+        .map_err(|e| CliError(format!("reading {}: {e}", path.display())))?;
+    Ok(buf)
+}
+
+/// One call's line of the report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CallLine {
+    /// Call number.
+    pub call: u32,
+    /// Call name.
+    pub name: &'static str,
+    /// Calls.
+    pub count: u64,
+    /// Total TSC cycles.
+    pub cycles: u64,
+    /// Mean cycles per call.
+    pub mean_cycles: u64,
+    /// Share of all cycles spent in the ROM, percent.
+    pub share: f64,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    /// The decoded area.
+    pub area: Area,
+    /// Calls made at least once, by number.
+    pub calls: Vec<CallLine>,
+    /// All calls.
+    pub total_count: u64,
+    /// All cycles.
+    pub total_cycles: u64,
+}
+
+/// Builds the report from an area.
+pub fn build_report(area: Area) -> Report {
+    let total_cycles: u64 = area.counters.iter().map(|c| c.cycles).sum();
+    let total_count: u64 = area.counters.iter().map(|c| c.count).sum();
+    let calls = area
+        .counters
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.count > 0)
+        .map(|(n, c)| CallLine {
+            call: n as u32,
+            name: vmi_abi::call(n as u32).map_or("?", |s| s.name),
+            count: c.count,
+            cycles: c.cycles,
+            mean_cycles: c.cycles / c.count,
+            share: if total_cycles == 0 {
+                0.0
+            } else {
+                c.cycles as f64 * 100.0 / total_cycles as f64
+            },
+        })
+        .collect();
+    Report {
+        area,
+        calls,
+        total_count,
+        total_cycles,
+    }
+}
+
+/// Prints the table.
+pub fn print_table(r: &Report) {
+    println!(
+        "trace area at {:#x} (ROM at {:#x}, build id {:#010x})",
+        r.area.phys, r.area.rom_phys, r.area.build_id
+    );
+    println!(
+        "{:>3}  {:<20} {:>12} {:>16} {:>10} {:>7}",
+        "#", "call", "count", "cycles", "mean", "share"
+    );
+    for c in &r.calls {
+        println!(
+            "{:>3}  {:<20} {:>12} {:>16} {:>10} {:>6.1}%",
+            c.call, c.name, c.count, c.cycles, c.mean_cycles, c.share
+        );
+    }
+    println!(
+        "total: {} calls, {} cycles in the ROM{}",
+        r.total_count,
+        r.total_cycles,
+        if r.area.events_total > 0 {
+            format!(
+                ", {} events logged ({} kept)",
+                r.area.events_total,
+                r.area.events.len()
+            )
+        } else {
+            String::new()
+        }
+    );
+}
+
+fn report(a: &ReportArgs) -> Result<ExitCode, CliError> {
+    let ram = read_low_ram(&a.mem)?;
+    let found = area::find(&ram).map_err(|e| CliError(format!("{}: {e}", a.mem.display())))?;
+    if let Some(rom) = &a.rom {
+        let img = super::read(rom)?;
+        let m = vmi_rom::manifest::Manifest::read(&img)
+            .ok_or_else(|| {
+                CliError(format!(
+                    "{}: no vmirom manifest (not a vmirom-built ROM)",
+                    rom.display()
+                ))
+            })?
+            .map_err(|e| CliError(format!("{}: {e}", rom.display())))?;
+        if m.build_id != found.build_id {
+            return Err(CliError(format!(
+                "the trace area was written by build {:#010x}, but {} is build {:#010x}",
+                found.build_id,
+                rom.display(),
+                m.build_id
+            )));
+        }
+    }
+    let r = build_report(found);
+    if let Some(p) = &a.svg {
+        let bars: Vec<svg::Bar> = r
+            .calls
+            .iter()
+            .map(|c| svg::Bar {
+                label: format!("{} ({})", c.name, c.call),
+                count: c.count,
+                cycles: c.cycles,
+            })
+            .collect();
+        super::write(
+            p,
+            svg::chart("VMI calls: count and ROM time per call", &bars).as_bytes(),
+        )?;
+    }
+    if a.json {
+        super::print_json(&r)?;
+    } else {
+        print_table(&r);
+    }
+    Ok(ExitCode::SUCCESS)
+}
