@@ -184,7 +184,21 @@ fn is_vector_or_fpu(ins: &Instruction) -> Option<String> {
         .map(|r| format!("{r:?} register"))
 }
 
-impl Walk<'_> {
+impl<'a> Walk<'a> {
+    fn new(image: &'a [u8], name: String, rules: Rules, report: &'a mut AuditReport) -> Walk<'a> {
+        Walk {
+            image,
+            name,
+            rules,
+            report,
+            code: BTreeMap::new(),
+            succ: BTreeMap::new(),
+            max_stack: 0,
+            failed: false,
+            returned: false,
+        }
+    }
+
     fn fail(&mut self, rule: &'static str, at: u32, msg: String) {
         self.failed = true;
         let offset =
@@ -563,6 +577,19 @@ impl Walk<'_> {
             .collect()
     }
 
+    /// Fails `registers-preserved` when a register outside `allowed` does not hold its entry
+    /// value at `at`.
+    fn kept(&mut self, at: u32, what: &str, s: &State, allowed: RegSet) {
+        let bad = self.changed(s, allowed);
+        if !bad.is_empty() {
+            self.fail(
+                "registers-preserved",
+                at,
+                format!("{what} with {} changed", bad.join(", ")),
+            );
+        }
+    }
+
     fn exit_checks(&mut self, at: u32, s: &State, how: &str) {
         self.returned = true;
         if self.rules.no_return.is_some() {
@@ -580,14 +607,7 @@ impl Walk<'_> {
                 format!("{how} at {at:#x} with ESP above its entry value"),
             );
         }
-        let bad = self.changed(s, self.rules.clobbers);
-        if !bad.is_empty() {
-            self.fail(
-                "registers-preserved",
-                at,
-                format!("{how} at {at:#x} with {} changed", bad.join(", ")),
-            );
-        }
+        self.kept(at, &format!("{how} at {at:#x}"), s, self.rules.clobbers);
     }
 
     fn leave_checks(&mut self, at: u32, mn: Mnemonic, s: &State) {
@@ -600,14 +620,7 @@ impl Walk<'_> {
                         format!("retf at {at:#x} with the stack unbalanced"),
                     );
                 }
-                let bad = self.changed(s, self.rules.clobbers);
-                if !bad.is_empty() {
-                    self.fail(
-                        "registers-preserved",
-                        at,
-                        format!("retf at {at:#x} with {} changed", bad.join(", ")),
-                    );
-                }
+                self.kept(at, &format!("retf at {at:#x}"), s, self.rules.clobbers);
             }
             (Mnemonic::Iret | Mnemonic::Iretd, Some(words)) => {
                 if !s.stack.is_empty() || s.above != words {
@@ -620,24 +633,15 @@ impl Walk<'_> {
                         ),
                     );
                 }
-                let bad = self.changed(s, RegSet::EMPTY);
-                if !bad.is_empty() {
-                    self.fail(
-                        "registers-preserved",
-                        at,
-                        format!("iret at {at:#x} with {} changed", bad.join(", ")),
-                    );
-                }
+                self.kept(at, &format!("iret at {at:#x}"), s, RegSet::EMPTY);
             }
             (Mnemonic::Sysexit, Some(_)) => {
-                let bad = self.changed(s, RegSet::of(&[Reg::Ecx, Reg::Edx]));
-                if !bad.is_empty() {
-                    self.fail(
-                        "registers-preserved",
-                        at,
-                        format!("sysexit at {at:#x} with {} changed", bad.join(", ")),
-                    );
-                }
+                self.kept(
+                    at,
+                    &format!("sysexit at {at:#x}"),
+                    s,
+                    RegSet::of(&[Reg::Ecx, Reg::Edx]),
+                );
             }
             _ => self.fail(
                 "no-return",
@@ -779,17 +783,7 @@ fn walk_routine(
     entry: u32,
     rules: Rules,
 ) {
-    let mut w = Walk {
-        image,
-        name: name.clone(),
-        rules,
-        report,
-        code: BTreeMap::new(),
-        succ: BTreeMap::new(),
-        max_stack: 0,
-        failed: false,
-        returned: false,
-    };
+    let mut w = Walk::new(image, name.clone(), rules, report);
     w.run(entry);
     let (min_path, max_path) = w.paths(entry);
     let bytes: u32 = w.code.values().map(|i| i.len() as u32).sum();
@@ -822,21 +816,16 @@ fn walk_routine(
 /// code, in address order (for disassembly listings).
 pub fn reachable(image: &[u8], entry: u32, bitness: u32) -> Vec<u32> {
     let mut scratch = AuditReport::default();
-    let mut w = Walk {
+    let mut w = Walk::new(
         image,
-        name: String::new(),
-        rules: Rules {
+        String::new(),
+        Rules {
             clobbers: RegSet::of(&Reg::ALL),
             no_return: None,
             bitness,
         },
-        report: &mut scratch,
-        code: BTreeMap::new(),
-        succ: BTreeMap::new(),
-        max_stack: 0,
-        failed: false,
-        returned: false,
-    };
+        &mut scratch,
+    );
     w.run(entry);
     w.code.keys().copied().collect()
 }
@@ -845,21 +834,16 @@ pub fn reachable(image: &[u8], entry: u32, bitness: u32) -> Vec<u32> {
 /// (false for routines that only leave through `iret`/`sysexit`, loop forever or fault).
 pub fn may_return(code: &[u8]) -> bool {
     let mut scratch = AuditReport::default();
-    let mut w = Walk {
-        image: code,
-        name: String::new(),
-        rules: Rules {
+    let mut w = Walk::new(
+        code,
+        String::new(),
+        Rules {
             clobbers: RegSet::of(&Reg::ALL),
             no_return: None,
             bitness: 32,
         },
-        report: &mut scratch,
-        code: BTreeMap::new(),
-        succ: BTreeMap::new(),
-        max_stack: 0,
-        failed: false,
-        returned: false,
-    };
+        &mut scratch,
+    );
     w.run(0);
     w.returned
 }
