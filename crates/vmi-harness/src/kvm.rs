@@ -281,6 +281,26 @@ pub fn paging_supported() -> Result<(), String> {
     }
 }
 
+/// [`run`], but when the run fails after the vCPU started (an exit the VMM does not model,
+/// e.g. an instruction kvm-pvm cannot emulate), the error comes with the debug-console bytes
+/// the guest wrote until then.
+pub(crate) fn run_partial(cfg: &KvmConfig) -> Result<KvmRun, (HarnessError, Vec<u8>)> {
+    #[cfg(target_os = "linux")]
+    {
+        vmm::run_partial(cfg)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = cfg;
+        Err((
+            HarnessError::KvmUnavailable {
+                reason: "the KVM runner needs Linux".into(),
+            },
+            Vec::new(),
+        ))
+    }
+}
+
 /// Boots `cfg.kernel` with `cfg.rom` mapped read-only and runs it until it writes to the exit
 /// port, halts, shuts down or times out.
 ///

@@ -10,6 +10,8 @@
 //! - [`engine`]: which of those runs the guest (`qemu-tcg`, `qemu-kvm`, `kvm`) and whether it
 //!   can run here.
 //! - [`probe`]: boot the guest against a ROM and report what Linux's probe and activation see.
+//! - [`suite`]: the conformance suite: activate the ROM, run call vectors and scenarios for
+//!   every call it implements, and judge each call against vmi-abi.
 #![deny(clippy::indexing_slicing)]
 
 pub mod engine;
@@ -20,6 +22,7 @@ pub mod multiboot;
 pub mod probe;
 pub mod protocol;
 pub mod qemu;
+pub mod suite;
 
 pub use engine::Engine;
 pub use error::HarnessError;

@@ -327,19 +327,21 @@ fn check_options(opts: &ProbeOptions) -> Result<(), HarnessError> {
     Ok(())
 }
 
-/// What an engine's run left behind, in the terms the probe needs.
-struct EngineRun {
-    debugcon: Vec<u8>,
-    timed_out: bool,
-    exit_value: Option<u8>,
-    wall: Duration,
-    seabios_log: String,
-    mmio_writes: Vec<MmioWrite>,
+/// What an engine's run left behind, in the terms the probe (and the conformance suite)
+/// needs.
+#[derive(Debug)]
+pub(crate) struct EngineRun {
+    pub(crate) debugcon: Vec<u8>,
+    pub(crate) timed_out: bool,
+    pub(crate) exit_value: Option<u8>,
+    pub(crate) wall: Duration,
+    pub(crate) seabios_log: String,
+    pub(crate) mmio_writes: Vec<MmioWrite>,
     /// QEMU's exit status and stderr (QEMU engines).
-    exit_code: Option<i32>,
-    stderr: String,
+    pub(crate) exit_code: Option<i32>,
+    pub(crate) stderr: String,
     /// How the KVM run ended (KVM engine).
-    kvm_end: Option<EndReason>,
+    pub(crate) kvm_end: Option<EndReason>,
 }
 
 fn run_qemu(
@@ -365,6 +367,7 @@ fn run_qemu(
         accel,
         memory_mib: opts.memory_mib,
         timeout: opts.timeout,
+        idle_timeout: None,
         extra_args: opts.extra_args.clone(),
     })?;
     Ok(EngineRun {
@@ -414,7 +417,8 @@ fn nonce() -> u32 {
     t ^ std::process::id().rotate_left(16)
 }
 
-fn report(
+/// Builds the report from a decoded stream (checks that `HELLO` belongs to this image).
+pub(crate) fn report(
     stream: &Stream,
     map: &guest::MemoryMap,
     run: &EngineRun,
@@ -483,10 +487,11 @@ fn report(
                     });
                 }
                 StepId::GetReloc(n) => pending.push((n, c.regs)),
-                StepId::Boot | StepId::Probe => {}
+                StepId::Boot | StepId::Probe | StepId::Vector(_) | StepId::Machine => {}
             },
             Record::Exception(e) => r.exception = Some(*e),
             Record::End(s) => r.end = Some(*s),
+            Record::Machine(_) | Record::VectorResult(_) | Record::Trap(_) => {}
         }
     }
     r.relocations = pending

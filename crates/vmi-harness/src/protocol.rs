@@ -1,13 +1,13 @@
 //! The binary record stream the test guest writes to the debug console (port 0xE9), and its
 //! decoder.
 //!
-//! # Format (version 1)
+//! # Format (version 2)
 //!
 //! All integers are little-endian. The stream is
 //!
 //! ```text
 //! stream  := header record*
-//! header  := magic "vmiG" (4 bytes) · version u16 (= 1) · reserved u16 (= 0)
+//! header  := magic "vmiG" (4 bytes) · version u16 (= 2) · reserved u16 (= 0)
 //! record  := tag u16 · len u16 · payload[len]
 //! ```
 //!
@@ -24,15 +24,19 @@
 //! | 0x04 | `PROBE_DONE` | found (0/1), physical base, linear base, candidates reported |
 //! | 0x05 | `CALL_RESULT` | step id, then a [register snapshot](snap) taken right after the ROM returned |
 //! | 0x06 | `EXCEPTION` | step id, vector, error code (0 when the CPU pushes none), EIP, CS, EFLAGS, CR2, the two frame words above EFLAGS (ESP, SS after a privilege change), handler ESP, EAX, EBX, ECX, EDX, ESI, EDI, EBP, DS, ES, FS, GS, SS |
+//! | 0x07 | `MACHINE` | what the CPU is natively ([`machine`]): boot CR0/CR3/CR4/EFLAGS, CPUID leaves 0, 1, 0x80000000 and 0x80000001, a trap-guarded native `rdpmc`, `rdmsr` of IA32_APIC_BASE and a read of the local-APIC version register |
+//! | 0x08 | `VECTOR_RESULT` | one [call vector](vector_result): step id, the register snapshot, CR0/CR2/CR3/CR4, GDTR, IDTR, LDTR, TR, DR0–DR3/DR6/DR7, whether the call came back to its call site, timer ticks, and 32 words the vector's own capture operations filled in |
+//! | 0x09 | `TRAP` | an exception or interrupt the guest *expected* (same payload as `EXCEPTION`): the guest continues with the step's resume point instead of ending the run |
 //! | 0xFF | `END` | [`EndStatus`] |
 //!
 //! A step id is `kind << 24 | argument`: kind 0 boot, 1 probe, 2 Init, 3 GetRelocationInfo
-//! (argument = the call number). Segment-register words carry the selector in their low 16 bits
+//! (argument = the call number), 4 call vector (argument = its index in the guest's program),
+//! 5 machine information. Segment-register words carry the selector in their low 16 bits
 //! (a 32-bit `push sreg` may leave the upper half unwritten); the decoder masks them.
 //!
 //! After an `EXCEPTION` record the guest ends the run through `isa-debug-exit` with
 //! [`EXIT_EXCEPTION_BASE`]` | vector` (vectors 0–31) or [`EXIT_INTERRUPT`] (vectors 32–255)
-//! instead of writing `END`.
+//! instead of writing `END`. A `TRAP` record does not end the run.
 //!
 //! Decoding never panics: a short, garbled or over-long stream is a [`ProtocolError`] naming the
 //! byte offset of the offending record.
@@ -44,7 +48,7 @@ use vmi_abi::calls::Reg;
 /// Stream magic.
 pub const MAGIC: [u8; 4] = *b"vmiG";
 /// Protocol version this module writes and reads.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Size of the stream header.
 pub const STREAM_HEADER_LEN: usize = 8;
 /// Size of a record header (tag, length).
@@ -82,6 +86,9 @@ pub const fn canary(reg: Reg) -> u32 {
 /// so IF = 0 and DF = 0.
 pub const CALL_EFLAGS: u32 = 0x2;
 
+/// A `MACHINE` word meaning "the guarded native instruction did not trap".
+pub const NO_FAULT: u32 = 0xFFFF_FFFF;
+
 /// Record tags.
 pub mod tag {
     /// Guest configuration echo.
@@ -96,6 +103,12 @@ pub mod tag {
     pub const CALL_RESULT: u16 = 0x05;
     /// An exception or unexpected interrupt.
     pub const EXCEPTION: u16 = 0x06;
+    /// What the CPU is natively.
+    pub const MACHINE: u16 = 0x07;
+    /// The state after one call vector.
+    pub const VECTOR_RESULT: u16 = 0x08;
+    /// An exception or interrupt the guest expected; the run goes on.
+    pub const TRAP: u16 = 0x09;
     /// The guest finished.
     pub const END: u16 = 0xFF;
 }
@@ -276,6 +289,87 @@ pub mod exception {
     pub const WORDS: usize = 22;
 }
 
+/// Word indices of `MACHINE`.
+pub mod machine {
+    /// CR0 after boot (paging on when the guest pages).
+    pub const CR0: usize = 0;
+    /// CR3 after boot.
+    pub const CR3: usize = 1;
+    /// CR4 after boot.
+    pub const CR4: usize = 2;
+    /// EFLAGS during the step.
+    pub const EFLAGS: usize = 3;
+    /// CPUID leaf 0: EAX, EBX, ECX, EDX.
+    pub const CPUID0: usize = 4;
+    /// CPUID leaf 1: EAX, EBX, ECX, EDX.
+    pub const CPUID1: usize = 8;
+    /// CPUID leaf 0x80000000: EAX (highest extended leaf).
+    pub const CPUID_EXT_MAX: usize = 12;
+    /// CPUID leaf 0x80000001: EDX (meaningful only if the highest extended leaf allows it).
+    pub const CPUID_EXT1_EDX: usize = 13;
+    /// Vector a native `rdpmc` with ECX = 0 raised, or [`NO_FAULT`](super::NO_FAULT).
+    pub const RDPMC_FAULT: usize = 14;
+    /// Its EAX.
+    pub const RDPMC_LO: usize = 15;
+    /// Its EDX.
+    pub const RDPMC_HI: usize = 16;
+    /// Vector a native `rdmsr` of IA32_APIC_BASE (0x1B) raised, or `NO_FAULT`.
+    pub const APIC_BASE_FAULT: usize = 17;
+    /// Its EAX.
+    pub const APIC_BASE_LO: usize = 18;
+    /// Its EDX.
+    pub const APIC_BASE_HI: usize = 19;
+    /// The local-APIC version register (offset 0x30) read through the guest's APIC mapping
+    /// (0xFFFFFFFF: nothing answers there).
+    pub const APIC_VERSION: usize = 20;
+    /// Vector the APIC read raised, or `NO_FAULT`.
+    pub const APIC_FAULT: usize = 21;
+    /// Number of words.
+    pub const WORDS: usize = 22;
+}
+
+/// Word indices of `VECTOR_RESULT`.
+pub mod vector_result {
+    /// Step id (a vector step).
+    pub const STEP: usize = 0;
+    /// First word of the [register snapshot](super::snap); its ESP word is the ESP the call
+    /// returned with.
+    pub const REGS: usize = 1;
+    /// CR0.
+    pub const CR0: usize = REGS + super::snap::WORDS;
+    /// CR2.
+    pub const CR2: usize = CR0 + 1;
+    /// CR3.
+    pub const CR3: usize = CR0 + 2;
+    /// CR4.
+    pub const CR4: usize = CR0 + 3;
+    /// GDTR limit (low 16 bits).
+    pub const GDTR_LIMIT: usize = CR0 + 4;
+    /// GDTR base.
+    pub const GDTR_BASE: usize = CR0 + 5;
+    /// IDTR limit (low 16 bits).
+    pub const IDTR_LIMIT: usize = CR0 + 6;
+    /// IDTR base.
+    pub const IDTR_BASE: usize = CR0 + 7;
+    /// LDTR selector (low 16 bits).
+    pub const LDTR: usize = CR0 + 8;
+    /// TR selector (low 16 bits).
+    pub const TR: usize = CR0 + 9;
+    /// DR0, DR1, DR2, DR3, DR6, DR7.
+    pub const DR: usize = CR0 + 10;
+    /// 1 if the call returned to the instruction after its call site, 0 if control came back
+    /// through the vector's resume point (an IRET frame, an expected trap).
+    pub const SITE: usize = DR + 6;
+    /// Timer interrupts (IRQ0) the guest counted during the vector.
+    pub const TICKS: usize = SITE + 1;
+    /// First of the words the vector's capture operations wrote.
+    pub const EXTRA: usize = TICKS + 1;
+    /// Number of extra words.
+    pub const EXTRA_WORDS: usize = 32;
+    /// Number of words.
+    pub const WORDS: usize = EXTRA + EXTRA_WORDS;
+}
+
 /// Word indices of `END`.
 pub mod end {
     /// [`EndStatus`](super::EndStatus) code.
@@ -292,7 +386,9 @@ pub const fn payload_len(tag: u16) -> Option<usize> {
         tag::CANDIDATE => candidate::WORDS,
         tag::PROBE_DONE => probe_done::WORDS,
         tag::CALL_RESULT => call_result::WORDS,
-        tag::EXCEPTION => exception::WORDS,
+        tag::EXCEPTION | tag::TRAP => exception::WORDS,
+        tag::MACHINE => machine::WORDS,
+        tag::VECTOR_RESULT => vector_result::WORDS,
         tag::END => end::WORDS,
         _ => return None,
     };
@@ -308,6 +404,9 @@ pub const fn tag_name(t: u16) -> &'static str {
         tag::PROBE_DONE => "PROBE_DONE",
         tag::CALL_RESULT => "CALL_RESULT",
         tag::EXCEPTION => "EXCEPTION",
+        tag::MACHINE => "MACHINE",
+        tag::VECTOR_RESULT => "VECTOR_RESULT",
+        tag::TRAP => "TRAP",
         tag::END => "END",
         _ => "unknown",
     }
@@ -324,6 +423,10 @@ pub enum StepId {
     Init,
     /// Calling GetRelocationInfo (ROM + 0x88) with EAX = the call number.
     GetReloc(u32),
+    /// Running call vector `n` (its index in the guest's program).
+    Vector(u32),
+    /// Reporting what the CPU is natively (`MACHINE`).
+    Machine,
 }
 
 impl StepId {
@@ -337,6 +440,8 @@ impl StepId {
             StepId::Probe => 1 << 24,
             StepId::Init => 2 << 24,
             StepId::GetReloc(n) => 3 << 24 | (n & Self::MAX_ARG),
+            StepId::Vector(n) => 4 << 24 | (n & Self::MAX_ARG),
+            StepId::Machine => 5 << 24,
         }
     }
 
@@ -348,6 +453,8 @@ impl StepId {
             (1, 0) => Some(StepId::Probe),
             (2, 0) => Some(StepId::Init),
             (3, n) => Some(StepId::GetReloc(n)),
+            (4, n) => Some(StepId::Vector(n)),
+            (5, 0) => Some(StepId::Machine),
             _ => None,
         }
     }
@@ -360,6 +467,8 @@ impl fmt::Display for StepId {
             StepId::Probe => f.write_str("probe"),
             StepId::Init => f.write_str("Init"),
             StepId::GetReloc(n) => write!(f, "GetRelocationInfo({n})"),
+            StepId::Vector(n) => write!(f, "vector {n}"),
+            StepId::Machine => f.write_str("machine"),
         }
     }
 }
@@ -631,6 +740,111 @@ impl Exception {
     }
 }
 
+/// The `MACHINE` record: what the CPU under the guest is natively.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Machine {
+    /// CR0 after boot.
+    pub cr0: u32,
+    /// CR3 after boot.
+    pub cr3: u32,
+    /// CR4 after boot.
+    pub cr4: u32,
+    /// EFLAGS during the step.
+    pub eflags: u32,
+    /// CPUID leaf 0 (EAX, EBX, ECX, EDX).
+    pub cpuid0: [u32; 4],
+    /// CPUID leaf 1 (EAX, EBX, ECX, EDX).
+    pub cpuid1: [u32; 4],
+    /// CPUID 0x80000000 EAX.
+    pub cpuid_ext_max: u32,
+    /// CPUID 0x80000001 EDX (0 when the highest extended leaf is below 0x80000001).
+    pub cpuid_ext1_edx: u32,
+    /// A native `rdpmc` (ECX = 0): Ok(EDX:EAX) or Err(the vector it raised).
+    pub rdpmc: Result<u64, u8>,
+    /// A native `rdmsr` of IA32_APIC_BASE: Ok(value) or Err(vector).
+    pub apic_base: Result<u64, u8>,
+    /// The local-APIC version register read through the guest's APIC mapping: Ok(value) or
+    /// Err(vector). 0xFFFFFFFF means nothing answered (no local APIC).
+    pub apic_version: Result<u32, u8>,
+}
+
+impl Machine {
+    /// CPUID leaf 1 EDX bit `bit` (e.g. 13 = PGE, 11 = SEP, 4 = TSC).
+    pub const fn has_edx1(&self, bit: u32) -> bool {
+        self.cpuid1[3] >> bit & 1 == 1
+    }
+
+    /// Whether a local APIC answered the version read.
+    pub fn has_apic(&self) -> bool {
+        matches!(self.apic_version, Ok(v) if v != u32::MAX)
+    }
+}
+
+/// A descriptor-table register (GDTR, IDTR): limit and linear base.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DtReg {
+    /// Limit.
+    pub limit: u16,
+    /// Linear base.
+    pub base: u32,
+}
+
+/// The `VECTOR_RESULT` record: everything the guest captured after one call vector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VectorResult {
+    /// The vector step.
+    pub step: StepId,
+    /// Registers right after the call came back (ESP as it came back).
+    pub regs: Regs,
+    /// CR0.
+    pub cr0: u32,
+    /// CR2.
+    pub cr2: u32,
+    /// CR3.
+    pub cr3: u32,
+    /// CR4.
+    pub cr4: u32,
+    /// GDTR.
+    pub gdtr: DtReg,
+    /// IDTR.
+    pub idtr: DtReg,
+    /// LDTR selector.
+    pub ldtr: u16,
+    /// TR selector.
+    pub tr: u16,
+    /// DR0, DR1, DR2, DR3, DR6, DR7.
+    pub dr: [u32; 6],
+    /// Whether the call returned to its call site (false: through the resume point).
+    pub returned_to_site: bool,
+    /// Timer interrupts counted during the vector.
+    pub ticks: u32,
+    /// The words the vector's capture operations wrote.
+    pub extra: [u32; vector_result::EXTRA_WORDS],
+}
+
+impl VectorResult {
+    /// Debug register `n` (0–3, 6, 7), if it is one of those.
+    pub fn dr(&self, n: u8) -> Option<u32> {
+        let i = match n {
+            0..=3 => usize::from(n),
+            6 => 4,
+            7 => 5,
+            _ => return None,
+        };
+        self.dr.get(i).copied()
+    }
+
+    /// Extra word `i` (0 when out of range).
+    pub fn x(&self, i: usize) -> u32 {
+        self.extra.get(i).copied().unwrap_or(0)
+    }
+
+    /// Extra words `i` (low) and `i + 1` (high) as a u64.
+    pub fn x64(&self, i: usize) -> u64 {
+        u64::from(self.x(i)) | u64::from(self.x(i + 1)) << 32
+    }
+}
+
 /// One decoded record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
@@ -646,6 +860,12 @@ pub enum Record {
     CallResult(CallResult),
     /// `EXCEPTION`.
     Exception(Exception),
+    /// `MACHINE`.
+    Machine(Machine),
+    /// `VECTOR_RESULT`.
+    VectorResult(Box<VectorResult>),
+    /// `TRAP`: an expected exception or interrupt (the guest went on).
+    Trap(Exception),
     /// `END`.
     End(EndStatus),
 }
@@ -664,6 +884,22 @@ impl Stream {
     pub fn end(&self) -> Option<EndStatus> {
         self.records.iter().find_map(|(_, r)| match r {
             Record::End(s) => Some(*s),
+            _ => None,
+        })
+    }
+
+    /// The `MACHINE` record, if the guest wrote one.
+    pub fn machine(&self) -> Option<&Machine> {
+        self.records.iter().find_map(|(_, r)| match r {
+            Record::Machine(m) => Some(m),
+            _ => None,
+        })
+    }
+
+    /// The exception that ended the run, if any.
+    pub fn exception(&self) -> Option<&Exception> {
+        self.records.iter().find_map(|(_, r)| match r {
+            Record::Exception(e) => Some(e),
             _ => None,
         })
     }
@@ -912,49 +1148,82 @@ fn record_at(bytes: &[u8], offset: usize) -> Result<(Record, usize), ProtocolErr
             step: step_at(call_result::STEP)?,
             regs: Regs::from_words(&w, call_result::REGS),
         }),
-        tag::EXCEPTION => {
-            use exception as x;
-            let vector =
-                u8::try_from(w.get(x::VECTOR)).map_err(|_| bad("vector", w.get(x::VECTOR)))?;
-            let cs = (w.get(x::CS) & 0xFFFF) as u16;
-            let handler_ss = (w.get(x::SS) & 0xFFFF) as u16;
-            // Same privilege: the frame is EIP, CS, EFLAGS (+ error code, vector) above the
-            // handler's ESP. After a privilege change the CPU pushed ESP and SS too.
-            let same_cpl = cs & 3 == handler_ss & 3;
-            let (esp, ss) = if same_cpl {
-                (w.get(x::HANDLER_ESP).wrapping_add(20), handler_ss)
-            } else {
-                (w.get(x::FRAME_ESP), (w.get(x::FRAME_SS) & 0xFFFF) as u16)
+        tag::EXCEPTION => Record::Exception(exception_at(&w, &bad)?),
+        tag::TRAP => Record::Trap(exception_at(&w, &bad)?),
+        tag::MACHINE => {
+            use machine as m;
+            let guarded = |fault: usize| -> Result<Option<u8>, ProtocolError> {
+                match w.get(fault) {
+                    NO_FAULT => Ok(None),
+                    v => u8::try_from(v)
+                        .map(Some)
+                        .map_err(|_| bad("fault vector", v)),
+                }
             };
-            let seg = |i| (w.get(i) & 0xFFFF) as u16;
-            Record::Exception(Exception {
-                step: step_at(x::STEP)?,
-                vector,
-                error_code: w.get(x::ERROR_CODE),
-                eip: w.get(x::EIP),
-                cs,
-                eflags: w.get(x::EFLAGS),
-                cr2: w.get(x::CR2),
-                esp,
-                ss,
-                regs: Regs {
-                    eax: w.get(x::EAX),
-                    ebx: w.get(x::EBX),
-                    ecx: w.get(x::ECX),
-                    edx: w.get(x::EDX),
-                    esi: w.get(x::ESI),
-                    edi: w.get(x::EDI),
-                    ebp: w.get(x::EBP),
-                    esp,
-                    eflags: w.get(x::EFLAGS),
-                    cs,
-                    ss,
-                    ds: seg(x::DS),
-                    es: seg(x::ES),
-                    fs: seg(x::FS),
-                    gs: seg(x::GS),
+            let pair = |lo: usize| u64::from(w.get(lo)) | u64::from(w.get(lo + 1)) << 32;
+            let four = |at: usize| [w.get(at), w.get(at + 1), w.get(at + 2), w.get(at + 3)];
+            let ext_max = w.get(m::CPUID_EXT_MAX);
+            Record::Machine(Machine {
+                cr0: w.get(m::CR0),
+                cr3: w.get(m::CR3),
+                cr4: w.get(m::CR4),
+                eflags: w.get(m::EFLAGS),
+                cpuid0: four(m::CPUID0),
+                cpuid1: four(m::CPUID1),
+                cpuid_ext_max: ext_max,
+                cpuid_ext1_edx: if (0x8000_0001..0x8001_0000).contains(&ext_max) {
+                    w.get(m::CPUID_EXT1_EDX)
+                } else {
+                    0
+                },
+                rdpmc: match guarded(m::RDPMC_FAULT)? {
+                    None => Ok(pair(m::RDPMC_LO)),
+                    Some(v) => Err(v),
+                },
+                apic_base: match guarded(m::APIC_BASE_FAULT)? {
+                    None => Ok(pair(m::APIC_BASE_LO)),
+                    Some(v) => Err(v),
+                },
+                apic_version: match guarded(m::APIC_FAULT)? {
+                    None => Ok(w.get(m::APIC_VERSION)),
+                    Some(v) => Err(v),
                 },
             })
+        }
+        tag::VECTOR_RESULT => {
+            use vector_result as v;
+            let site = w.get(v::SITE);
+            if site > 1 {
+                return Err(bad("call-site flag", site));
+            }
+            let dt = |limit: usize, base: usize| DtReg {
+                limit: (w.get(limit) & 0xFFFF) as u16,
+                base: w.get(base),
+            };
+            let mut extra = [0u32; v::EXTRA_WORDS];
+            for (k, e) in extra.iter_mut().enumerate() {
+                *e = w.get(v::EXTRA + k);
+            }
+            let mut dr = [0u32; 6];
+            for (k, e) in dr.iter_mut().enumerate() {
+                *e = w.get(v::DR + k);
+            }
+            Record::VectorResult(Box::new(VectorResult {
+                step: step_at(v::STEP)?,
+                regs: Regs::from_words(&w, v::REGS),
+                cr0: w.get(v::CR0),
+                cr2: w.get(v::CR2),
+                cr3: w.get(v::CR3),
+                cr4: w.get(v::CR4),
+                gdtr: dt(v::GDTR_LIMIT, v::GDTR_BASE),
+                idtr: dt(v::IDTR_LIMIT, v::IDTR_BASE),
+                ldtr: (w.get(v::LDTR) & 0xFFFF) as u16,
+                tr: (w.get(v::TR) & 0xFFFF) as u16,
+                dr,
+                returned_to_site: site == 1,
+                ticks: w.get(v::TICKS),
+                extra,
+            }))
         }
         tag::END => {
             let code = w.get(end::STATUS);
@@ -963,6 +1232,55 @@ fn record_at(bytes: &[u8], offset: usize) -> Result<(Record, usize), ProtocolErr
         _ => return Err(ProtocolError::UnknownTag { offset, tag }),
     };
     Ok((rec, offset + RECORD_HEADER_LEN + len))
+}
+
+/// Decodes the `EXCEPTION` / `TRAP` payload.
+fn exception_at(
+    w: &Words<'_>,
+    bad: &dyn Fn(&'static str, u32) -> ProtocolError,
+) -> Result<Exception, ProtocolError> {
+    let step_at = |i: usize| StepId::from_code(w.get(i)).ok_or_else(|| bad("step id", w.get(i)));
+    use exception as x;
+    let vector = u8::try_from(w.get(x::VECTOR)).map_err(|_| bad("vector", w.get(x::VECTOR)))?;
+    let cs = (w.get(x::CS) & 0xFFFF) as u16;
+    let handler_ss = (w.get(x::SS) & 0xFFFF) as u16;
+    // Same privilege: the frame is EIP, CS, EFLAGS (+ error code, vector) above the
+    // handler's ESP. After a privilege change the CPU pushed ESP and SS too.
+    let same_cpl = cs & 3 == handler_ss & 3;
+    let (esp, ss) = if same_cpl {
+        (w.get(x::HANDLER_ESP).wrapping_add(20), handler_ss)
+    } else {
+        (w.get(x::FRAME_ESP), (w.get(x::FRAME_SS) & 0xFFFF) as u16)
+    };
+    let seg = |i| (w.get(i) & 0xFFFF) as u16;
+    Ok(Exception {
+        step: step_at(x::STEP)?,
+        vector,
+        error_code: w.get(x::ERROR_CODE),
+        eip: w.get(x::EIP),
+        cs,
+        eflags: w.get(x::EFLAGS),
+        cr2: w.get(x::CR2),
+        esp,
+        ss,
+        regs: Regs {
+            eax: w.get(x::EAX),
+            ebx: w.get(x::EBX),
+            ecx: w.get(x::ECX),
+            edx: w.get(x::EDX),
+            esi: w.get(x::ESI),
+            edi: w.get(x::EDI),
+            ebp: w.get(x::EBP),
+            esp,
+            eflags: w.get(x::EFLAGS),
+            cs,
+            ss,
+            ds: seg(x::DS),
+            es: seg(x::ES),
+            fs: seg(x::FS),
+            gs: seg(x::GS),
+        },
+    })
 }
 
 /// Encodes one record (tests and tools; the guest writes the same bytes).
@@ -1148,9 +1466,203 @@ mod tests {
             StepId::Init,
             StepId::GetReloc(0),
             StepId::GetReloc(80),
+            StepId::Vector(0),
+            StepId::Vector(123),
+            StepId::Machine,
         ] {
             assert_eq!(StepId::from_code(s.code()), Some(s));
         }
         assert_eq!(StepId::GetReloc(17).to_string(), "GetRelocationInfo(17)");
+        assert_eq!(StepId::Vector(5).code(), 0x0400_0005);
+        assert_eq!(StepId::Machine.code(), 0x0500_0000);
+        assert_eq!(StepId::Vector(5).to_string(), "vector 5");
+        assert_eq!(StepId::from_code(0x0500_0001), None);
+        assert_eq!(StepId::from_code(0x0600_0000), None);
+    }
+
+    fn one(tag: u16, words: &[u32]) -> Result<Record, ProtocolError> {
+        let mut s = stream_header().to_vec();
+        s.extend(encode_record(tag, words));
+        decode(&s).map(|d| d.records[0].1.clone())
+    }
+
+    #[test]
+    fn payload_lengths_of_the_new_records() {
+        assert_eq!(payload_len(tag::MACHINE), Some(22 * 4));
+        assert_eq!(payload_len(tag::VECTOR_RESULT), Some(66 * 4));
+        assert_eq!(payload_len(tag::TRAP), payload_len(tag::EXCEPTION));
+        assert_eq!(vector_result::EXTRA, 34);
+        assert_eq!(tag_name(tag::TRAP), "TRAP");
+        assert!(matches!(
+            one(tag::VECTOR_RESULT, &[0; 65]),
+            Err(ProtocolError::BadLength {
+                name: "VECTOR_RESULT",
+                len: 260,
+                expected: 264,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn machine_round_trip() {
+        use machine as m;
+        let mut w = vec![0u32; m::WORDS];
+        w[m::CR0] = 0x8001_0011;
+        w[m::CR3] = 0x10_1000;
+        w[m::CR4] = 0x10;
+        w[m::CPUID0..m::CPUID0 + 4].copy_from_slice(&[4, 0x756e_6547, 0x6c65_746e, 0x4965_6e69]);
+        w[m::CPUID1 + 3] = 0x0781_abfd;
+        w[m::CPUID_EXT_MAX] = 0x8000_0004;
+        w[m::CPUID_EXT1_EDX] = 0x10_0000;
+        w[m::RDPMC_FAULT] = 6;
+        w[m::APIC_BASE_FAULT] = NO_FAULT;
+        w[m::APIC_BASE_LO] = 0xFEE0_0900;
+        w[m::APIC_FAULT] = NO_FAULT;
+        w[m::APIC_VERSION] = 0x5_0014;
+        let Record::Machine(mc) = one(tag::MACHINE, &w).unwrap() else {
+            panic!()
+        };
+        assert_eq!((mc.cr0, mc.cr3, mc.cr4), (0x8001_0011, 0x10_1000, 0x10));
+        assert_eq!(mc.rdpmc, Err(6));
+        assert_eq!(mc.apic_base, Ok(0xFEE0_0900));
+        assert_eq!(mc.apic_version, Ok(0x5_0014));
+        assert_eq!(mc.cpuid_ext1_edx, 0x10_0000);
+        assert!(mc.has_edx1(13) && mc.has_edx1(11) && !mc.has_edx1(31));
+        assert!(mc.has_apic());
+        // Nothing answering at the APIC reads all ones.
+        w[m::APIC_VERSION] = u32::MAX;
+        // An extended maximum below 0x80000001 makes the 0x80000001 word meaningless.
+        w[m::CPUID_EXT_MAX] = 0x8000_0000;
+        let Record::Machine(mc) = one(tag::MACHINE, &w).unwrap() else {
+            panic!()
+        };
+        assert!(!mc.has_apic());
+        assert_eq!(mc.cpuid_ext1_edx, 0);
+        // A fault word that is neither NO_FAULT nor a vector.
+        w[m::RDPMC_FAULT] = 0x1234;
+        assert!(matches!(
+            one(tag::MACHINE, &w),
+            Err(ProtocolError::BadValue {
+                field: "fault vector",
+                value: 0x1234,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn vector_result_round_trip() {
+        use vector_result as v;
+        let mut w = vec![0u32; v::WORDS];
+        w[v::STEP] = StepId::Vector(7).code();
+        w[v::REGS + snap::EAX] = 0x10_1000;
+        w[v::REGS + snap::EFLAGS] = 0x24_00C3;
+        w[v::REGS + snap::CS] = 0xDEAD_0060;
+        w[v::CR0] = 0x8001_0019;
+        w[v::CR2] = 0xCAFE_0000;
+        w[v::CR3] = 0x10_1000;
+        w[v::CR4] = 0x14;
+        w[v::GDTR_LIMIT] = 0xFF;
+        w[v::GDTR_BASE] = 0xC010_2000;
+        w[v::IDTR_LIMIT] = 0x1_07FF;
+        w[v::IDTR_BASE] = 0xC010_3800;
+        w[v::LDTR] = 0x88;
+        w[v::TR] = 0x80;
+        w[v::DR..v::DR + 6].copy_from_slice(&[1, 2, 3, 4, 0xFFFF_0FF0, 0x400]);
+        w[v::SITE] = 1;
+        w[v::TICKS] = 3;
+        w[v::EXTRA] = 0x1111;
+        w[v::EXTRA + 1] = 0x2222;
+        w[v::EXTRA + 31] = 0x3333;
+        let Record::VectorResult(r) = one(tag::VECTOR_RESULT, &w).unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.step, StepId::Vector(7));
+        assert_eq!(
+            (r.regs.eax, r.regs.eflags, r.regs.cs),
+            (0x10_1000, 0x24_00C3, 0x60)
+        );
+        assert_eq!(
+            (r.cr0, r.cr2, r.cr3, r.cr4),
+            (0x8001_0019, 0xCAFE_0000, 0x10_1000, 0x14)
+        );
+        assert_eq!(
+            r.gdtr,
+            DtReg {
+                limit: 0xFF,
+                base: 0xC010_2000
+            }
+        );
+        assert_eq!(
+            r.idtr,
+            DtReg {
+                limit: 0x7FF,
+                base: 0xC010_3800
+            }
+        );
+        assert_eq!((r.ldtr, r.tr), (0x88, 0x80));
+        assert_eq!(
+            (r.dr(0), r.dr(3), r.dr(6), r.dr(7), r.dr(4)),
+            (Some(1), Some(4), Some(0xFFFF_0FF0), Some(0x400), None)
+        );
+        assert!(r.returned_to_site);
+        assert_eq!(r.ticks, 3);
+        assert_eq!((r.x(0), r.x(31), r.x(32)), (0x1111, 0x3333, 0));
+        assert_eq!(r.x64(0), 0x2222_0000_1111);
+        w[v::SITE] = 2;
+        assert!(matches!(
+            one(tag::VECTOR_RESULT, &w),
+            Err(ProtocolError::BadValue {
+                field: "call-site flag",
+                ..
+            })
+        ));
+        w[v::SITE] = 0;
+        w[v::STEP] = 0x0700_0000;
+        assert!(matches!(
+            one(tag::VECTOR_RESULT, &w),
+            Err(ProtocolError::BadValue {
+                field: "step id",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn trap_decodes_like_an_exception_and_does_not_end_the_stream() {
+        let mut w = vec![0u32; exception::WORDS];
+        w[exception::STEP] = StepId::Vector(2).code();
+        w[exception::VECTOR] = 0x80;
+        w[exception::EIP] = 0x0400_0002;
+        w[exception::CS] = 0x73;
+        w[exception::SS] = 0x68;
+        w[exception::EFLAGS] = 0x203;
+        w[exception::FRAME_ESP] = 0x0400_5FF0;
+        w[exception::FRAME_SS] = 0x7B;
+        w[exception::EBX] = canary(Reg::Ebx);
+        let mut s = stream_header().to_vec();
+        s.extend(encode_record(tag::TRAP, &w));
+        s.extend(encode_record(tag::END, &[EndStatus::Complete.code()]));
+        let d = decode(&s).unwrap();
+        let Record::Trap(t) = d.records[0].1 else {
+            panic!()
+        };
+        assert_eq!(
+            (t.vector, t.cs, t.eip, t.esp, t.ss),
+            (0x80, 0x73, 0x0400_0002, 0x0400_5FF0, 0x7B)
+        );
+        assert_eq!(t.regs.ebx, canary(Reg::Ebx));
+        assert_eq!(t.mnemonic(), "INT");
+        assert!(d.exception().is_none());
+        assert_eq!(d.end(), Some(EndStatus::Complete));
+        w[exception::VECTOR] = 0x100;
+        assert!(matches!(
+            one(tag::TRAP, &w),
+            Err(ProtocolError::BadValue {
+                field: "vector",
+                ..
+            })
+        ));
     }
 }

@@ -2,7 +2,10 @@
 //!
 //! Every run gets a private temporary directory. The guest's debug console (port 0xE9) and
 //! SeaBIOS's own log (port 0x402) are captured to files and returned; `isa-debug-exit` at port
-//! 0xF4 lets a guest end the run (QEMU exits with status `(v << 1) | 1`).
+//! 0xF4 lets a guest end the run (QEMU exits with status `(v << 1) | 1`). A run is killed at
+//! [`QemuConfig::timeout`], and — if [`QemuConfig::idle_timeout`] is set — as soon as the guest,
+//! once it started writing to the debug console, has been silent that long (a guest that
+//! streams records as it goes is hung or stopped by then).
 
 use crate::error::HarnessError;
 use std::ffi::OsString;
@@ -39,6 +42,10 @@ pub struct QemuConfig {
     pub memory_mib: u32,
     /// Kill QEMU after this long.
     pub timeout: Duration,
+    /// Kill QEMU when the guest, once it started writing to the debug console, has written
+    /// nothing more for this long (None: only [`QemuConfig::timeout`] applies). A guest that
+    /// streams records as it goes is hung or stopped after such a silence.
+    pub idle_timeout: Option<Duration>,
     /// Further arguments appended verbatim.
     pub extra_args: Vec<OsString>,
 }
@@ -51,6 +58,7 @@ impl Default for QemuConfig {
             accel: Accel::Tcg,
             memory_mib: 64,
             timeout: Duration::from_secs(20),
+            idle_timeout: None,
             extra_args: Vec::new(),
         }
     }
@@ -61,8 +69,10 @@ impl Default for QemuConfig {
 pub struct QemuRun {
     /// QEMU's exit code (None if it was killed).
     pub exit_code: Option<i32>,
-    /// Whether the run hit the timeout and was killed.
+    /// Whether the run hit a timeout (either one) and was killed.
     pub timed_out: bool,
+    /// Whether it was the [idle timeout](QemuConfig::idle_timeout).
+    pub idle_timed_out: bool,
     /// Bytes the guest wrote to port 0xE9.
     pub debugcon: Vec<u8>,
     /// SeaBIOS's log (port 0x402).
@@ -170,6 +180,9 @@ pub fn run(cfg: &QemuConfig) -> Result<QemuRun, HarnessError> {
         s
     });
     let mut timed_out = false;
+    let mut idle_timed_out = false;
+    // (bytes seen, when that count was first seen)
+    let mut progress = (0u64, Instant::now());
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
@@ -179,7 +192,21 @@ pub fn run(cfg: &QemuConfig) -> Result<QemuRun, HarnessError> {
                 let _ = child.wait();
                 break None;
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                if let Some(idle) = cfg.idle_timeout {
+                    let len = std::fs::metadata(&debugcon).map_or(0, |m| m.len());
+                    if len != progress.0 {
+                        progress = (len, Instant::now());
+                    } else if len > 0 && progress.1.elapsed() >= idle {
+                        timed_out = true;
+                        idle_timed_out = true;
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break None;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
             Err(_) => break None,
         }
     };
@@ -189,6 +216,7 @@ pub fn run(cfg: &QemuConfig) -> Result<QemuRun, HarnessError> {
     Ok(QemuRun {
         exit_code: status.and_then(|s| s.code()),
         timed_out,
+        idle_timed_out,
         debugcon: read(&debugcon),
         seabios_log: String::from_utf8_lossy(&read(&bios_log)).into_owned(),
         stderr,

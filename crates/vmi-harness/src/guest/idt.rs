@@ -2,6 +2,8 @@
 
 /// Type/attribute byte of a present, DPL 0, 32-bit interrupt gate (IF cleared on entry).
 pub const INTERRUPT_GATE: u8 = 0x8E;
+/// Type/attribute byte of a present, DPL 3, 32-bit interrupt gate (`int n` from ring 3).
+pub const USER_INTERRUPT_GATE: u8 = 0xEE;
 /// Number of architectural exception vectors (0–31); higher vectors are interrupts.
 pub const EXCEPTION_VECTORS: u8 = 32;
 
@@ -47,11 +49,13 @@ pub const fn mnemonic(vector: u8) -> &'static str {
 
 /// Encodes an interrupt gate to `offset` through code selector `selector`.
 pub const fn gate(selector: u16, offset: u32) -> u64 {
+    gate_with(selector, offset, INTERRUPT_GATE)
+}
+
+/// Encodes a gate with type/attribute byte `attr` (e.g. [`USER_INTERRUPT_GATE`]).
+pub const fn gate_with(selector: u16, offset: u32, attr: u8) -> u64 {
     let offset = offset as u64;
-    (offset & 0xFFFF)
-        | (selector as u64) << 16
-        | (INTERRUPT_GATE as u64) << 40
-        | (offset >> 16) << 48
+    (offset & 0xFFFF) | (selector as u64) << 16 | (attr as u64) << 40 | (offset >> 16) << 48
 }
 
 #[cfg(test)]
@@ -61,6 +65,10 @@ mod tests {
     #[test]
     fn gate_bytes() {
         assert_eq!(gate(0x60, 0xC011_2345), 0xC011_8E00_0060_2345);
+        assert_eq!(
+            gate_with(0x60, 0xC011_2345, USER_INTERRUPT_GATE),
+            0xC011_EE00_0060_2345
+        );
         assert!(has_error_code(14) && !has_error_code(6));
         assert_eq!(mnemonic(6), "#UD");
         assert_eq!(mnemonic(0x30), "INT");

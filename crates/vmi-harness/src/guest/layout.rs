@@ -59,8 +59,121 @@ pub const RING0_STACK_TOP: u32 = 0x0018_0000;
 pub const STACK: u32 = 0x0018_0000;
 /// Top of the kernel stack.
 pub const STACK_TOP: u32 = 0x0019_0000;
+/// The test area (64 KiB, bss): pages the call vectors use ([`mod@test`]).
+pub const TEST_AREA: u32 = 0x0019_0000;
 /// End of the guest (multiboot `bss_end_addr`).
-pub const GUEST_END: u32 = 0x0019_0000;
+pub const GUEST_END: u32 = 0x001A_0000;
+/// Physical address of the local APIC (Linux's `APIC_DEFAULT_PHYS_BASE`).
+pub const APIC_PHYS: u32 = 0xFEE0_0000;
+/// Size of a small page.
+pub const PAGE: u32 = 0x1000;
+
+/// The test area: physical pages and scratch buffers the call vectors use. All of it is bss
+/// (zero at load); the boot code fills in the page table of the test window, the second page
+/// directory, the frame markers and the ring-3 stub.
+pub mod test {
+    use super::TEST_AREA;
+
+    /// Page table of the test window (the PDE covering [`MemoryMap::window`](super::MemoryMap::window)).
+    pub const PT_WINDOW: u32 = TEST_AREA;
+    /// A second page directory, a copy of the guest's (SetCR3 loads it).
+    pub const PAGE_DIR2: u32 = TEST_AREA + 0x1000;
+    /// Frame A of the TLB tests (first dword: [`MARK_A`]).
+    pub const FRAME_A: u32 = TEST_AREA + 0x2000;
+    /// Frame B of the TLB tests (first dword: [`MARK_B`]).
+    pub const FRAME_B: u32 = TEST_AREA + 0x3000;
+    /// The ring-3 stub's page: `int 0x80; jmp $` ([`USER_STUB`]).
+    pub const USER_CODE: u32 = TEST_AREA + 0x4000;
+    /// The ring-3 stack page.
+    pub const USER_STACK: u32 = TEST_AREA + 0x5000;
+    /// Scratch page: copies of descriptor tables and buffers the ROM writes.
+    pub const SCRATCH: u32 = TEST_AREA + 0x6000;
+    /// A copy of the GDT (SetGDT loads it).
+    pub const GDT2: u32 = SCRATCH;
+    /// The LDT that SetLDT's descriptor points at (32 entries).
+    pub const LDT: u32 = SCRATCH + 0x100;
+    /// Scratch descriptor table for WriteGDTEntry / WriteLDTEntry (32 entries).
+    pub const DESC_TABLE: u32 = SCRATCH + 0x200;
+    /// Entries in [`DESC_TABLE`].
+    pub const DESC_ENTRIES: u32 = 32;
+    /// Pseudo-descriptor buffers (4 × 16 bytes): inputs of SetGDT/SetIDT, outputs of
+    /// GetGDT/GetIDT.
+    pub const PSEUDO: u32 = SCRATCH + 0x300;
+    /// A `vmi_ap_state` for SetInitialAPState (92 bytes).
+    pub const AP_STATE: u32 = SCRATCH + 0x380;
+    /// 16 bytes around the 64-bit entry SetPxELong writes (the entry is at +4).
+    pub const PXE_LONG: u32 = SCRATCH + 0x400;
+    /// A second TSS (SetTR loads a descriptor pointing at it).
+    pub const TSS2: u32 = SCRATCH + 0x500;
+    /// A copy of the kernel IDT (SetIDT loads it).
+    pub const IDT2: u32 = TEST_AREA + 0x7000;
+    /// Scratch gate table for WriteIDTEntry (64 entries).
+    pub const IDT_SCRATCH: u32 = TEST_AREA + 0x7800;
+    /// Entries in [`IDT_SCRATCH`].
+    pub const IDT_SCRATCH_ENTRIES: u32 = 64;
+    /// Frame C of the global-page TLB test (first dword: [`MARK_C`]).
+    pub const FRAME_C: u32 = TEST_AREA + 0x8000;
+    /// Stack the guest switches to while capturing a vector's registers.
+    pub const CAPTURE_STACK: u32 = TEST_AREA + 0x9000;
+    /// Top of the capture stack.
+    pub const CAPTURE_STACK_TOP: u32 = TEST_AREA + 0xA000;
+    /// A page announced to AllocatePage / ReleasePage (left all zero).
+    pub const ZERO_PAGE: u32 = TEST_AREA + 0xA000;
+    /// End of the test area.
+    pub const END: u32 = TEST_AREA + 0x1_0000;
+
+    /// First dword of frame A.
+    pub const MARK_A: u32 = 0xA11C_E00A;
+    /// First dword of frame B.
+    pub const MARK_B: u32 = 0xB0B0_000B;
+    /// First dword of frame C.
+    pub const MARK_C: u32 = 0xC0C0_000C;
+    /// The ring-3 stub as a little-endian dword: `CD 80` (`int 0x80`), `EB FE` (`jmp $`).
+    pub const USER_STUB: u32 = 0xFEEB_80CD;
+    /// Length of the stub's `int 0x80`: the trap frame's EIP is the stub plus this.
+    pub const USER_STUB_INT_LEN: u32 = 2;
+    /// Vector of the DPL-3 gate the ring-3 stub returns through.
+    pub const USER_RETURN_VECTOR: u8 = 0x80;
+
+    /// Window page: the ring-3 stub (user, read/write).
+    pub const WIN_USER_CODE: u32 = 0;
+    /// Window page: the ring-3 stack (user, read/write).
+    pub const WIN_USER_STACK: u32 = 1;
+    /// Window page: TLB test page (supervisor, initially frame A).
+    pub const WIN_TLB: u32 = 2;
+    /// Window page: global TLB test page (supervisor, G, initially frame A).
+    pub const WIN_TLB_GLOBAL: u32 = 3;
+    /// Window page: the local APIC (PCD, PWT).
+    pub const WIN_APIC: u32 = 4;
+    /// Window page: the entry SetPxE writes (initially not present).
+    pub const WIN_SETPXE: u32 = 5;
+    /// Window page: an entry the guest wrote itself (UpdatePxE's subject; frame A).
+    pub const WIN_UPDATE: u32 = 6;
+    /// Number of window entries the guest sets up (and restores after every vector).
+    pub const WIN_PAGES: u32 = 7;
+
+    /// PTE bits: present, writable.
+    pub const PTE_KERNEL: u32 = 0x003;
+    /// PTE bits: present, writable, user.
+    pub const PTE_USER: u32 = 0x007;
+    /// PTE bit: global.
+    pub const PTE_GLOBAL: u32 = 0x100;
+    /// PTE bits: write-through, cache disabled.
+    pub const PTE_UNCACHED: u32 = 0x018;
+
+    /// The initial (and restored) PTEs of the window, by page.
+    pub const fn window_ptes() -> [u32; WIN_PAGES as usize] {
+        [
+            USER_CODE | PTE_USER,
+            USER_STACK | PTE_USER,
+            FRAME_A | PTE_KERNEL,
+            FRAME_A | PTE_KERNEL | PTE_GLOBAL,
+            super::APIC_PHYS | PTE_KERNEL | PTE_UNCACHED,
+            0,
+            FRAME_A | PTE_KERNEL,
+        ]
+    }
+}
 /// Bytes of low memory that are mapped (identity and at `PAGE_OFFSET`) with paging on.
 pub const LOWMEM_MAPPED: u32 = 64 << 20;
 /// Size of one PSE page.
@@ -82,6 +195,32 @@ pub mod var {
     pub const IN_HANDLER: u32 = 0x14;
     /// Number of 55AA candidates the probe reported.
     pub const CANDIDATES: u32 = 0x18;
+    /// ESP as a call vector's call came back (saved before anything else runs).
+    pub const SAVE_ESP: u32 = 0x20;
+    /// Non-zero: a trap is expected; the exception handler writes `TRAP` and jumps here.
+    pub const TRAP_RESUME: u32 = 0x24;
+    /// Vector of the last expected trap (`NO_FAULT` when none came).
+    pub const LAST_TRAP: u32 = 0x28;
+    /// Timer interrupts (IRQ0) counted by the timer handler.
+    pub const TICKS: u32 = 0x2C;
+    /// CR0 after boot (restored after every vector).
+    pub const BOOT_CR0: u32 = 0x30;
+    /// CR3 after boot (restored after every vector).
+    pub const BOOT_CR3: u32 = 0x34;
+    /// CR4 after boot (restored after every vector).
+    pub const BOOT_CR4: u32 = 0x38;
+    /// The current vector's resume point (where an IRET frame or an expected trap returns).
+    pub const RESUME: u32 = 0x3C;
+    /// 1 once the current vector's call came back to its call site.
+    pub const SITE: u32 = 0x40;
+    /// 8 bytes for `sgdt` / `sidt`.
+    pub const DT_TEMP: u32 = 0x48;
+    /// The 32 extra words of the current vector ([`crate::protocol::vector_result::EXTRA`]).
+    pub const XBUF: u32 = 0x100;
+    /// GetRelocationInfo's EAX for calls 0 .. [`RELOC_SLOTS`]: what call vectors call.
+    pub const RELOC_EIPS: u32 = 0x200;
+    /// Number of [`RELOC_EIPS`] slots.
+    pub const RELOC_SLOTS: u32 = 128;
 }
 
 /// Where the guest runs: the `PAGE_OFFSET` split and whether paging is on.
@@ -136,6 +275,50 @@ impl MemoryMap {
     pub const fn va(&self, phys: u32) -> u32 {
         phys.wrapping_add(self.linear_offset())
     }
+
+    /// Linear base of the test window: 4 MiB mapped through the page table
+    /// [`test::PT_WINDOW`] with 4 KiB pages, outside both the identity map and the
+    /// `PAGE_OFFSET` alias (at 64 MiB, or right above the alias when `PAGE_OFFSET` < 128 MiB).
+    pub const fn window(&self) -> u32 {
+        if self.page_offset >= 2 * LOWMEM_MAPPED {
+            LOWMEM_MAPPED
+        } else {
+            self.page_offset + LOWMEM_MAPPED
+        }
+    }
+
+    /// Linear address of window page `i` (meaningful with paging only).
+    pub const fn window_page(&self, i: u32) -> u32 {
+        self.window() + i * PAGE
+    }
+
+    /// Where the ring-3 stub runs: its window page with paging, its frame without.
+    pub const fn user_code(&self) -> u32 {
+        if self.paging {
+            self.window_page(test::WIN_USER_CODE)
+        } else {
+            test::USER_CODE
+        }
+    }
+
+    /// Top of the ring-3 stack (linear).
+    pub const fn user_stack_top(&self) -> u32 {
+        PAGE + if self.paging {
+            self.window_page(test::WIN_USER_STACK)
+        } else {
+            test::USER_STACK
+        }
+    }
+
+    /// Where the guest reaches the local APIC: its window page with paging, the physical
+    /// address without.
+    pub const fn apic(&self) -> u32 {
+        if self.paging {
+            self.window_page(test::WIN_APIC)
+        } else {
+            APIC_PHYS
+        }
+    }
 }
 
 #[cfg(test)]
@@ -159,6 +342,7 @@ mod tests {
             CODE,
             RING0_STACK,
             STACK,
+            TEST_AREA,
             GUEST_END,
         ];
         assert!(order.windows(2).all(|w| w[0] < w[1]));
@@ -168,6 +352,42 @@ mod tests {
         assert!(IDT_KERNEL + (IDT_ENTRIES as u32) * 8 <= VARS);
         const { assert!(GUEST_END <= LOWMEM_MAPPED) };
         assert_eq!(CODE_END, RING0_STACK);
+        assert_eq!(STACK_TOP, TEST_AREA);
+        assert_eq!(test::END, GUEST_END);
+        const { assert!(var::RELOC_EIPS + 4 * var::RELOC_SLOTS <= 0x800) };
+        assert!(
+            var::XBUF + 4 * crate::protocol::vector_result::EXTRA_WORDS as u32 <= var::RELOC_EIPS
+        );
+        const { assert!(test::LDT + 0x100 <= test::DESC_TABLE) };
+        assert!(test::TSS2 + TSS_LEN as u32 <= test::SCRATCH + PAGE);
+        const { assert!(test::IDT_SCRATCH + 8 * test::IDT_SCRATCH_ENTRIES <= test::FRAME_C) };
+    }
+
+    #[test]
+    fn the_window_avoids_both_maps() {
+        for po in [
+            0xC000_0000u32,
+            0x8000_0000,
+            0x4000_0000,
+            0x0800_0000,
+            0x0400_0000,
+            0xFC00_0000,
+        ] {
+            let m = MemoryMap::new(po, true).unwrap();
+            let w = m.window();
+            assert_eq!(w % LARGE_PAGE, 0);
+            assert!(w >= LOWMEM_MAPPED, "{po:#x}");
+            assert!(w + LARGE_PAGE <= po || w >= po + LOWMEM_MAPPED, "{po:#x}");
+        }
+        let m = MemoryMap::new(0xC000_0000, true).unwrap();
+        assert_eq!(m.user_code(), 0x0400_0000);
+        assert_eq!(m.apic(), 0x0400_4000);
+        let flat = MemoryMap::new(0xC000_0000, false).unwrap();
+        assert_eq!(
+            (flat.user_code(), flat.apic()),
+            (test::USER_CODE, APIC_PHYS)
+        );
+        assert_eq!(flat.user_stack_top(), test::USER_STACK + PAGE);
     }
 
     #[test]

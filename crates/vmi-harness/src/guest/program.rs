@@ -1,9 +1,12 @@
 //! Assembling the guest program from host-chosen [`Step`]s.
 
+mod executor;
+
 use super::gdt;
 use super::idt;
 use super::layout::{self as l, MemoryMap, var};
 use super::paging;
+use super::vector::{Op, Vector, slot_ok};
 use crate::error::HarnessError;
 use crate::protocol::{
     self as p, CALL_EFLAGS, EXIT_DONE, EXIT_EXCEPTION_BASE, EXIT_INTERRUPT, EXIT_NESTED, EndStatus,
@@ -22,7 +25,7 @@ use vmi_abi::consts::{
 use vmi_abi::layout::{pci, vrom};
 
 /// Version of the memory map and program conventions (echoed in `HELLO`).
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// One thing the guest does, in the order the host lists them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,8 +37,15 @@ pub enum Step {
     /// `cli`, then near-call ROM + 0x80 with canaries in every register; a non-zero EAX
     /// skips the remaining ROM steps (Linux stays native).
     Init,
-    /// EAX = the call number, canaries elsewhere, near-call ROM + 0x88.
+    /// EAX = the call number, canaries elsewhere, near-call ROM + 0x88. The answer's EAX is
+    /// kept for call vectors (calls 0 .. [`RELOC_SLOTS`](l::var::RELOC_SLOTS)).
     GetReloc(u32),
+    /// Run call vector `n` of [`GuestConfig::vectors`] (see [`super::vector`]); skipped like
+    /// the ROM steps when no ROM is active.
+    Vector(u32),
+    /// Report what the CPU is natively (`MACHINE`): boot control registers, CPUID, and
+    /// trap-guarded native `rdpmc`, `rdmsr 0x1B` and local-APIC read.
+    Machine,
 }
 
 impl Step {
@@ -45,6 +55,8 @@ impl Step {
             Step::Probe => StepId::Probe,
             Step::Init => StepId::Init,
             Step::GetReloc(n) => StepId::GetReloc(n),
+            Step::Vector(n) => StepId::Vector(n),
+            Step::Machine => StepId::Machine,
         }
     }
 }
@@ -58,6 +70,8 @@ pub struct GuestConfig {
     pub paging: bool,
     /// The program.
     pub steps: Vec<Step>,
+    /// The call vectors [`Step::Vector`] refers to, by index.
+    pub vectors: Vec<Vector>,
     /// Echoed in `HELLO`, so a stream can be tied to the image that wrote it.
     pub nonce: u32,
 }
@@ -71,6 +85,7 @@ impl GuestConfig {
             page_offset,
             paging,
             steps,
+            vectors: Vec::new(),
             nonce: 0,
         }
     }
@@ -101,6 +116,10 @@ pub mod host_data {
     pub const ACCEPTED_LICENSES: u32 = 0x040;
     /// Size of one string slot.
     pub const SLOT: u32 = 0x20;
+    /// A pristine copy of the GDT (restored after every call vector).
+    pub const GDT_PRISTINE: u32 = 0x100;
+    /// A pristine copy of the TSS (restored after every call vector).
+    pub const TSS_PRISTINE: u32 = 0x200;
 }
 
 /// Builds the guest image for `cfg`.
@@ -118,6 +137,7 @@ pub fn build(cfg: &GuestConfig) -> Result<GuestImage, HarnessError> {
             ),
         });
     }
+    validate(cfg)?;
     // Label addresses feed back into the code (far jump, the jump to the PAGE_OFFSET alias)
     // without changing any instruction size, so the second pass is final; check it anyway.
     let mut syms = Symbols::default();
@@ -144,10 +164,9 @@ pub fn build(cfg: &GuestConfig) -> Result<GuestImage, HarnessError> {
     }
     let mut mem = Memory::default();
     mem.put(l::PAGE_DIR, &words(&paging::page_directory(&map)));
-    mem.put(
-        l::GDT,
-        &qwords(&gdt::linux_gdt(map.va(l::TSS), map.va(l::PERCPU))),
-    );
+    let gdt_bytes = qwords(&gdt::linux_gdt(map.va(l::TSS), map.va(l::PERCPU)));
+    mem.put(l::GDT, &gdt_bytes);
+    mem.put(l::HOST_DATA + host_data::GDT_PRISTINE, &gdt_bytes);
     let gdt_len = l::GDT_ENTRIES * 8;
     let idt_len = l::IDT_ENTRIES * 8;
     mem.put(l::GDTR_BOOT, &gdt::pseudo_descriptor(l::GDT, gdt_len));
@@ -160,19 +179,28 @@ pub fn build(cfg: &GuestConfig) -> Result<GuestImage, HarnessError> {
         l::IDTR_KERNEL,
         &gdt::pseudo_descriptor(map.va(l::IDT_KERNEL), idt_len),
     );
-    mem.put(
-        l::TSS,
-        &gdt::tss(LINUX_KERNEL_DS, map.va(l::RING0_STACK_TOP)),
-    );
+    let tss = gdt::tss(LINUX_KERNEL_DS, map.va(l::RING0_STACK_TOP));
+    mem.put(l::TSS, &tss);
+    mem.put(l::HOST_DATA + host_data::TSS_PRISTINE, &tss);
+    // Every gate is DPL 0 except the one the ring-3 stub returns through.
+    let attr = |v: usize| {
+        if v == usize::from(l::test::USER_RETURN_VECTOR) {
+            idt::USER_INTERRUPT_GATE
+        } else {
+            idt::INTERRUPT_GATE
+        }
+    };
     let boot: Vec<u64> = syms
         .stubs
         .iter()
-        .map(|s| idt::gate(LINUX_KERNEL_CS, *s))
+        .enumerate()
+        .map(|(v, s)| idt::gate_with(LINUX_KERNEL_CS, *s, attr(v)))
         .collect();
     let kernel: Vec<u64> = syms
         .stubs
         .iter()
-        .map(|s| idt::gate(LINUX_KERNEL_CS, map.va(*s)))
+        .enumerate()
+        .map(|(v, s)| idt::gate_with(LINUX_KERNEL_CS, map.va(*s), attr(v)))
         .collect();
     mem.put(l::IDT_BOOT, &qwords(&boot));
     mem.put(l::IDT_KERNEL, &qwords(&kernel));
@@ -196,6 +224,56 @@ pub fn build(cfg: &GuestConfig) -> Result<GuestImage, HarnessError> {
         code_len: code.len(),
         stubs: syms.stubs,
     })
+}
+
+/// Rejects vectors the guest cannot run.
+fn validate(cfg: &GuestConfig) -> Result<(), HarnessError> {
+    let bad = |reason: String| Err(HarnessError::InvalidConfig { reason });
+    for step in &cfg.steps {
+        if let Step::Vector(n) = step {
+            if *n as usize >= cfg.vectors.len() || *n > StepId::MAX_ARG {
+                return bad(format!(
+                    "step vector {n}: the program has {} vectors",
+                    cfg.vectors.len()
+                ));
+            }
+        }
+    }
+    for (k, v) in cfg.vectors.iter().enumerate() {
+        if u32::from(v.call) >= l::var::RELOC_SLOTS {
+            return bad(format!(
+                "vector {k}: call {} has no relocation slot",
+                v.call
+            ));
+        }
+        for op in v.pre.iter().chain(&v.post) {
+            // (first extra word, how many, control register, debug register)
+            let (slot, n, cr, dr) = match *op {
+                Op::Load { slot, .. } | Op::Hash { slot, .. } | Op::In { slot, .. } => {
+                    (Some(slot), 1, None, None)
+                }
+                Op::ReadCr { cr, slot } => (Some(slot), 1, Some(cr), None),
+                Op::WriteCr { cr, .. } => (None, 0, Some(cr), None),
+                Op::ReadDr { dr, slot } => (Some(slot), 1, None, Some(dr)),
+                Op::WriteDr { dr, .. } => (None, 0, None, Some(dr)),
+                Op::Rdmsr { slot, .. } | Op::Rdtsc { slot } => (Some(slot), 2, None, None),
+                Op::Cpuid { slot, .. } => (Some(slot), 4, None, None),
+                _ => (None, 0, None, None),
+            };
+            if let Some(slot) = slot {
+                if !slot_ok(slot.saturating_add(n - 1)) {
+                    return bad(format!("vector {k}: {op:?} writes past the extra words"));
+                }
+            }
+            if cr.is_some_and(|c| !matches!(c, 0 | 2 | 3 | 4)) {
+                return bad(format!("vector {k}: {op:?}: no such control register"));
+            }
+            if dr.is_some_and(|d| !matches!(d, 0..=3 | 6 | 7)) {
+                return bad(format!("vector {k}: {op:?}: no such debug register"));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn license_slot(i: usize) -> u32 {
@@ -270,6 +348,8 @@ struct Gen<'a> {
     emit: CodeLabel,
     step_begin: CodeLabel,
     snapshot: CodeLabel,
+    /// Subroutines of the call-vector executor ([`executor`]).
+    x: executor::Subs,
 }
 
 fn assemble(
@@ -282,6 +362,7 @@ fn assemble(
     let emit = a.create_label();
     let step_begin = a.create_label();
     let snapshot = a.create_label();
+    let x = executor::Subs::new(&mut a);
     let mut g = Gen {
         a,
         map,
@@ -290,6 +371,7 @@ fn assemble(
         emit,
         step_begin,
         snapshot,
+        x,
     };
     let (mut boot_reload, mut kernel_entry) = g.boot()?;
     g.hello(cfg)?;
@@ -303,10 +385,21 @@ fn assemble(
                 &[(Reg::Eax, n)],
                 false,
             )?,
+            Step::Vector(n) => {
+                let v = cfg
+                    .vectors
+                    .get(n as usize)
+                    .ok_or_else(|| HarnessError::InvalidConfig {
+                        reason: format!("step vector {n}: no such vector"),
+                    })?;
+                g.vector(n, v)?
+            }
+            Step::Machine => g.machine()?,
         }
     }
     g.finish()?;
     g.subroutines()?;
+    g.executor_subroutines()?;
     let mut stubs = g.handlers()?;
     let res = g.a.assemble_options(
         u64::from(l::CODE),
@@ -378,6 +471,7 @@ impl Gen<'_> {
         a.lidt(dword_ptr(l::IDTR_KERNEL))?;
         a.mov(ax, u32::from(LINUX_TSS))?;
         a.ltr(ax)?;
+        self.setup_test_area()?;
         Ok((boot_reload, kernel_entry))
     }
 
@@ -600,17 +694,9 @@ impl Gen<'_> {
         init: bool,
     ) -> Result<(), HarnessError> {
         self.begin(id)?;
+        self.skip_unless_active()?;
         let stack_top = self.map.va(l::STACK_TOP);
-        let finish = self.finish;
         let a = &mut self.a;
-        let mut go = a.create_label();
-        a.cmp(d(vars(var::END_STATUS)), 0)?;
-        a.jne(finish)?;
-        a.cmp(d(vars(var::ROM_BASE)), 0)?;
-        a.jne(go)?;
-        a.mov(d(vars(var::END_STATUS)), EndStatus::NoRom.code())?;
-        a.jmp(finish)?;
-        a.set_label(&mut go)?;
         a.mov(esp, stack_top)?;
         Self::linux_data_segments(a)?;
         a.push(CALL_EFLAGS as i32)?;
@@ -643,6 +729,13 @@ impl Gen<'_> {
         a.call(self.snapshot)?;
         a.add(esp, i(SNAPSHOT_STACK_BYTES))?;
         self.send(p::tag::CALL_RESULT)?;
+        if let StepId::GetReloc(n) = id {
+            if n < var::RELOC_SLOTS {
+                let eax_word = rec_word(p::call_result::REGS + p::snap::EAX);
+                self.a.mov(eax, d(eax_word))?;
+                self.a.mov(d(vars(var::RELOC_EIPS) + 4 * n), eax)?;
+            }
+        }
         if init {
             let a = &mut self.a;
             let mut ok = a.create_label();
@@ -655,9 +748,27 @@ impl Gen<'_> {
         Ok(())
     }
 
+    /// Ends the step (jumps to the finish) when an earlier step found no ROM or Init failed.
+    fn skip_unless_active(&mut self) -> Result<(), HarnessError> {
+        let finish = self.finish;
+        let a = &mut self.a;
+        let mut go = a.create_label();
+        a.cmp(d(vars(var::END_STATUS)), 0)?;
+        a.jne(finish)?;
+        a.cmp(d(vars(var::ROM_BASE)), 0)?;
+        a.jne(go)?;
+        a.mov(d(vars(var::END_STATUS)), EndStatus::NoRom.code())?;
+        a.jmp(finish)?;
+        a.set_label(&mut go)?;
+        Ok(())
+    }
+
     fn finish(&mut self) -> Result<(), HarnessError> {
         let mut finish = self.finish;
         let a = &mut self.a;
+        // The previous step may end with a label of its own (Init's `ok`); two labels cannot
+        // name one instruction.
+        a.nop()?;
         a.set_label(&mut finish)?;
         a.mov(esp, self.map.va(l::STACK_TOP))?;
         Self::linux_data_segments(a)?;
@@ -719,11 +830,25 @@ impl Gen<'_> {
         for v in 0..=u8::MAX {
             let mut s = a.create_label();
             a.set_label(&mut s)?;
-            if !idt::has_error_code(v) {
-                a.push(0)?;
+            match v {
+                TIMER_VECTOR => {
+                    // IRQ0: count it, acknowledge it, return (every register intact).
+                    a.inc(dword_ptr(vars(var::TICKS)).ss())?;
+                    a.push(eax)?;
+                    a.mov(al, 0x20)?;
+                    a.out(0x20, al)?;
+                    a.pop(eax)?;
+                    a.iretd()?;
+                }
+                SPURIOUS_VECTOR => a.iretd()?,
+                _ => {
+                    if !idt::has_error_code(v) {
+                        a.push(0)?;
+                    }
+                    a.push(i32::from(v))?;
+                    a.jmp(common)?;
+                }
             }
-            a.push(i32::from(v))?;
-            a.jmp(common)?;
             stubs.push(s);
         }
         a.set_label(&mut common)?;
@@ -771,6 +896,24 @@ impl Gen<'_> {
         a.mov(d(rec_word(x::CR2)), eax)?;
         a.mov(eax, ss)?;
         a.mov(d(rec_word(x::SS)), eax)?;
+        // An expected trap: report it and go on at the resume point.
+        let mut fatal = a.create_label();
+        a.cmp(d(vars(var::TRAP_RESUME)), 0)?;
+        a.je(fatal)?;
+        self.send(p::tag::TRAP)?;
+        let stack_top = self.map.va(l::STACK_TOP);
+        let a = &mut self.a;
+        a.mov(eax, dword_ptr(esp + 48))?;
+        a.mov(d(vars(var::LAST_TRAP)), eax)?;
+        a.mov(edx, d(vars(var::TRAP_RESUME)))?;
+        a.mov(d(vars(var::TRAP_RESUME)), 0u32)?;
+        a.mov(d(vars(var::IN_HANDLER)), 0u32)?;
+        a.mov(ax, u32::from(LINUX_KERNEL_DS))?;
+        a.mov(ss, ax)?;
+        a.mov(esp, stack_top)?;
+        Self::linux_data_segments(a)?;
+        a.jmp(edx)?;
+        a.set_label(&mut fatal)?;
         self.send(p::tag::EXCEPTION)?;
         let a = &mut self.a;
         let mut interrupt = a.create_label();
@@ -790,6 +933,11 @@ impl Gen<'_> {
         Ok(stubs)
     }
 }
+
+/// IRQ0 after the PIC remap: the timer handler counts it.
+const TIMER_VECTOR: u8 = 0x20;
+/// IRQ7: the master PIC's spurious vector, ignored.
+const SPURIOUS_VECTOR: u8 = 0x27;
 
 /// Bytes pushed after a ROM call: `pushad`, `pushfd`, six segment registers.
 const SNAPSHOT_STACK_BYTES: usize = 4 * (8 + 1 + 6);
@@ -878,5 +1026,181 @@ mod tests {
         assert!(c.code_len < b.code_len);
         assert!(build(&GuestConfig::linux(0xC010_0000, true, &[])).is_err());
         assert!(build(&GuestConfig::linux(0xC000_0000, true, &[1 << 24])).is_err());
+    }
+
+    #[test]
+    fn init_may_be_the_last_step() {
+        // Init's `ok` label and the finish used to land on the same instruction.
+        for paging in [true, false] {
+            build(&GuestConfig::linux(0xC000_0000, paging, &[])).unwrap();
+        }
+        let mut cfg = GuestConfig::linux(0xC000_0000, true, &[]);
+        cfg.steps.push(Step::Machine);
+        build(&cfg).unwrap();
+    }
+
+    fn with_vectors(vectors: Vec<Vector>) -> GuestConfig {
+        let mut cfg = GuestConfig::linux(0xC000_0000, true, &[17]);
+        cfg.steps.insert(0, Step::Machine);
+        cfg.steps
+            .extend((0..vectors.len() as u32).map(Step::Vector));
+        cfg.vectors = vectors;
+        cfg
+    }
+
+    #[test]
+    fn vectors_assemble_and_are_validated() {
+        use crate::guest::vector::{Invoke, Val};
+        let every_op = vec![
+            Op::Store {
+                addr: l::test::PSEUDO,
+                value: Val::Imm(1),
+            },
+            Op::Store {
+                addr: l::test::PSEUDO,
+                value: Val::Resume,
+            },
+            Op::Load {
+                addr: l::test::PSEUDO,
+                slot: 0,
+            },
+            Op::Copy {
+                src: l::GDT,
+                dst: l::test::GDT2,
+                dwords: 64,
+            },
+            Op::Fill {
+                dst: l::test::PSEUDO,
+                value: 7,
+                dwords: 2,
+            },
+            Op::Hash {
+                addr: l::GDT,
+                dwords: 64,
+                slot: 1,
+            },
+            Op::Or {
+                addr: l::test::PSEUDO,
+                bits: 1,
+            },
+            Op::And {
+                addr: l::test::PSEUDO,
+                mask: 1,
+            },
+            Op::ReadCr { cr: 4, slot: 2 },
+            Op::WriteCr {
+                cr: 2,
+                value: Val::Mem(super::super::vector::xslot(2)),
+            },
+            Op::ReadDr { dr: 7, slot: 3 },
+            Op::WriteDr {
+                dr: 0,
+                value: Val::Imm(0),
+            },
+            Op::Rdmsr {
+                msr: 0x175,
+                slot: 4,
+            },
+            Op::Wrmsr {
+                msr: 0x175,
+                lo: Val::Imm(0),
+                hi: Val::Imm(0),
+            },
+            Op::Cpuid {
+                leaf: 1,
+                subleaf: 0,
+                slot: 6,
+            },
+            Op::Rdtsc { slot: 10 },
+            Op::Invlpg { addr: 0x0400_2000 },
+            Op::ReloadCr3,
+            Op::Lldt { selector: 0 },
+            Op::Ltr { selector: 0x80 },
+            Op::Out {
+                port: 0x80,
+                value: 1,
+            },
+            Op::Out {
+                port: 0x3F8,
+                value: 1,
+            },
+            Op::In {
+                port: 0x21,
+                slot: 12,
+            },
+            Op::In {
+                port: 0x3F8,
+                slot: 13,
+            },
+            Op::StartTimer { divisor: 1193 },
+            Op::StopTimer,
+            Op::WaitIrq0Pending { spins: 10 },
+            Op::Cli,
+            Op::Sti,
+            Op::ArmTrap,
+        ];
+        let v = Vector {
+            call: 33,
+            invoke: Invoke::Jump,
+            regs: vec![
+                (Reg::Eax, Val::Mem(l::test::PSEUDO)),
+                (Reg::Edx, Val::Resume),
+            ],
+            stack: vec![Val::Resume, Val::Imm(0x60), Val::Mem(l::test::PSEUDO)],
+            eflags: 0x2,
+            pre: every_op.clone(),
+            post: every_op,
+        };
+        let g = build(&with_vectors(vec![
+            v.clone(),
+            Vector::call(17, &[(Reg::Eax, 1)], 2),
+        ]))
+        .unwrap();
+        let code = &g.image[(l::CODE - l::IMAGE_BASE) as usize..][..g.code_len];
+        let mut dec = Decoder::with_ip(32, code, u64::from(l::CODE), DecoderOptions::NONE);
+        assert!(dec.iter().all(|ins| ins.code() != Code::INVALID));
+        // The user-return gate is DPL 3, the others DPL 0.
+        let at = |phys: u32| (phys - l::IMAGE_BASE) as usize;
+        let gate = |v: usize| {
+            let o = at(l::IDT_KERNEL) + 8 * v;
+            u64::from_le_bytes(g.image[o..o + 8].try_into().unwrap())
+        };
+        assert_eq!(gate(0x80) >> 40 & 0xFF, 0xEE);
+        assert_eq!(gate(0x30) >> 40 & 0xFF, 0x8E);
+        // The pristine copies match the live tables.
+        let gdt = &g.image[at(l::GDT)..at(l::GDT) + 256];
+        let pristine = at(l::HOST_DATA + host_data::GDT_PRISTINE);
+        assert_eq!(gdt, &g.image[pristine..pristine + 256]);
+
+        let bad = |v: Vector, what: &str| {
+            let e = build(&with_vectors(vec![v])).unwrap_err().to_string();
+            assert!(e.contains(what), "{e}");
+        };
+        let mut w = v.clone();
+        w.post = vec![Op::Cpuid {
+            leaf: 0,
+            subleaf: 0,
+            slot: 30,
+        }];
+        bad(w, "writes past the extra words");
+        let mut w = v.clone();
+        w.pre = vec![Op::ReadCr { cr: 1, slot: 0 }];
+        bad(w, "no such control register");
+        let mut w = v.clone();
+        w.pre = vec![Op::WriteDr {
+            dr: 5,
+            value: Val::Imm(0),
+        }];
+        bad(w, "no such debug register");
+        let mut w = v.clone();
+        w.call = 200;
+        bad(w, "has no relocation slot");
+        let mut cfg = with_vectors(vec![v]);
+        cfg.steps.push(Step::Vector(9));
+        let e = build(&cfg).unwrap_err().to_string();
+        assert!(
+            e.contains("step vector 9: the program has 1 vectors"),
+            "{e}"
+        );
     }
 }

@@ -223,14 +223,21 @@ fn vcpu_thread(
 
 /// See [`super::run`].
 pub fn run(cfg: &KvmConfig) -> Result<KvmRun, HarnessError> {
+    run_partial(cfg).map_err(|(e, _)| e)
+}
+
+/// [`run`], but a run that fails after the vCPU started also hands back the debug-console
+/// bytes written until then.
+pub fn run_partial(cfg: &KvmConfig) -> Result<KvmRun, (HarnessError, Vec<u8>)> {
     let start = Instant::now();
-    let ram = layout::ram_bytes(cfg.memory_mib)?;
-    let mb = MultibootLayout::parse(&cfg.kernel, ram)?;
+    let early = |e: HarnessError| (e, Vec::new());
+    let ram = layout::ram_bytes(cfg.memory_mib).map_err(early)?;
+    let mb = MultibootLayout::parse(&cfg.kernel, ram).map_err(early)?;
     let rom = match &cfg.rom {
-        Some(image) => Some(RomPlacement::new(cfg.rom_base, image.len())?),
+        Some(image) => Some(RomPlacement::new(cfg.rom_base, image.len()).map_err(early)?),
         None => None,
     };
-    kick::install().map_err(|reason| HarnessError::KvmUnavailable { reason })?;
+    kick::install().map_err(|reason| early(HarnessError::KvmUnavailable { reason }))?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel::<ThreadResult>();
@@ -242,9 +249,11 @@ pub fn run(cfg: &KvmConfig) -> Result<KvmRun, HarnessError> {
             let out = vcpu_thread(&thread_cfg, &mb, rom, ram, &thread_stop);
             let _ = tx.send(out);
         })
-        .map_err(|source| HarnessError::Kvm {
-            what: "spawning the vCPU thread",
-            source,
+        .map_err(|source| {
+            early(HarnessError::Kvm {
+                what: "spawning the vCPU thread",
+                source,
+            })
         })?;
 
     // A timeout too large for an `Instant` means no deadline.
@@ -265,13 +274,13 @@ pub fn run(cfg: &KvmConfig) -> Result<KvmRun, HarnessError> {
                 let first = *kicked_at.get_or_insert_with(Instant::now);
                 if first.elapsed() > KICK_GRACE {
                     // Dropping the handle detaches the thread: better than hanging the caller.
-                    return Err(HarnessError::KvmExit {
+                    return Err(early(HarnessError::KvmExit {
                         exit: "timeout".into(),
                         detail: format!(
                             "the vCPU thread did not leave KVM_RUN within {KICK_GRACE:?} of \
                              being kicked"
                         ),
-                    });
+                    }));
                 }
                 stop.store(true, Ordering::SeqCst);
                 // The thread is alive (it has not sent) and not joined: its handle is valid.
@@ -286,14 +295,17 @@ pub fn run(cfg: &KvmConfig) -> Result<KvmRun, HarnessError> {
                         .unwrap_or_else(|| "panic".into()),
                     Ok(()) => "ended without a result".into(),
                 };
-                return Err(HarnessError::KvmExit {
+                return Err(early(HarnessError::KvmExit {
                     exit: "vCPU thread".into(),
                     detail,
-                });
+                }));
             }
         }
     };
-    let end = end?;
+    let end = match end {
+        Ok(end) => end,
+        Err(e) => return Err((e, collected.debugcon)),
+    };
     Ok(KvmRun {
         debugcon: collected.debugcon,
         debugcon_truncated: collected.debugcon_truncated,

@@ -1,0 +1,258 @@
+//! Booting one guest program against the ROM on the chosen engine, bounded in time, and
+//! saying how the run ended in the suite's terms.
+
+use crate::engine::Engine;
+use crate::error::HarnessError;
+use crate::guest::{self, GuestConfig, GuestImage, MemoryMap};
+use crate::kvm::{self, EndReason, KvmConfig};
+use crate::probe::EngineRun;
+use crate::protocol::{self, EXIT_DONE, EXIT_NESTED, ProtocolError, Stream};
+use crate::qemu::{self, QemuConfig};
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum End {
+    /// The guest wrote `END` and exited through `isa-debug-exit`.
+    Done,
+    /// The guest exited with another value (after an `EXCEPTION` record, or a nested fault).
+    GuestExit(u8),
+    /// QEMU exited by itself with status 0: the machine reset (with `-no-reboot`) or powered
+    /// off.
+    Reset,
+    /// Killed after the guest wrote nothing for this long.
+    Idle(Duration),
+    /// Killed at the hard time limit.
+    Timeout(Duration),
+    /// KVM engine: the vCPU executed `hlt` (nothing can wake it there).
+    Halted(u32),
+    /// KVM engine: the vCPU shut down (triple fault).
+    TripleFault(u32),
+    /// KVM engine: KVM could not run an instruction (kvm-pvm cannot emulate e.g. `sysexit`):
+    /// a limit of the engine, not a verdict on the ROM.
+    Unsupported(String),
+    /// Anything else (QEMU crashed, a KVM exit the runner does not model).
+    Died(String),
+}
+
+impl fmt::Display for End {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            End::Done => f.write_str("the guest finished"),
+            End::GuestExit(v) if *v == EXIT_NESTED => f.write_str(
+                "the guest's own exception handler faulted (stack, IDT or segments unusable)",
+            ),
+            End::GuestExit(v) => write!(f, "the guest exited with {v:#04x}"),
+            End::Reset => f.write_str("the machine reset (QEMU exited under -no-reboot)"),
+            End::Idle(d) => write!(
+                f,
+                "timed out: hung, nothing written for {:.1}s after it started; run killed",
+                d.as_secs_f64()
+            ),
+            End::Timeout(d) => write!(f, "timed out after {:.1}s, run killed", d.as_secs_f64()),
+            End::Halted(eip) => write!(f, "the CPU halted at EIP {eip:#010x}"),
+            End::TripleFault(eip) => {
+                write!(f, "the vCPU shut down (triple fault) at EIP {eip:#010x}")
+            }
+            End::Unsupported(why) => write!(f, "the engine cannot run it: {why}"),
+            End::Died(why) => write!(f, "the run died: {why}"),
+        }
+    }
+}
+
+/// One finished run.
+#[derive(Debug)]
+pub(crate) struct Boot {
+    /// The decoded records (up to the first problem).
+    pub stream: Stream,
+    /// Why decoding stopped early, if it did.
+    pub decode_error: Option<ProtocolError>,
+    /// How the run ended.
+    pub end: End,
+    /// The engine's view (for [`crate::probe::report`]).
+    pub engine_run: EngineRun,
+    /// Its nonce.
+    pub nonce: u32,
+}
+
+/// What every run of one suite shares.
+#[derive(Clone, Debug)]
+pub(crate) struct Runner {
+    pub rom: PathBuf,
+    pub engine: Engine,
+    pub map: MemoryMap,
+    pub rom_base: Option<u32>,
+    pub memory_mib: u32,
+    pub timeout: Duration,
+    pub extra_args: Vec<OsString>,
+}
+
+fn nonce(salt: u32) -> u32 {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() ^ d.as_secs() as u32)
+        .unwrap_or(0);
+    t ^ std::process::id().rotate_left(16) ^ salt.rotate_left(7)
+}
+
+impl Runner {
+    /// Boots `steps`/`vectors`; `idle` kills a QEMU run after that much silence.
+    /// Errors only when nothing could run (QEMU missing, KVM unusable, a file not written).
+    pub(crate) fn boot(
+        &self,
+        steps: Vec<guest::Step>,
+        vectors: Vec<guest::Vector>,
+        idle: Option<Duration>,
+        salt: u32,
+    ) -> Result<Boot, HarnessError> {
+        let cfg = GuestConfig {
+            page_offset: self.map.page_offset(),
+            paging: self.map.paging(),
+            steps,
+            vectors,
+            nonce: nonce(salt),
+        };
+        let image = guest::build(&cfg)?;
+        let (engine_run, end) = match self.engine {
+            Engine::Qemu(accel) => self.qemu(&image, accel, idle)?,
+            Engine::Kvm => self.kvm(&image)?,
+        };
+        let (stream, decode_error) = protocol::decode_partial(&engine_run.debugcon);
+        Ok(Boot {
+            stream,
+            decode_error,
+            end,
+            engine_run,
+            nonce: cfg.nonce,
+        })
+    }
+
+    fn qemu(
+        &self,
+        g: &GuestImage,
+        accel: qemu::Accel,
+        idle: Option<Duration>,
+    ) -> Result<(EngineRun, End), HarnessError> {
+        let dir = tempfile::tempdir().map_err(|source| HarnessError::Io {
+            what: "creating a temporary directory in",
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        let kernel = dir.path().join("guest.bin");
+        std::fs::write(&kernel, &g.image).map_err(|source| HarnessError::Io {
+            what: "writing",
+            path: kernel.clone(),
+            source,
+        })?;
+        let run = qemu::run(&QemuConfig {
+            rom: Some(self.rom.clone()),
+            kernel: Some(kernel),
+            accel,
+            memory_mib: self.memory_mib,
+            timeout: self.timeout,
+            idle_timeout: idle,
+            extra_args: self.extra_args.clone(),
+        })?;
+        let exit_value = run.guest_exit_value();
+        let end = if run.idle_timed_out {
+            End::Idle(idle.unwrap_or_default())
+        } else if run.timed_out {
+            End::Timeout(self.timeout)
+        } else {
+            match (exit_value, run.exit_code) {
+                (Some(EXIT_DONE), _) => End::Done,
+                (Some(v), _) => End::GuestExit(v),
+                (None, Some(0)) => End::Reset,
+                (None, code) => End::Died(format!(
+                    "QEMU exit status {code:?}{}",
+                    if run.stderr.trim().is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", run.stderr.trim())
+                    }
+                )),
+            }
+        };
+        Ok((
+            EngineRun {
+                debugcon: run.debugcon,
+                timed_out: run.timed_out,
+                exit_value,
+                wall: run.wall,
+                seabios_log: run.seabios_log,
+                mmio_writes: Vec::new(),
+                exit_code: run.exit_code,
+                stderr: run.stderr,
+                kvm_end: None,
+            },
+            end,
+        ))
+    }
+
+    fn kvm(&self, g: &GuestImage) -> Result<(EngineRun, End), HarnessError> {
+        let image = std::fs::read(&self.rom).map_err(|source| HarnessError::Io {
+            what: "reading",
+            path: self.rom.clone(),
+            source,
+        })?;
+        let started = std::time::Instant::now();
+        let run = match kvm::run_partial(&KvmConfig {
+            rom: Some(image),
+            rom_base: self.rom_base.unwrap_or(kvm::DEFAULT_ROM_BASE),
+            kernel: g.image.clone(),
+            memory_mib: self.memory_mib,
+            timeout: self.timeout,
+        }) {
+            Ok(run) => run,
+            // The vCPU stopped in a way the VMM does not model: a verdict, not a failure to run.
+            Err((e @ HarnessError::KvmExit { .. }, debugcon)) => {
+                let end = match &e {
+                    HarnessError::KvmExit { exit, detail } if exit == "InternalError" => {
+                        End::Unsupported(detail.clone())
+                    }
+                    other => End::Died(other.to_string()),
+                };
+                return Ok((
+                    EngineRun {
+                        debugcon,
+                        timed_out: false,
+                        exit_value: None,
+                        wall: started.elapsed(),
+                        seabios_log: String::new(),
+                        mmio_writes: Vec::new(),
+                        exit_code: None,
+                        stderr: String::new(),
+                        kvm_end: None,
+                    },
+                    end,
+                ));
+            }
+            Err((e, _)) => return Err(e),
+        };
+        let end = match run.end {
+            EndReason::ExitPort(EXIT_DONE) => End::Done,
+            EndReason::ExitPort(v) => End::GuestExit(v),
+            EndReason::Halted { eip } => End::Halted(eip),
+            EndReason::Shutdown { eip, .. } => End::TripleFault(eip),
+            EndReason::PagingUnsupported { .. } => End::Died(run.end.to_string()),
+            EndReason::TimedOut => End::Timeout(self.timeout),
+        };
+        Ok((
+            EngineRun {
+                exit_value: run.guest_exit_value(),
+                debugcon: run.debugcon,
+                timed_out: run.timed_out,
+                wall: run.wall,
+                seabios_log: String::new(),
+                mmio_writes: run.mmio_writes,
+                exit_code: None,
+                stderr: String::new(),
+                kvm_end: Some(run.end),
+            },
+            end,
+        ))
+    }
+}
