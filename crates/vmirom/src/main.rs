@@ -34,6 +34,8 @@ enum Command {
     Fix(cmd::fix::Args),
     /// Pack ELF32 i386 relocatable objects into a VMI ROM (the post-build tool).
     Pack(cmd::pack::Args),
+    /// Run every call of a ROM in a real guest and judge it (exit 0 only if all pass).
+    Test(cmd::test::Args),
     /// Print the ABI as a C header or a Rust module.
     Header(cmd::header::Args),
     /// Read a trace ROM's per-call counters out of guest RAM.
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         Command::Fix(a) => cmd::fix::run(&a),
         Command::Pack(a) => cmd::pack::run(&a),
         Command::Header(a) => cmd::header::run(&a),
+        Command::Test(a) => cmd::test::run(&a),
         Command::Trace(c) => cmd::trace::run(&c),
     };
     match result {

@@ -6,6 +6,7 @@ pub mod fix;
 pub mod header;
 pub mod info;
 pub mod pack;
+pub mod test;
 pub mod trace;
 
 use std::fmt;
