@@ -10,32 +10,18 @@ use vmi_harness::suite::{SuiteOptions, SuiteReport, Verdict, run_suite};
 use vmi_rom::emit::Emit;
 use vmi_rom::generate::{BuildOptions, Generated, generate_unaudited};
 use vmi_rom::native::Native;
-use vmi_rom::{Answer, Backend, GenError};
-
-/// Native, except for one call whose code `bad` writes.
-struct Broken {
-    call: Call,
-    bad: fn(&mut Emit) -> Result<Answer, GenError>,
-}
-
-impl Backend for Broken {
-    fn name(&self) -> String {
-        "broken".into()
-    }
-    fn emit(&self, call: Call, e: &mut Emit) -> Result<Answer, GenError> {
-        if call == self.call {
-            (self.bad)(e)
-        } else {
-            Native.emit(call, e)
-        }
-    }
-    fn note(&self, call: Call) -> &'static str {
-        Native.note(call)
-    }
-}
+use vmi_rom::{Answer, GenError, Override};
 
 fn broken(call: Call, bad: fn(&mut Emit) -> Result<Answer, GenError>) -> Generated {
-    generate_unaudited(&Broken { call, bad }, &BuildOptions::default()).unwrap()
+    generate_unaudited(
+        &Override {
+            base: Native,
+            call,
+            emit: bad,
+        },
+        &BuildOptions::default(),
+    )
+    .unwrap()
 }
 
 fn native() -> Generated {

@@ -74,3 +74,53 @@ pub trait Backend {
         0
     }
 }
+
+/// Emits one call's code (for [`Override`]).
+pub type EmitFn = fn(&mut Emit) -> Result<Answer, GenError>;
+
+/// `base`, except that `call` gets its code from `emit`: for experiments — a variant of one
+/// call measured against the rest of a known-good backend — and for building deliberately
+/// broken ROMs that prove an audit or a test suite can fail.
+#[derive(Debug, Clone, Copy)]
+pub struct Override<B> {
+    /// The backend every other call comes from.
+    pub base: B,
+    /// The call replaced.
+    pub call: Call,
+    /// Its code.
+    pub emit: EmitFn,
+}
+
+impl<B: Backend> Backend for Override<B> {
+    fn name(&self) -> String {
+        format!("{}+override({})", self.base.name(), self.call.spec().name)
+    }
+
+    fn emit(&self, call: Call, e: &mut Emit) -> Result<Answer, GenError> {
+        if call == self.call {
+            (self.emit)(e)
+        } else {
+            self.base.emit(call, e)
+        }
+    }
+
+    fn note(&self, call: Call) -> &'static str {
+        if call == self.call {
+            "replaced by an override"
+        } else {
+            self.base.note(call)
+        }
+    }
+
+    fn init32(&self, e: &mut Emit) -> Result<(), GenError> {
+        self.base.init32(e)
+    }
+
+    fn init16(&self, a: &mut CodeAssembler) -> Result<(), GenError> {
+        self.base.init16(a)
+    }
+
+    fn data_size(&self) -> usize {
+        self.base.data_size()
+    }
+}

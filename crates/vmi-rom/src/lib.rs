@@ -24,5 +24,5 @@ pub mod manifest;
 pub mod native;
 pub mod trace;
 
-pub use backend::{Answer, Backend};
+pub use backend::{Answer, Backend, Override};
 pub use error::GenError;

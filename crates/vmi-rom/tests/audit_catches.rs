@@ -11,32 +11,18 @@ use vmi_rom::emit::Emit;
 use vmi_rom::generate::{BuildOptions, generate, generate_unaudited};
 use vmi_rom::manifest::Manifest;
 use vmi_rom::native::Native;
-use vmi_rom::{Answer, Backend, GenError};
-
-/// Native, except for one call whose code `bad` writes.
-struct Broken {
-    call: Call,
-    bad: fn(&mut Emit) -> Result<Answer, GenError>,
-}
-
-impl Backend for Broken {
-    fn name(&self) -> String {
-        "broken".into()
-    }
-    fn emit(&self, call: Call, e: &mut Emit) -> Result<Answer, GenError> {
-        if call == self.call {
-            (self.bad)(e)
-        } else {
-            Native.emit(call, e)
-        }
-    }
-    fn note(&self, call: Call) -> &'static str {
-        Native.note(call)
-    }
-}
+use vmi_rom::{Answer, GenError, Override};
 
 fn fails(call: Call, bad: fn(&mut Emit) -> Result<Answer, GenError>) -> Vec<(String, String)> {
-    let g = generate_unaudited(&Broken { call, bad }, &BuildOptions::default()).unwrap();
+    let g = generate_unaudited(
+        &Override {
+            base: Native,
+            call,
+            emit: bad,
+        },
+        &BuildOptions::default(),
+    )
+    .unwrap();
     audit(&g.image)
         .findings
         .into_iter()
@@ -190,9 +176,10 @@ fn iret_must_drop_exactly_its_return_address() {
 #[test]
 fn generate_refuses_forbidden_answers_and_failing_audits() {
     let e = generate_unaudited(
-        &Broken {
+        &Override {
+            base: Native,
             call: Call::SetCR0,
-            bad: |e| {
+            emit: |e| {
                 e.a.mov(cr0, eax)?;
                 e.a.ret()?;
                 Ok(Answer::Jump)
@@ -207,9 +194,10 @@ fn generate_refuses_forbidden_answers_and_failing_audits() {
         "{e}"
     );
     let e = generate(
-        &Broken {
+        &Override {
+            base: Native,
             call: Call::DisableInterrupts,
-            bad: |e| {
+            emit: |e| {
                 e.a.pop(ebx)?;
                 e.a.push(ebx)?;
                 e.a.cli()?;
