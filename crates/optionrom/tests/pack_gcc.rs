@@ -17,8 +17,8 @@ use optionrom::validate::{self, Profile, Severity};
 use optionrom::{Error, parse};
 use std::path::Path;
 use std::process::Command;
-
-const CFLAGS: [&str; 4] = ["-m32", "-ffreestanding", "-O2", "-c"];
+use vmirom_testkit::sources::{HELPER_C, INIT16_S};
+use vmirom_testkit::toolchain;
 
 /// The 32-bit side: Init, GetRelocationInfo returning run-time addresses, a pointer-free
 /// `.rodata` table, references to the helper object's function and data.
@@ -51,73 +51,6 @@ u64 __attribute__((regparm(1))) vmi_get_reloc(u32 call) {
 }
 "#;
 
-/// A second object: the string and function `main.c` uses (cross-object resolution).
-const HELPER_C: &str = r#"
-typedef unsigned int u32;
-const char vmi_banner[] = "vmirom test ROM";
-static const u32 scale[4] = { 0, 1, 2, 3 };
-extern u32 vmi_twice(u32 x);
-u32 vmi_helper(u32 x) { return scale[x & 3] * vmi_twice(x); }
-u32 vmi_twice(u32 x) { return x * 2 + scale[x & 1]; }
-"#;
-
-/// 16-bit POST init: prints a marker and its own CS to port 0xE9, returns with retf.
-/// `mov $marker, %si` is an R_386_16, the calls into `.text.util16` are R_386_PC16.
-const INIT16_S: &str = r#"
-    .code16
-    .section .text.init16,"ax",@progbits
-    .globl vmi_init16
-vmi_init16:
-    pushw %ds
-    pushw %si
-    pushw %dx
-    pushw %cx
-    cld
-    movw %cs, %ax
-    movw %ax, %ds
-    movw $0xe9, %dx
-    movw $marker, %si
-    call puts16
-    movw %cs, %ax
-    call hex16
-    movb $0x0a, %al
-    outb %al, %dx
-    popw %cx
-    popw %dx
-    popw %si
-    popw %ds
-    xorw %ax, %ax
-    lretw
-
-    .section .text.util16,"ax",@progbits
-    .globl puts16
-puts16:
-1:  lodsb
-    testb %al, %al
-    jz 2f
-    outb %al, %dx
-    jmp 1b
-2:  retw
-    .globl hex16
-hex16:
-    movw $4, %cx
-3:  rolw $4, %ax
-    pushw %ax
-    andb $0x0f, %al
-    addb $0x30, %al
-    cmpb $0x39, %al
-    jbe 4f
-    addb $0x27, %al
-4:  outb %al, %dx
-    popw %ax
-    loop 3b
-    retw
-
-    .section .rodata.init16,"a",@progbits
-marker:
-    .asciz "vmi_init16 ran at "
-"#;
-
 /// A static const table of function pointers: `.data.rel.ro.local` with R_386_32 entries.
 const TABLE_C: &str = r#"
 typedef unsigned int u32;
@@ -134,54 +67,21 @@ u64 __attribute__((regparm(1))) vmi_get_reloc(u32 call) {
 "#;
 
 // ---------------------------------------------------------------------------------------------
-// Building objects.
-
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
+// Building objects (vmirom-testkit).
 
 /// Whether gcc and as are present; says so when they are not.
 fn toolchain() -> bool {
-    let ok = have("gcc") && have("as");
-    if !ok {
-        eprintln!("SKIPPED: gcc and GNU as (binutils) are needed to build test objects");
-    }
-    ok
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("start tool");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    toolchain::available(&["gcc", "as"])
 }
 
 /// Compiles `src` with gcc -m32 -ffreestanding -O2 `flags` -c.
 fn gcc(dir: &Path, name: &str, src: &str, flags: &[&str]) -> Vec<u8> {
-    let c = dir.join(format!("{name}.c"));
-    let o = dir.join(format!("{name}.o"));
-    std::fs::write(&c, src).unwrap();
-    run(Command::new("gcc")
-        .args(CFLAGS)
-        .args(flags)
-        .arg("-o")
-        .arg(&o)
-        .arg(&c));
-    std::fs::read(&o).unwrap()
+    toolchain::read(&toolchain::gcc(dir, name, src, flags).unwrap()).unwrap()
 }
 
 /// Assembles `src` with as --32.
 fn gas(dir: &Path, name: &str, src: &str) -> Vec<u8> {
-    let s = dir.join(format!("{name}.s"));
-    let o = dir.join(format!("{name}.o"));
-    std::fs::write(&s, src).unwrap();
-    run(Command::new("as").arg("--32").arg("-o").arg(&o).arg(&s));
-    std::fs::read(&o).unwrap()
+    toolchain::read(&toolchain::gas(dir, name, src).unwrap()).unwrap()
 }
 
 fn pack_err(objects: &[Object<'_>], opts: &PackOptions) -> PackError {

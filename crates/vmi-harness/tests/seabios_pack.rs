@@ -19,6 +19,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 use vmi_harness::{multiboot, qemu};
+use vmirom_testkit::sources::{HELPER_C, INIT16_MARKER, INIT16_S};
+use vmirom_testkit::toolchain;
 
 const MAIN_C: &str = r#"
 typedef unsigned int u32;
@@ -47,73 +49,6 @@ u64 __attribute__((regparm(1))) vmi_get_reloc(u32 call) {
     }
     return ((u64)reloc_type[call] << 32) | eip;
 }
-"#;
-
-const HELPER_C: &str = r#"
-typedef unsigned int u32;
-const char vmi_banner[] = "vmirom test ROM";
-static const u32 scale[4] = { 0, 1, 2, 3 };
-extern u32 vmi_twice(u32 x);
-u32 vmi_helper(u32 x) { return scale[x & 3] * vmi_twice(x); }
-u32 vmi_twice(u32 x) { return x * 2 + scale[x & 1]; }
-"#;
-
-const MARKER: &str = "vmi_init16 ran at ";
-
-/// 16-bit POST init: prints MARKER, its CS in hex and a newline to port 0xE9; `retf`.
-const INIT16_S: &str = r#"
-    .code16
-    .section .text.init16,"ax",@progbits
-    .globl vmi_init16
-vmi_init16:
-    pushw %ds
-    pushw %si
-    pushw %dx
-    pushw %cx
-    cld
-    movw %cs, %ax
-    movw %ax, %ds
-    movw $0xe9, %dx
-    movw $marker, %si
-    call puts16
-    movw %cs, %ax
-    call hex16
-    movb $0x0a, %al
-    outb %al, %dx
-    popw %cx
-    popw %dx
-    popw %si
-    popw %ds
-    xorw %ax, %ax
-    lretw
-
-    .section .text.util16,"ax",@progbits
-    .globl puts16
-puts16:
-1:  lodsb
-    testb %al, %al
-    jz 2f
-    outb %al, %dx
-    jmp 1b
-2:  retw
-    .globl hex16
-hex16:
-    movw $4, %cx
-3:  rolw $4, %ax
-    pushw %ax
-    andb $0x0f, %al
-    addb $0x30, %al
-    cmpb $0x39, %al
-    jbe 4f
-    addb $0x27, %al
-4:  outb %al, %dx
-    popw %ax
-    loop 3b
-    retw
-
-    .section .rodata.init16,"a",@progbits
-marker:
-    .asciz "vmi_init16 ran at "
 "#;
 
 /// A position-independent 32-bit multiboot guest: scans 0xC0000–0xDFFFF in 2 KiB steps for
@@ -247,49 +182,16 @@ hex32:
     ret
 "#;
 
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 fn toolchain() -> bool {
-    let ok = have("gcc") && have("as") && have("objcopy");
-    if !ok {
-        eprintln!("SKIPPED: gcc and GNU binutils (as, objcopy) are needed to build the test ROM");
-    }
-    ok
-}
-
-fn run_tool(cmd: &mut Command) {
-    let out = cmd.output().expect("start tool");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    toolchain::available(&["gcc", "as", "objcopy"])
 }
 
 fn gcc(dir: &Path, name: &str, src: &str) -> Vec<u8> {
-    let c = dir.join(format!("{name}.c"));
-    let o = dir.join(format!("{name}.o"));
-    std::fs::write(&c, src).unwrap();
-    run_tool(
-        Command::new("gcc")
-            .args(["-m32", "-ffreestanding", "-O2", "-fPIE", "-c", "-o"])
-            .arg(&o)
-            .arg(&c),
-    );
-    std::fs::read(&o).unwrap()
+    toolchain::read(&toolchain::gcc(dir, name, src, &["-fPIE"]).unwrap()).unwrap()
 }
 
 fn gas(dir: &Path, name: &str, src: &str) -> std::path::PathBuf {
-    let s = dir.join(format!("{name}.s"));
-    let o = dir.join(format!("{name}.o"));
-    std::fs::write(&s, src).unwrap();
-    run_tool(Command::new("as").arg("--32").arg("-o").arg(&o).arg(&s));
-    o
+    toolchain::gas(dir, name, src).unwrap()
 }
 
 /// Packs main.c + helper.c (gcc -fPIE) + the 16-bit init (as) into `dir/vmi.rom`.
@@ -343,12 +245,12 @@ fn boot(dir: &Path, rom: &[u8], kernel: &[u8]) -> qemu::QemuRun {
     run
 }
 
-/// The segment `vmi_init16` printed after MARKER.
+/// The segment `vmi_init16` printed after INIT16_MARKER.
 fn printed_segment(debugcon: &str) -> u32 {
     let at = debugcon
-        .find(MARKER)
+        .find(INIT16_MARKER)
         .unwrap_or_else(|| panic!("marker not on the debug console: {debugcon:?}"));
-    let hex = &debugcon[at + MARKER.len()..][..4];
+    let hex = &debugcon[at + INIT16_MARKER.len()..][..4];
     u32::from_str_radix(hex, 16).unwrap()
 }
 
@@ -378,7 +280,7 @@ fn seabios_runs_the_packed_init16_during_the_scan() {
         "ROM at {addr:#x}"
     );
     // Exactly once: during the scan (a $PnP ROM is not also registered as a boot vector).
-    assert_eq!(con.matches(MARKER).count(), 1, "{con:?}");
+    assert_eq!(con.matches(INIT16_MARKER).count(), 1, "{con:?}");
 }
 
 #[test]
@@ -400,7 +302,7 @@ fn seabios_drops_a_packed_rom_with_a_bad_checksum() {
         run.seabios_log
     );
     let con = String::from_utf8_lossy(&run.debugcon);
-    assert!(!con.contains(MARKER), "init16 ran anyway: {con:?}");
+    assert!(!con.contains(INIT16_MARKER), "init16 ran anyway: {con:?}");
 }
 
 #[test]
@@ -412,12 +314,13 @@ fn packed_32_bit_entries_run_from_the_shadowed_rom() {
     let p = packed_rom(dir.path());
     let guest_o = gas(dir.path(), "guest", GUEST_S);
     let guest_bin = dir.path().join("guest.text");
-    run_tool(
+    toolchain::run(
         Command::new("objcopy")
             .args(["-O", "binary", "-j", ".text"])
             .arg(&guest_o)
             .arg(&guest_bin),
-    );
+    )
+    .unwrap();
     let body = std::fs::read(&guest_bin).unwrap();
     let run = boot(
         dir.path(),

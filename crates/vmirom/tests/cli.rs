@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use vmirom_testkit::toolchain;
 
 fn vmirom(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vmirom"))
@@ -159,29 +160,21 @@ fn info_lists_calls_and_json_is_machine_readable() {
 
 #[test]
 fn pack_turns_a_gcc_object_into_a_rom_that_passes_check() {
-    if Command::new("gcc").arg("--version").output().is_err() {
-        eprintln!("SKIP: gcc not installed");
+    if !toolchain::available(&["gcc"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let c = dir.path().join("rom.c");
-    std::fs::write(
-        &c,
+    let obj = toolchain::gcc(
+        dir.path(),
+        "rom",
         "static unsigned cpuid_stub(void) { return 0; }\n\
          unsigned vmi_init(void) { return 0; }\n\
          unsigned long long __attribute__((regparm(1))) vmi_get_reloc(unsigned call) {\n\
            if (call == 0) return (unsigned long long)(unsigned)&cpuid_stub | (1ULL << 32);\n\
            return 0; }\n",
+        &["-fPIE"],
     )
     .unwrap();
-    let obj = dir.path().join("rom.o");
-    let st = Command::new("gcc")
-        .args(["-m32", "-ffreestanding", "-O2", "-fPIE", "-c", "-o"])
-        .arg(&obj)
-        .arg(&c)
-        .status()
-        .unwrap();
-    assert!(st.success());
     let rom = dir.path().join("packed.rom");
     let o = vmirom(&[
         "pack",

@@ -4,19 +4,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::Command;
+use vmirom_testkit::toolchain;
 
 fn vmirom() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vmirom"))
 }
 
-fn have(tool: &str) -> bool {
-    Command::new(tool).arg("--version").output().is_ok()
-}
-
 #[test]
 fn c_header_compiles_with_gcc_m32_and_offsets_match_the_document() {
-    if !have("gcc") {
-        eprintln!("SKIP: gcc not installed");
+    if !toolchain::available(&["gcc"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
