@@ -6,15 +6,13 @@
 //! test checks that asking for paging there is a clear error.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use iced_x86::code_asm::*;
-use optionrom::ImageBuilder;
 use optionrom::build::Finish;
-use optionrom::pcir::Pcir;
-use optionrom::pnp::PnpHeader;
 use optionrom::vmi::{VmiHeaderSpec, write_header};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use vmi_abi::calls::{NUM_CALLS, Reg, RelocType};
 use vmi_harness::kvm::{self, EndReason, KvmConfig};
 use vmi_harness::probe::{ProbeOptions, ProbeReport, probe};
 use vmi_harness::protocol::{
@@ -95,49 +93,6 @@ fn native() -> Generated {
     generate(&Native, &BuildOptions::default()).unwrap()
 }
 
-/// Every answer agrees with the generator's table (as in native_rom_qemu.rs).
-fn assert_answers_match(g: &Generated, r: &ProbeReport) {
-    let base = r.linear_base().unwrap();
-    assert_eq!(r.relocations.len(), 81);
-    for a in &r.relocations {
-        assert!(a.esp_ok, "call {}: ESP not restored", a.call);
-        assert!(
-            a.changed
-                .iter()
-                .all(|reg| matches!(reg, Reg::Eax | Reg::Ecx | Reg::Edx)),
-            "call {}: GetRelocationInfo changed {:?}",
-            a.call,
-            a.changed
-        );
-        match g.calls.get(a.call as usize) {
-            Some(c) => {
-                assert_eq!(
-                    a.kind,
-                    Some(c.answer.reloc()),
-                    "call {} ({})",
-                    a.call,
-                    c.name
-                );
-                assert_eq!(a.edx, c.answer.reloc() as u32, "call {}: EDX", a.call);
-                if c.answer.has_code() {
-                    assert_eq!(a.eip, base + c.offset, "call {} ({}) eip", a.call, c.name);
-                    assert_eq!(a.image_offset, Some(c.offset));
-                } else {
-                    assert_eq!(
-                        a.eip, 0,
-                        "call {} ({}) eip for {:?}",
-                        a.call, c.name, c.answer
-                    );
-                }
-            }
-            None => {
-                assert!(a.call as usize >= NUM_CALLS);
-                assert_eq!((a.eip, a.edx, a.kind), (0, 0, Some(RelocType::None)));
-            }
-        }
-    }
-}
-
 /// The highest 2 KiB boundary at which `len` bytes still end at or below 0xE0000, moved down
 /// by 2 KiB if it happens to be page aligned (to exercise a slot rounded out to pages).
 fn top_placement(len: usize) -> u32 {
@@ -179,7 +134,7 @@ fn native_rom_found_and_activated_at_two_placements_without_a_bios() {
         assert_eq!(init.eax, 0, "Init failed");
         assert!(init.clobbered.is_empty() && init.esp_ok, "{init:?}");
         assert_eq!(init.kernel_rpl, 0);
-        assert_answers_match(&g, &r);
+        common::assert_answers_match(&g, &r);
         // The native ROM keeps no state in its image.
         assert_eq!(r.mmio_writes, vec![], "{:#x?}", r.mmio_writes);
     }
@@ -188,8 +143,6 @@ fn native_rom_found_and_activated_at_two_placements_without_a_bios() {
 // ---------------------------------------------------------------------------------------------
 // Hand-built ROMs.
 
-const PCIR_AT: usize = 0x20;
-const PNP_AT: usize = 0x40;
 /// What the ROM's data dword holds in the image.
 const ORIGINAL: u32 = 0x1122_3344;
 /// What Init tries to store there.
@@ -211,20 +164,7 @@ struct TestRom {
 }
 
 fn build_rom(kind: InitKind) -> TestRom {
-    let mut b = ImageBuilder::new(vmi_abi::consts::HEADER_SIZE).unwrap();
-    b.set_pcir(
-        Some(PCIR_AT),
-        Pcir::new(
-            vmi_abi::consts::PCI_VENDOR_VMWARE,
-            vmi_abi::consts::PCI_DEVICE_VMI,
-            0x05_80_00,
-        ),
-    )
-    .unwrap();
-    let maker = b.add_string("vmirom tests").unwrap();
-    let product = b.add_string("kvm runner ROM").unwrap();
-    b.add_pnp(Some(PNP_AT), PnpHeader::new(maker, product, 0x05_80_00))
-        .unwrap();
+    let mut b = common::vmi_builder("kvm runner ROM");
     let data = b.append(&ORIGINAL.to_le_bytes(), 16);
 
     // Init: position independent (`call next; next: pop edx` finds where it runs).
@@ -376,7 +316,7 @@ fn paging_on_a_kvm_that_cannot_page_is_a_clear_error() {
             let r = probe_image(&g.image, &paged).unwrap();
             r.check().unwrap();
             assert_eq!(r.linear_base(), Some(0xC000_0000 + 0xC_8000));
-            assert_answers_match(&g, &r);
+            common::assert_answers_match(&g, &r);
         }
         Err(why) => {
             eprintln!("paging check: {why}");

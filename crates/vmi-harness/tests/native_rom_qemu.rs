@@ -6,8 +6,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::ffi::OsString;
-use vmi_abi::calls::{NUM_CALLS, Reg, RelocType};
 use vmi_harness::probe::{ProbeOptions, ProbeReport, probe};
 use vmi_harness::protocol::{EndStatus, Outcome};
 use vmi_rom::generate::{BuildOptions, Generated, generate};
@@ -39,50 +40,6 @@ fn seabios_ran_init_at(log: &str) -> Option<u32> {
     u32::from_str_radix(seg, 16).ok().map(|s| s << 4)
 }
 
-/// Every answer agrees with the generator's table, and GetRelocationInfo kept its callee-saved
-/// registers.
-fn assert_answers_match(g: &Generated, r: &ProbeReport) {
-    let base = r.linear_base().unwrap();
-    assert_eq!(r.relocations.len(), 81);
-    for a in &r.relocations {
-        assert!(a.esp_ok, "call {}: ESP not restored", a.call);
-        assert!(
-            a.changed
-                .iter()
-                .all(|reg| matches!(reg, Reg::Eax | Reg::Ecx | Reg::Edx)),
-            "call {}: GetRelocationInfo changed {:?}",
-            a.call,
-            a.changed
-        );
-        match g.calls.get(a.call as usize) {
-            Some(c) => {
-                assert_eq!(
-                    a.kind,
-                    Some(c.answer.reloc()),
-                    "call {} ({})",
-                    a.call,
-                    c.name
-                );
-                assert_eq!(a.edx, c.answer.reloc() as u32, "call {}: EDX", a.call);
-                if c.answer.has_code() {
-                    assert_eq!(a.eip, base + c.offset, "call {} ({}) eip", a.call, c.name);
-                    assert_eq!(a.image_offset, Some(c.offset));
-                } else {
-                    assert_eq!(
-                        a.eip, 0,
-                        "call {} ({}) eip for {:?}",
-                        a.call, c.name, c.answer
-                    );
-                }
-            }
-            None => {
-                assert!(a.call as usize >= NUM_CALLS);
-                assert_eq!((a.eip, a.edx, a.kind), (0, 0, Some(RelocType::None)));
-            }
-        }
-    }
-}
-
 fn assert_activated(r: &ProbeReport) {
     assert_eq!(r.end, Some(EndStatus::Complete));
     let init = r.init.as_ref().unwrap();
@@ -107,7 +64,7 @@ fn seabios_loads_it_and_the_guest_finds_and_activates_it() {
     assert!(!r.seabios_log.contains("bad checksum"));
     assert_eq!(r.accepted().unwrap().outcome, Outcome::Accepted);
     assert_activated(&r);
-    assert_answers_match(&g, &r);
+    common::assert_answers_match(&g, &r);
 }
 
 #[test]
@@ -120,7 +77,7 @@ fn works_above_the_vga_bios_and_under_other_page_offsets() {
     let r = run(&g.image, &vga);
     assert!(r.chosen.unwrap() > 0xC_0000, "{:x?}", r.chosen);
     assert_activated(&r);
-    assert_answers_match(&g, &r);
+    common::assert_answers_match(&g, &r);
     for page_offset in [0x8000_0000, 0x4000_0000] {
         let r = run(
             &g.image,
@@ -131,7 +88,7 @@ fn works_above_the_vga_bios_and_under_other_page_offsets() {
         );
         assert_eq!(r.linear_base(), Some(page_offset + r.chosen.unwrap()));
         assert_activated(&r);
-        assert_answers_match(&g, &r);
+        common::assert_answers_match(&g, &r);
     }
     let flat = run(
         &g.image,
@@ -142,5 +99,5 @@ fn works_above_the_vga_bios_and_under_other_page_offsets() {
     );
     assert_eq!(flat.linear_base(), flat.chosen);
     assert_activated(&flat);
-    assert_answers_match(&g, &flat);
+    common::assert_answers_match(&g, &flat);
 }

@@ -5,22 +5,16 @@
 //! checks what it reports.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use iced_x86::code_asm::*;
-use optionrom::ImageBuilder;
 use optionrom::build::Finish;
-use optionrom::pcir::Pcir;
-use optionrom::pnp::PnpHeader;
 use optionrom::vmi::{VmiHeaderSpec, write_header};
 use std::path::PathBuf;
 use vmi_abi::calls::RelocType;
 use vmi_harness::HarnessError;
 use vmi_harness::probe::{ProbeOptions, ProbeReport, probe};
 use vmi_harness::protocol::{EXIT_EXCEPTION_BASE, EndStatus, Outcome, StepId};
-
-/// Where the test ROMs put their PCI data structure.
-const PCIR_AT: usize = 0x20;
-/// Where the test ROMs put their `$PnP` header.
-const PNP_AT: usize = 0x40;
 
 /// Call whose answer is CALL_REL to `impl17`.
 const CALL_REL_CALL: u32 = 17;
@@ -48,20 +42,7 @@ enum InitKind {
 }
 
 fn build_rom(license: &str, init_kind: InitKind) -> TestRom {
-    let mut b = ImageBuilder::new(vmi_abi::consts::HEADER_SIZE).unwrap();
-    b.set_pcir(
-        Some(PCIR_AT),
-        Pcir::new(
-            vmi_abi::consts::PCI_VENDOR_VMWARE,
-            vmi_abi::consts::PCI_DEVICE_VMI,
-            0x05_80_00,
-        ),
-    )
-    .unwrap();
-    let maker = b.add_string("vmirom tests").unwrap();
-    let product = b.add_string("probe ROM").unwrap();
-    b.add_pnp(Some(PNP_AT), PnpHeader::new(maker, product, 0x05_80_00))
-        .unwrap();
+    let mut b = common::vmi_builder("probe ROM");
 
     // Init.
     let mut a = CodeAssembler::new(32).unwrap();
@@ -355,7 +336,7 @@ fn rejections_follow_linux_checks_in_order() {
     // A minor version other than 0 and unknown PCI ids are accepted (the latter with a warning).
     let mut rom = build_rom("GPL v2", InitKind::Success);
     patch(&mut rom, &vrom::API_VERSION_MIN, 0xFF);
-    let vendor = PCIR_AT + vmi_abi::layout::pci::VENDOR_ID.offset;
+    let vendor = common::PCIR_AT + vmi_abi::layout::pci::VENDOR_ID.offset;
     patch_bytes(&mut rom, vendor, &0x8086u16.to_le_bytes());
     let r = run(
         &rom,

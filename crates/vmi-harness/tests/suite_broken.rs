@@ -3,10 +3,12 @@
 //! register, value, exception or rule, and the rest of the ROM is still judged.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use iced_x86::code_asm::*;
 use std::time::Duration;
 use vmi_abi::Call;
-use vmi_harness::suite::{SuiteOptions, SuiteReport, Verdict, run_suite};
+use vmi_harness::suite::{SuiteOptions, SuiteReport, Verdict};
 use vmi_rom::emit::Emit;
 use vmi_rom::generate::{BuildOptions, Generated, generate_unaudited};
 use vmi_rom::native::Native;
@@ -26,23 +28,6 @@ fn broken(call: Call, bad: fn(&mut Emit) -> Result<Answer, GenError>) -> Generat
 
 fn native() -> Generated {
     generate_unaudited(&Native, &BuildOptions::default()).unwrap()
-}
-
-fn suite(image: &[u8], opts: &SuiteOptions) -> SuiteReport {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("vmi.rom");
-    std::fs::write(&path, image).unwrap();
-    let r = run_suite(&path, opts).unwrap();
-    eprintln!(
-        "suite: {:?} wall, {} runs, passed {}",
-        r.wall,
-        r.runs,
-        r.passed()
-    );
-    for c in r.calls.iter().filter(|c| c.verdict == Verdict::Fail) {
-        eprintln!("FAIL {} {}: {}", c.call, c.name, c.detail);
-    }
-    r
 }
 
 fn qemu() -> SuiteOptions {
@@ -89,7 +74,7 @@ fn disable_interrupts_that_clobbers_ebx() {
         e.a.ret()?;
         Ok(Answer::Call)
     });
-    let r = suite(&g.image, &qemu());
+    let r = common::suite(&g.image, &qemu());
     let c = r.call(30).unwrap();
     assert_eq!(c.verdict, Verdict::Fail, "{}", c.detail);
     assert!(
@@ -110,7 +95,7 @@ fn get_cr3_that_returns_cr3_plus_4() {
         e.a.ret()?;
         Ok(Answer::Call)
     });
-    let r = suite(&g.image, &qemu());
+    let r = common::suite(&g.image, &qemu());
     let c = r.call(21).unwrap();
     assert_eq!(c.verdict, Verdict::Fail, "{}", c.detail);
     assert!(
@@ -131,7 +116,7 @@ fn iret_that_drops_if() {
         e.a.iretd()?;
         Ok(Answer::Call)
     });
-    let r = suite(&g.image, &qemu());
+    let r = common::suite(&g.image, &qemu());
     let c = r.call(33).unwrap();
     assert_eq!(c.verdict, Verdict::Fail, "{}", c.detail);
     assert!(
@@ -162,7 +147,7 @@ fn set_cr0_answered_jump_rel_is_not_executed() {
     let e = &g.calls[15];
     let entry = vmi_rom::manifest::entry(vmi_abi::RelocType::JumpRel, e.offset);
     patch_entry(&mut g, 15, entry);
-    let r = suite(&g.image, &qemu());
+    let r = common::suite(&g.image, &qemu());
     let c = r.call(15).unwrap();
     assert_eq!(c.verdict, Verdict::Fail);
     assert_eq!(c.reloc, "JUMP_REL");
@@ -198,7 +183,7 @@ fn forbidden_relocation_answers() {
         66,
         vmi_rom::manifest::entry(vmi_abi::RelocType::CallRel, get_cr0),
     );
-    let r = suite(&g.image, &qemu());
+    let r = common::suite(&g.image, &qemu());
     let detail = |n: u8| {
         let c = r.call(n).unwrap();
         assert_eq!(c.verdict, Verdict::Fail, "{}: {}", c.name, c.detail);
@@ -231,7 +216,7 @@ fn a_checksum_seabios_rejects_means_no_rom() {
     let mut g = native();
     let last = g.image.len() - 1;
     g.image[last] = g.image[last].wrapping_add(1);
-    let r = suite(&g.image, &qemu());
+    let r = common::suite(&g.image, &qemu());
     assert!(!r.activation.found);
     assert!(!r.activation.ok);
     assert!(!r.passed());
@@ -270,7 +255,7 @@ fn a_hanging_call_times_out_and_the_others_are_still_judged() {
         hang_timeout: Duration::from_millis(1500),
         ..qemu()
     };
-    let r = suite(&g.image, &opts);
+    let r = common::suite(&g.image, &opts);
     let c = r.call(19).unwrap();
     assert_eq!(c.verdict, Verdict::Fail, "{}", c.detail);
     assert_eq!(
@@ -302,7 +287,7 @@ fn a_faulting_call_names_the_exception_and_rom_offset() {
         Ok(Answer::Call)
     });
     let offset = g.calls[18].offset;
-    let r = suite(&g.image, &qemu());
+    let r = common::suite(&g.image, &qemu());
     let c = r.call(18).unwrap();
     assert_eq!(c.verdict, Verdict::Fail, "{}", c.detail);
     let linear = r.activation.linear.unwrap() + offset;
@@ -327,7 +312,7 @@ fn a_call_that_triple_faults_resets_the_machine_and_the_rest_goes_on() {
         e.a.ret()?;
         Ok(Answer::Call)
     });
-    let r = suite(&g.image, &qemu());
+    let r = common::suite(&g.image, &qemu());
     let c = r.call(23).unwrap();
     assert_eq!(c.verdict, Verdict::Fail);
     assert_eq!(
@@ -346,7 +331,7 @@ fn a_strict_call_that_rewrites_eflags_wholesale() {
         e.a.ret()?;
         Ok(Answer::Call)
     });
-    let r = suite(&g.image, &qemu());
+    let r = common::suite(&g.image, &qemu());
     let c = r.call(32).unwrap();
     assert_eq!(c.verdict, Verdict::Fail);
     assert!(

@@ -4,39 +4,17 @@
 //! notification calls as real routines) pass too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use iced_x86::code_asm::*;
 use std::time::Duration;
 use vmi_abi::Call;
-use vmi_harness::suite::{SuiteOptions, SuiteReport, Verdict, run_suite};
+use vmi_harness::suite::{SuiteOptions, SuiteReport, Verdict};
 use vmi_harness::{Engine, kvm};
 use vmi_rom::emit::Emit;
 use vmi_rom::generate::{BuildOptions, Generated, generate, generate_unaudited};
 use vmi_rom::native::Native;
 use vmi_rom::{Answer, Backend, GenError};
-
-fn suite(image: &[u8], opts: &SuiteOptions) -> SuiteReport {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("vmi.rom");
-    std::fs::write(&path, image).unwrap();
-    let r = run_suite(&path, opts).unwrap();
-    eprintln!(
-        "suite on {}: {:?} wall, {} runs, passed {}",
-        r.engine,
-        r.wall,
-        r.runs,
-        r.passed()
-    );
-    for c in &r.calls {
-        eprintln!(
-            "  {:2} {:<18} {:<8} {:?} [{}] {}",
-            c.call, c.name, c.reloc, c.verdict, c.checks, c.detail
-        );
-    }
-    for run in &r.run_log {
-        eprintln!("  run: {run:?}");
-    }
-    r
-}
 
 fn assert_passes(r: &SuiteReport) {
     assert!(r.activation.ok, "{:?}", r.activation.problems);
@@ -80,7 +58,7 @@ fn assert_follows_answers(g: &Generated, r: &SuiteReport, skipped: &[(u8, &str)]
 #[test]
 fn native_rom_passes_under_qemu_tcg_in_well_under_a_minute() {
     let g = generate(&Native, &BuildOptions::default()).unwrap();
-    let r = suite(&g.image, &SuiteOptions::default());
+    let r = common::suite(&g.image, &SuiteOptions::default());
     assert_passes(&r);
     assert_eq!(r.engine, "qemu-tcg");
     assert!(r.activation.paging);
@@ -123,7 +101,7 @@ fn native_rom_passes_under_qemu_tcg_in_well_under_a_minute() {
 #[test]
 fn native_rom_passes_under_another_page_offset_and_without_paging() {
     let g = generate(&Native, &BuildOptions::default()).unwrap();
-    let r = suite(
+    let r = common::suite(
         &g.image,
         &SuiteOptions {
             page_offset: 0x8000_0000,
@@ -135,7 +113,7 @@ fn native_rom_passes_under_another_page_offset_and_without_paging() {
         r.activation.linear,
         Some(0x8000_0000 + r.activation.base.unwrap())
     );
-    let flat = suite(
+    let flat = common::suite(
         &g.image,
         &SuiteOptions {
             paging: Some(false),
@@ -161,7 +139,7 @@ fn native_rom_passes_its_no_paging_subset_on_the_kvm_engine() {
         return;
     }
     let g = generate(&Native, &BuildOptions::default()).unwrap();
-    let r = suite(
+    let r = common::suite(
         &g.image,
         &SuiteOptions {
             engine: Engine::Kvm,
@@ -220,7 +198,7 @@ impl Backend for JumpReturns {
 #[test]
 fn jump_rel_iret_and_sysexit_pass() {
     let g = generate_unaudited(&JumpReturns, &BuildOptions::default()).unwrap();
-    let r = suite(
+    let r = common::suite(
         &g.image,
         &SuiteOptions {
             only: Some(vec![33, 34]),
@@ -317,7 +295,7 @@ impl Backend for Everything {
 #[test]
 fn a_rom_implementing_every_call_passes() {
     let g = generate_unaudited(&Everything, &BuildOptions::default()).unwrap();
-    let r = suite(
+    let r = common::suite(
         &g.image,
         &SuiteOptions {
             paging: Some(false),
