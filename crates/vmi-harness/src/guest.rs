@@ -80,6 +80,6 @@ pub mod paging;
 pub mod program;
 pub mod vector;
 
-pub use layout::MemoryMap;
+pub use layout::{Invocations, MemoryMap};
 pub use program::{GuestConfig, GuestImage, LAYOUT_VERSION, Step, build};
 pub use vector::{Invoke, Op, Val, Vector};

@@ -121,6 +121,9 @@ pub struct KvmConfig {
     pub memory_mib: u32,
     /// Stop the vCPU after this long.
     pub timeout: Duration,
+    /// Copy guest-physical `0..`[`KEPT_RAM_END`] into [`KvmRun::ram`] when the run ends
+    /// (conventional memory, the ROM window and the test guest's image and bss).
+    pub keep_ram: bool,
 }
 
 impl Default for KvmConfig {
@@ -131,9 +134,13 @@ impl Default for KvmConfig {
             kernel: Vec::new(),
             memory_mib: 64,
             timeout: Duration::from_secs(20),
+            keep_ram: false,
         }
     }
 }
+
+/// End (exclusive) of the guest-physical range [`KvmConfig::keep_ram`] copies: 2 MiB.
+pub const KEPT_RAM_END: u64 = 0x20_0000;
 
 /// Why a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -235,6 +242,9 @@ pub struct KvmRun {
     pub wall: Duration,
     /// Number of returns from `KVM_RUN`.
     pub exits: u64,
+    /// With [`KvmConfig::keep_ram`]: guest-physical `0..`[`KEPT_RAM_END`] as the run left it
+    /// (capped at the end of RAM; what no slot backs reads as zero, the ROM slot as mapped).
+    pub ram: Option<Vec<u8>>,
 }
 
 impl KvmRun {

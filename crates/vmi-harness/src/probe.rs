@@ -369,6 +369,7 @@ fn run_qemu(
         timeout: opts.timeout,
         idle_timeout: None,
         extra_args: opts.extra_args.clone(),
+        shared_ram: false,
     })?;
     Ok(EngineRun {
         exit_value: run.guest_exit_value(),
@@ -395,6 +396,7 @@ fn run_kvm(rom: &Path, g: &GuestImage, opts: &ProbeOptions) -> Result<EngineRun,
         kernel: g.image.clone(),
         memory_mib: opts.memory_mib,
         timeout: opts.timeout,
+        keep_ram: false,
     })?;
     Ok(EngineRun {
         exit_value: run.guest_exit_value(),
@@ -487,11 +489,15 @@ pub(crate) fn report(
                     });
                 }
                 StepId::GetReloc(n) => pending.push((n, c.regs)),
-                StepId::Boot | StepId::Probe | StepId::Vector(_) | StepId::Machine => {}
+                StepId::Boot
+                | StepId::Probe
+                | StepId::Vector(_)
+                | StepId::Machine
+                | StepId::Stress(_) => {}
             },
             Record::Exception(e) => r.exception = Some(*e),
             Record::End(s) => r.end = Some(*s),
-            Record::Machine(_) | Record::VectorResult(_) | Record::Trap(_) => {}
+            Record::Machine(_) | Record::VectorResult(_) | Record::Trap(_) | Record::Stress(_) => {}
         }
     }
     r.relocations = pending

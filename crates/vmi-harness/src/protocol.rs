@@ -27,11 +27,12 @@
 //! | 0x07 | `MACHINE` | what the CPU is natively ([`machine`]): boot CR0/CR3/CR4/EFLAGS, CPUID leaves 0, 1, 0x80000000 and 0x80000001, a trap-guarded native `rdpmc`, `rdmsr` of IA32_APIC_BASE and a read of the local-APIC version register |
 //! | 0x08 | `VECTOR_RESULT` | one [call vector](vector_result): step id, the register snapshot, CR0/CR2/CR3/CR4, GDTR, IDTR, LDTR, TR, DR0–DR3/DR6/DR7, whether the call came back to its call site, timer ticks, and 32 words the vector's own capture operations filled in |
 //! | 0x09 | `TRAP` | an exception or interrupt the guest *expected* (same payload as `EXCEPTION`): the guest continues with the step's resume point instead of ending the run |
+//! | 0x0A | `STRESS` | one [stress step](stress): step id, loop iterations completed, timer-handler runs, the first violation (0: none), TSC cycles of the step (low, high), the run's total invocations, then the run's [invocation counters](crate::guest::Invocations) for calls 0–73 |
 //! | 0xFF | `END` | [`EndStatus`] |
 //!
 //! A step id is `kind << 24 | argument`: kind 0 boot, 1 probe, 2 Init, 3 GetRelocationInfo
 //! (argument = the call number), 4 call vector (argument = its index in the guest's program),
-//! 5 machine information. Segment-register words carry the selector in their low 16 bits
+//! 5 machine information, 6 stress (argument = its index in the guest's program). Segment-register words carry the selector in their low 16 bits
 //! (a 32-bit `push sreg` may leave the upper half unwritten); the decoder masks them.
 //!
 //! After an `EXCEPTION` record the guest ends the run through `isa-debug-exit` with
@@ -109,6 +110,8 @@ pub mod tag {
     pub const VECTOR_RESULT: u16 = 0x08;
     /// An exception or interrupt the guest expected; the run goes on.
     pub const TRAP: u16 = 0x09;
+    /// The result of a stress step.
+    pub const STRESS: u16 = 0x0A;
     /// The guest finished.
     pub const END: u16 = 0xFF;
 }
@@ -370,6 +373,44 @@ pub mod vector_result {
     pub const WORDS: usize = EXTRA + EXTRA_WORDS;
 }
 
+/// Word indices of `STRESS`.
+pub mod stress {
+    /// Step id (a stress step).
+    pub const STEP: usize = 0;
+    /// Loop iterations completed.
+    pub const LOOPS: usize = 1;
+    /// Timer-interrupt (IRQ0) handler runs while the step was active.
+    pub const HANDLER_RUNS: usize = 2;
+    /// The first violation: `(item + 1) << 8 | check` (0: none); see
+    /// [`Violation`](super::Violation).
+    pub const VIOLATION: usize = 3;
+    /// TSC cycles from the start of the step to the end of the loop: low word.
+    pub const CYCLES_LO: usize = 4;
+    /// High word.
+    pub const CYCLES_HI: usize = 5;
+    /// Invocations of the whole run so far.
+    pub const TOTAL: usize = 6;
+    /// First of the run's invocation counters (one word per call number).
+    pub const COUNTS: usize = 7;
+    /// Number of counters (calls 0–73).
+    pub const COUNT_WORDS: usize = vmi_abi::calls::NUM_CALLS;
+    /// Number of words.
+    pub const WORDS: usize = COUNTS + COUNT_WORDS;
+    /// Check code: a register the call must keep changed (code = 1 + its index in
+    /// [`Reg::ALL`](vmi_abi::calls::Reg::ALL), so 1–7).
+    pub const CHECK_REG: u32 = 1;
+    /// Check code: ESP changed.
+    pub const CHECK_ESP: u32 = 8;
+    /// Check code: interrupts were off after the item.
+    pub const CHECK_IF: u32 = 9;
+    /// Check code: the call's result differs from the native value.
+    pub const CHECK_RESULT: u32 = 10;
+    /// Check code: DF was set after the item.
+    pub const CHECK_DF: u32 = 11;
+    /// Check code: the call is not CALL_REL (the loop did not start).
+    pub const CHECK_NOT_CALL_REL: u32 = 12;
+}
+
 /// Word indices of `END`.
 pub mod end {
     /// [`EndStatus`](super::EndStatus) code.
@@ -389,6 +430,7 @@ pub const fn payload_len(tag: u16) -> Option<usize> {
         tag::EXCEPTION | tag::TRAP => exception::WORDS,
         tag::MACHINE => machine::WORDS,
         tag::VECTOR_RESULT => vector_result::WORDS,
+        tag::STRESS => stress::WORDS,
         tag::END => end::WORDS,
         _ => return None,
     };
@@ -407,6 +449,7 @@ pub const fn tag_name(t: u16) -> &'static str {
         tag::MACHINE => "MACHINE",
         tag::VECTOR_RESULT => "VECTOR_RESULT",
         tag::TRAP => "TRAP",
+        tag::STRESS => "STRESS",
         tag::END => "END",
         _ => "unknown",
     }
@@ -427,6 +470,8 @@ pub enum StepId {
     Vector(u32),
     /// Reporting what the CPU is natively (`MACHINE`).
     Machine,
+    /// Running stress configuration `n` (its index in the guest's program).
+    Stress(u32),
 }
 
 impl StepId {
@@ -442,6 +487,7 @@ impl StepId {
             StepId::GetReloc(n) => 3 << 24 | (n & Self::MAX_ARG),
             StepId::Vector(n) => 4 << 24 | (n & Self::MAX_ARG),
             StepId::Machine => 5 << 24,
+            StepId::Stress(n) => 6 << 24 | (n & Self::MAX_ARG),
         }
     }
 
@@ -455,6 +501,7 @@ impl StepId {
             (3, n) => Some(StepId::GetReloc(n)),
             (4, n) => Some(StepId::Vector(n)),
             (5, 0) => Some(StepId::Machine),
+            (6, n) => Some(StepId::Stress(n)),
             _ => None,
         }
     }
@@ -469,6 +516,7 @@ impl fmt::Display for StepId {
             StepId::GetReloc(n) => write!(f, "GetRelocationInfo({n})"),
             StepId::Vector(n) => write!(f, "vector {n}"),
             StepId::Machine => f.write_str("machine"),
+            StepId::Stress(n) => write!(f, "stress {n}"),
         }
     }
 }
@@ -845,6 +893,87 @@ impl VectorResult {
     }
 }
 
+/// What a stress loop's check found wrong (the first violation ends the loop).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Violation {
+    /// The call changed a register its class says it keeps.
+    Register(Reg),
+    /// ESP was not restored.
+    Esp,
+    /// Interrupts were off after the item.
+    InterruptsOff,
+    /// The result differs from the native value (CRn, DR7, CPUID leaf 0's EAX, IF in
+    /// GetInterruptMask) or RDTSC went backwards.
+    Result,
+    /// DF was set after the item.
+    Direction,
+    /// The ROM did not answer CALL_REL for the item's call: the loop did not start.
+    NotCallRel,
+}
+
+impl Violation {
+    /// The violation with this check code.
+    pub fn from_code(code: u32) -> Option<Violation> {
+        use stress as s;
+        Some(match code {
+            1..=7 => Violation::Register(*Reg::ALL.get(code as usize - 1)?),
+            s::CHECK_ESP => Violation::Esp,
+            s::CHECK_IF => Violation::InterruptsOff,
+            s::CHECK_RESULT => Violation::Result,
+            s::CHECK_DF => Violation::Direction,
+            s::CHECK_NOT_CALL_REL => Violation::NotCallRel,
+            _ => return None,
+        })
+    }
+
+    /// Its check code.
+    pub fn code(self) -> u32 {
+        use stress as s;
+        match self {
+            Violation::Register(r) => {
+                s::CHECK_REG + Reg::ALL.iter().position(|x| *x == r).unwrap_or(0) as u32
+            }
+            Violation::Esp => s::CHECK_ESP,
+            Violation::InterruptsOff => s::CHECK_IF,
+            Violation::Result => s::CHECK_RESULT,
+            Violation::Direction => s::CHECK_DF,
+            Violation::NotCallRel => s::CHECK_NOT_CALL_REL,
+        }
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Violation::Register(r) => write!(f, "changed {r:?}, which it must keep"),
+            Violation::Esp => f.write_str("did not restore ESP"),
+            Violation::InterruptsOff => f.write_str("left interrupts off"),
+            Violation::Result => f.write_str("returned a wrong result"),
+            Violation::Direction => f.write_str("left DF set"),
+            Violation::NotCallRel => f.write_str("is not CALL_REL"),
+        }
+    }
+}
+
+/// The `STRESS` record: what one stress step did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StressResult {
+    /// The stress step.
+    pub step: StepId,
+    /// Loop iterations completed.
+    pub loops: u32,
+    /// Timer-handler runs while the step was active.
+    pub handler_runs: u32,
+    /// The first violation: the index of the mix item and what was wrong (None: none).
+    pub violation: Option<(u32, Violation)>,
+    /// TSC cycles the step took.
+    pub cycles: u64,
+    /// Invocations of the whole run so far.
+    pub total: u32,
+    /// The run's invocation counters, by call number (0–73).
+    pub counts: Vec<u32>,
+}
+
 /// One decoded record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
@@ -866,6 +995,8 @@ pub enum Record {
     VectorResult(Box<VectorResult>),
     /// `TRAP`: an expected exception or interrupt (the guest went on).
     Trap(Exception),
+    /// `STRESS`.
+    Stress(Box<StressResult>),
     /// `END`.
     End(EndStatus),
 }
@@ -900,6 +1031,14 @@ impl Stream {
     pub fn exception(&self) -> Option<&Exception> {
         self.records.iter().find_map(|(_, r)| match r {
             Record::Exception(e) => Some(e),
+            _ => None,
+        })
+    }
+
+    /// The `STRESS` records, in order.
+    pub fn stress(&self) -> impl Iterator<Item = &StressResult> {
+        self.records.iter().filter_map(|(_, r)| match r {
+            Record::Stress(s) => Some(&**s),
             _ => None,
         })
     }
@@ -1225,6 +1364,26 @@ fn record_at(bytes: &[u8], offset: usize) -> Result<(Record, usize), ProtocolErr
                 extra,
             }))
         }
+        tag::STRESS => {
+            use stress as s;
+            let v = w.get(s::VIOLATION);
+            let violation = if v == 0 {
+                None
+            } else {
+                let item = (v >> 8).checked_sub(1).ok_or_else(|| bad("violation", v))?;
+                let what = Violation::from_code(v & 0xFF).ok_or_else(|| bad("violation", v))?;
+                Some((item, what))
+            };
+            Record::Stress(Box::new(StressResult {
+                step: step_at(s::STEP)?,
+                loops: w.get(s::LOOPS),
+                handler_runs: w.get(s::HANDLER_RUNS),
+                violation,
+                cycles: u64::from(w.get(s::CYCLES_LO)) | u64::from(w.get(s::CYCLES_HI)) << 32,
+                total: w.get(s::TOTAL),
+                counts: (0..s::COUNT_WORDS).map(|k| w.get(s::COUNTS + k)).collect(),
+            }))
+        }
         tag::END => {
             let code = w.get(end::STATUS);
             Record::End(EndStatus::from_code(code).ok_or_else(|| bad("status", code))?)
@@ -1469,15 +1628,19 @@ mod tests {
             StepId::Vector(0),
             StepId::Vector(123),
             StepId::Machine,
+            StepId::Stress(0),
+            StepId::Stress(7),
         ] {
             assert_eq!(StepId::from_code(s.code()), Some(s));
         }
+        assert_eq!(StepId::Stress(2).code(), 0x0600_0002);
+        assert_eq!(StepId::Stress(2).to_string(), "stress 2");
         assert_eq!(StepId::GetReloc(17).to_string(), "GetRelocationInfo(17)");
         assert_eq!(StepId::Vector(5).code(), 0x0400_0005);
         assert_eq!(StepId::Machine.code(), 0x0500_0000);
         assert_eq!(StepId::Vector(5).to_string(), "vector 5");
         assert_eq!(StepId::from_code(0x0500_0001), None);
-        assert_eq!(StepId::from_code(0x0600_0000), None);
+        assert_eq!(StepId::from_code(0x0700_0000), None);
     }
 
     fn one(tag: u16, words: &[u32]) -> Result<Record, ProtocolError> {
@@ -1664,5 +1827,65 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn stress_round_trip_and_violations() {
+        use stress as st;
+        assert_eq!(payload_len(tag::STRESS), Some((7 + 74) * 4));
+        let mut w = vec![0u32; st::WORDS];
+        w[st::STEP] = StepId::Stress(1).code();
+        w[st::LOOPS] = 5000;
+        w[st::HANDLER_RUNS] = 1234;
+        w[st::CYCLES_LO] = 7;
+        w[st::CYCLES_HI] = 1;
+        w[st::TOTAL] = 99;
+        w[st::COUNTS + 19] = 5000;
+        w[st::COUNTS + 73] = 1;
+        let Record::Stress(r) = one(tag::STRESS, &w).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                r.step,
+                r.loops,
+                r.handler_runs,
+                r.violation,
+                r.cycles,
+                r.total
+            ),
+            (StepId::Stress(1), 5000, 1234, None, (1 << 32) + 7, 99)
+        );
+        assert_eq!((r.counts.len(), r.counts[19], r.counts[73]), (74, 5000, 1));
+        for v in [
+            Violation::Register(Reg::Ebx),
+            Violation::Register(Reg::Ebp),
+            Violation::Esp,
+            Violation::InterruptsOff,
+            Violation::Result,
+            Violation::Direction,
+            Violation::NotCallRel,
+        ] {
+            assert_eq!(Violation::from_code(v.code()), Some(v));
+            w[st::VIOLATION] = 3 << 8 | v.code();
+            let Record::Stress(r) = one(tag::STRESS, &w).unwrap() else {
+                panic!()
+            };
+            assert_eq!(r.violation, Some((2, v)));
+        }
+        assert_eq!(Violation::Register(Reg::Eax).code(), 1);
+        for bad in [0x0000_0001, 0x0000_0100, 0x0000_020D, 0x0000_0200] {
+            w[st::VIOLATION] = bad;
+            assert!(
+                matches!(
+                    one(tag::STRESS, &w),
+                    Err(ProtocolError::BadValue {
+                        field: "violation",
+                        ..
+                    })
+                ),
+                "{bad:#x}"
+            );
+        }
     }
 }

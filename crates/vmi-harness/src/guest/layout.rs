@@ -215,12 +215,106 @@ pub mod var {
     pub const SITE: u32 = 0x40;
     /// 8 bytes for `sgdt` / `sidt`.
     pub const DT_TEMP: u32 = 0x48;
+    /// Which stress configuration runs (its index + 1; 0: none): while it is non-zero the
+    /// timer handler makes the configuration's handler calls.
+    pub const STRESS_ACTIVE: u32 = 0x50;
+    /// Iterations of the stress loop completed.
+    pub const STRESS_LOOPS: u32 = 0x54;
+    /// The first violation the stress loop found (0: none; see
+    /// [`StressResult::violation`](crate::protocol::StressResult::violation)).
+    pub const STRESS_VIOLATION: u32 = 0x58;
+    /// TSC when the stress step started (8 bytes).
+    pub const STRESS_TSC: u32 = 0x5C;
+    /// Total ROM-call invocations of the run: the next index into [`INVOKE_LOG`] (mod its
+    /// length), taken with `xadd`.
+    pub const INVOKE_TOTAL: u32 = 0x64;
+    /// The stress loop's previous RDTSC result (8 bytes; it checks monotonicity).
+    pub const STRESS_TSC_PREV: u32 = 0x68;
+    /// Scratch word of the stress loop's result checks.
+    pub const STRESS_TEMP: u32 = 0x70;
     /// The 32 extra words of the current vector ([`crate::protocol::vector_result::EXTRA`]).
     pub const XBUF: u32 = 0x100;
     /// GetRelocationInfo's EAX for calls 0 .. [`RELOC_SLOTS`]: what call vectors call.
     pub const RELOC_EIPS: u32 = 0x200;
     /// Number of [`RELOC_EIPS`] slots.
     pub const RELOC_SLOTS: u32 = 128;
+    /// Invocation counters, one u32 per call number (0 .. [`RELOC_SLOTS`]): the guest adds 1
+    /// to call *n*'s counter right before every `call`/`jmp` to call *n*'s relocation target
+    /// (see [`Invocations`](super::Invocations)). Never reset during a run.
+    pub const INVOKED: u32 = 0x400;
+    /// The call numbers of the run's last [`INVOKE_LOG_LEN`] invocations, one byte each: the
+    /// invocation with index *k* (counting from 0 in the run) writes slot *k* mod the length.
+    pub const INVOKE_LOG: u32 = 0x600;
+    /// Slots of [`INVOKE_LOG`].
+    pub const INVOKE_LOG_LEN: u32 = 256;
+    /// GetRelocationInfo's relocation type (DL) per call, one byte each (0 .. [`RELOC_SLOTS`]).
+    pub const RELOC_TYPES: u32 = 0x700;
+    /// Size of the variables page.
+    pub const SIZE: u32 = 0x800;
+}
+
+/// How often a run invoked each call, as the guest counted it: read from the guest's
+/// variables page ([`VARS`], [`var::SIZE`] bytes) in a RAM image taken during or after the
+/// run — so a run that died in the middle of a call still tells what it invoked.
+///
+/// **What counts as an invocation**: one execution of a guest `call` or `jmp` whose target is
+/// a relocation target GetRelocationInfo returned (the guest increments the call's counter
+/// immediately before that instruction) — by a call vector (exactly once per vector that got
+/// that far), by the stress loop, or by the timer handler during a stress step. A call that
+/// does not return (IRET, SYSEXIT, Shutdown, Reboot) counts once, like any other. Init and
+/// GetRelocationInfo are entry points, not calls: they are not counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Invocations {
+    /// Invocations per call number (`counts[n]`, n < [`var::RELOC_SLOTS`]).
+    pub counts: Vec<u32>,
+    /// All invocations of the run.
+    pub total: u32,
+    /// The call numbers of the last `min(total, `[`var::INVOKE_LOG_LEN`]`)` invocations,
+    /// oldest first (the order the guest reserved log slots in).
+    pub last: Vec<u8>,
+}
+
+impl Invocations {
+    /// Reads the counters from the variables page `vars` (its first byte = [`VARS`]); None
+    /// when the page is too short. Never panics, whatever the bytes.
+    pub fn from_vars(vars: &[u8]) -> Option<Invocations> {
+        let word = |off: u32| -> Option<u32> {
+            let at = off as usize;
+            let b = vars.get(at..at + 4)?;
+            Some(u32::from_le_bytes([
+                *b.first()?,
+                *b.get(1)?,
+                *b.get(2)?,
+                *b.get(3)?,
+            ]))
+        };
+        let counts = (0..var::RELOC_SLOTS)
+            .map(|n| word(var::INVOKED + 4 * n))
+            .collect::<Option<Vec<u32>>>()?;
+        let total = word(var::INVOKE_TOTAL)?;
+        let log_at = var::INVOKE_LOG as usize;
+        let log = vars.get(log_at..log_at + var::INVOKE_LOG_LEN as usize)?;
+        let kept = total.min(var::INVOKE_LOG_LEN);
+        let last = (total - kept..total)
+            .filter_map(|k| log.get((k % var::INVOKE_LOG_LEN) as usize).copied())
+            .collect();
+        Some(Invocations {
+            counts,
+            total,
+            last,
+        })
+    }
+
+    /// Reads them from a RAM image whose first byte is guest-physical address 0.
+    pub fn from_ram(ram: &[u8]) -> Option<Invocations> {
+        let at = VARS as usize;
+        Invocations::from_vars(ram.get(at..at + var::SIZE as usize)?)
+    }
+
+    /// Invocations of call `n` (0 for numbers without a counter).
+    pub fn of(&self, n: u32) -> u32 {
+        self.counts.get(n as usize).copied().unwrap_or(0)
+    }
 }
 
 /// Where the guest runs: the `PAGE_OFFSET` split and whether paging is on.
@@ -354,13 +448,46 @@ mod tests {
         assert_eq!(CODE_END, RING0_STACK);
         assert_eq!(STACK_TOP, TEST_AREA);
         assert_eq!(test::END, GUEST_END);
-        const { assert!(var::RELOC_EIPS + 4 * var::RELOC_SLOTS <= 0x800) };
+        const { assert!(var::RELOC_EIPS + 4 * var::RELOC_SLOTS <= var::INVOKED) };
+        const { assert!(var::INVOKED + 4 * var::RELOC_SLOTS <= var::INVOKE_LOG) };
+        const { assert!(var::INVOKE_LOG + var::INVOKE_LOG_LEN <= var::RELOC_TYPES) };
+        const { assert!(var::RELOC_TYPES + var::RELOC_SLOTS <= var::SIZE) };
+        const { assert!(VARS + var::SIZE <= PERCPU) };
+        const { assert!(var::STRESS_TEMP + 4 <= var::XBUF) };
+        assert!(var::INVOKE_LOG_LEN.is_power_of_two() && var::INVOKE_LOG_LEN <= 256);
         assert!(
             var::XBUF + 4 * crate::protocol::vector_result::EXTRA_WORDS as u32 <= var::RELOC_EIPS
         );
         const { assert!(test::LDT + 0x100 <= test::DESC_TABLE) };
         assert!(test::TSS2 + TSS_LEN as u32 <= test::SCRATCH + PAGE);
         const { assert!(test::IDT_SCRATCH + 8 * test::IDT_SCRATCH_ENTRIES <= test::FRAME_C) };
+    }
+
+    #[test]
+    fn invocations_decode_from_the_variables_page() {
+        let mut ram = vec![0u8; (VARS + var::SIZE) as usize];
+        let put = |ram: &mut Vec<u8>, off: u32, v: u32| {
+            let at = (VARS + off) as usize;
+            ram[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        };
+        put(&mut ram, var::INVOKED + 4 * 19, 3);
+        put(&mut ram, var::INVOKED + 4 * 27, 300);
+        put(&mut ram, var::INVOKE_TOTAL, 303);
+        for k in 0..303u32 {
+            let at = (VARS + var::INVOKE_LOG + k % 256) as usize;
+            ram[at] = if k < 300 { 27 } else { 19 };
+        }
+        let inv = Invocations::from_ram(&ram).unwrap();
+        assert_eq!(
+            (inv.of(19), inv.of(27), inv.of(200), inv.total),
+            (3, 300, 0, 303)
+        );
+        assert_eq!(inv.counts.len(), var::RELOC_SLOTS as usize);
+        assert_eq!(inv.last.len(), 256);
+        assert_eq!(&inv.last[253..], &[19, 19, 19]);
+        assert!(inv.last[..253].iter().all(|c| *c == 27));
+        assert_eq!(Invocations::from_ram(&ram[..0x10_4000]), None);
+        assert_eq!(Invocations::from_vars(&[0xFF; 3]), None);
     }
 
     #[test]

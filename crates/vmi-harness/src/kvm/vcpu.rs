@@ -84,6 +84,8 @@ pub struct Collected {
     pub mmio_writes_total: u64,
     /// Returns from `KVM_RUN`.
     pub exits: u64,
+    /// Guest memory at the end of the run ([`super::KvmConfig::keep_ram`]).
+    pub ram: Option<Vec<u8>>,
 }
 
 /// What one exit asks of the loop.

@@ -215,9 +215,29 @@ fn vcpu_thread(
     // SAFETY: `run` points into the vCPU's `kvm_run` mapping, which lives as long as
     // `vm.vcpu`; the registration is dropped below, on this thread, before `vm`.
     let registration = unsafe { kick::Registration::new(run) };
-    let out = vcpu::run_loop(&mut vm.vcpu, &vm.memory, rom, stop);
+    let mut out = vcpu::run_loop(&mut vm.vcpu, &vm.memory, rom, stop);
     drop(registration);
+    if cfg.keep_ram {
+        out.1.ram = Some(kept_ram(&vm.memory, ram.min(super::KEPT_RAM_END)));
+    }
     drop(vm);
+    out
+}
+
+/// Guest-physical `0..end` as the guest left it: every region's bytes where a region lies,
+/// zero elsewhere.
+fn kept_ram(memory: &GuestMemoryMmap, end: u64) -> Vec<u8> {
+    let mut out = vec![0u8; usize::try_from(end).unwrap_or(0)];
+    for region in memory.iter() {
+        let start = region.start_addr().0;
+        let stop = start.saturating_add(region.len()).min(end);
+        if start >= stop {
+            continue;
+        }
+        if let Some(dst) = out.get_mut(start as usize..stop as usize) {
+            let _ = memory.read_slice(dst, GuestAddress(start));
+        }
+    }
     out
 }
 
@@ -316,6 +336,7 @@ pub fn run_partial(cfg: &KvmConfig) -> Result<KvmRun, (HarnessError, Vec<u8>)> {
         rom,
         wall: start.elapsed(),
         exits: collected.exits,
+        ram: collected.ram,
     })
 }
 

@@ -155,6 +155,7 @@ impl Runner {
             timeout: self.timeout,
             idle_timeout: idle,
             extra_args: self.extra_args.clone(),
+            shared_ram: false,
         })?;
         let exit_value = run.guest_exit_value();
         let end = if run.idle_timed_out {
@@ -205,6 +206,7 @@ impl Runner {
             kernel: g.image.clone(),
             memory_mib: self.memory_mib,
             timeout: self.timeout,
+            keep_ram: false,
         }) {
             Ok(run) => run,
             // The vCPU stopped in a way the VMM does not model: a verdict, not a failure to run.
