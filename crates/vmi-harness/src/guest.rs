@@ -78,8 +78,10 @@ pub mod idt;
 pub mod layout;
 pub mod paging;
 pub mod program;
+pub mod stress;
 pub mod vector;
 
 pub use layout::{Invocations, MemoryMap};
 pub use program::{GuestConfig, GuestImage, LAYOUT_VERSION, Step, build};
+pub use stress::Stress;
 pub use vector::{Invoke, Op, Val, Vector};

@@ -1,11 +1,13 @@
 //! Assembling the guest program from host-chosen [`Step`]s.
 
 mod executor;
+mod stress;
 
 use super::gdt;
 use super::idt;
 use super::layout::{self as l, MemoryMap, var};
 use super::paging;
+use super::stress::Stress;
 use super::vector::{Op, Vector, slot_ok};
 use crate::error::HarnessError;
 use crate::protocol::{
@@ -46,6 +48,9 @@ pub enum Step {
     /// Report what the CPU is natively (`MACHINE`): boot control registers, CPUID, and
     /// trap-guarded native `rdpmc`, `rdmsr 0x1B` and local-APIC read.
     Machine,
+    /// Run stress configuration `n` of [`GuestConfig::stress`] (see [`super::stress`]);
+    /// skipped like the ROM steps when no ROM is active.
+    Stress(u32),
 }
 
 impl Step {
@@ -57,6 +62,7 @@ impl Step {
             Step::GetReloc(n) => StepId::GetReloc(n),
             Step::Vector(n) => StepId::Vector(n),
             Step::Machine => StepId::Machine,
+            Step::Stress(n) => StepId::Stress(n),
         }
     }
 }
@@ -72,6 +78,8 @@ pub struct GuestConfig {
     pub steps: Vec<Step>,
     /// The call vectors [`Step::Vector`] refers to, by index.
     pub vectors: Vec<Vector>,
+    /// The stress configurations [`Step::Stress`] refers to, by index.
+    pub stress: Vec<Stress>,
     /// Echoed in `HELLO`, so a stream can be tied to the image that wrote it.
     pub nonce: u32,
 }
@@ -86,6 +94,7 @@ impl GuestConfig {
             paging,
             steps,
             vectors: Vec::new(),
+            stress: Vec::new(),
             nonce: 0,
         }
     }
@@ -238,6 +247,19 @@ fn validate(cfg: &GuestConfig) -> Result<(), HarnessError> {
                 ));
             }
         }
+        if let Step::Stress(n) = step {
+            if *n as usize >= cfg.stress.len() || *n > StepId::MAX_ARG {
+                return bad(format!(
+                    "step stress {n}: the program has {} stress configurations",
+                    cfg.stress.len()
+                ));
+            }
+        }
+    }
+    for (k, s) in cfg.stress.iter().enumerate() {
+        if let Some(why) = s.problem() {
+            return bad(format!("stress {k}: {why}"));
+        }
     }
     for (k, v) in cfg.vectors.iter().enumerate() {
         if u32::from(v.call) >= l::var::RELOC_SLOTS {
@@ -350,6 +372,8 @@ struct Gen<'a> {
     snapshot: CodeLabel,
     /// Subroutines of the call-vector executor ([`executor`]).
     x: executor::Subs,
+    /// The stress configurations (the timer handler serves them).
+    stress: &'a [Stress],
 }
 
 fn assemble(
@@ -372,6 +396,7 @@ fn assemble(
         step_begin,
         snapshot,
         x,
+        stress: &cfg.stress,
     };
     let (mut boot_reload, mut kernel_entry) = g.boot()?;
     g.hello(cfg)?;
@@ -395,6 +420,15 @@ fn assemble(
                 g.vector(n, v)?
             }
             Step::Machine => g.machine()?,
+            Step::Stress(n) => {
+                let s = cfg
+                    .stress
+                    .get(n as usize)
+                    .ok_or_else(|| HarnessError::InvalidConfig {
+                        reason: format!("step stress {n}: no such configuration"),
+                    })?;
+                g.stress(n, s)?
+            }
         }
     }
     g.finish()?;
@@ -734,6 +768,9 @@ impl Gen<'_> {
                 let eax_word = rec_word(p::call_result::REGS + p::snap::EAX);
                 self.a.mov(eax, d(eax_word))?;
                 self.a.mov(d(vars(var::RELOC_EIPS) + 4 * n), eax)?;
+                let edx_word = rec_word(p::call_result::REGS + p::snap::EDX);
+                self.a.mov(eax, d(edx_word))?;
+                self.a.mov(byte_ptr(vars(var::RELOC_TYPES) + n), al)?;
             }
         }
         if init {
@@ -824,16 +861,23 @@ impl Gen<'_> {
     /// common handler that reports an `EXCEPTION` record and ends the run.
     fn handlers(&mut self) -> Result<Vec<CodeLabel>, HarnessError> {
         use p::exception as x;
+        let with_stress = !self.stress.is_empty();
         let a = &mut self.a;
         let mut common = a.create_label();
+        let mut stress_timer = a.create_label();
         let mut stubs = Vec::with_capacity(l::IDT_ENTRIES);
         for v in 0..=u8::MAX {
             let mut s = a.create_label();
             a.set_label(&mut s)?;
             match v {
                 TIMER_VECTOR => {
-                    // IRQ0: count it, acknowledge it, return (every register intact).
+                    // IRQ0: count it, acknowledge it, return (every register intact); while
+                    // a stress step runs, make its handler calls first.
                     a.inc(dword_ptr(vars(var::TICKS)).ss())?;
+                    if with_stress {
+                        a.cmp(dword_ptr(vars(var::STRESS_ACTIVE)).ss(), 0)?;
+                        a.jne(stress_timer)?;
+                    }
                     a.push(eax)?;
                     a.mov(al, 0x20)?;
                     a.out(0x20, al)?;
@@ -930,6 +974,9 @@ impl Gen<'_> {
         let mut nested = nested;
         self.a.set_label(&mut nested)?;
         self.exit_with_al(Some(EXIT_NESTED))?;
+        if with_stress {
+            self.stress_timer(&mut stress_timer)?;
+        }
         Ok(stubs)
     }
 }

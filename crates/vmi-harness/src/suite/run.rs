@@ -113,6 +113,7 @@ impl Runner {
             paging: self.map.paging(),
             steps,
             vectors,
+            stress: Vec::new(),
             nonce: nonce(salt),
         };
         let image = guest::build(&cfg)?;

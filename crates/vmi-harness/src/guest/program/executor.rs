@@ -22,7 +22,7 @@ pub(super) struct Subs {
     /// Copies the extra words into `VECTOR_RESULT` and sends it.
     send_vector: CodeLabel,
     /// Puts the guest back the way it was after boot.
-    restore: CodeLabel,
+    pub(super) restore: CodeLabel,
 }
 
 impl Subs {
@@ -95,6 +95,21 @@ fn out8(a: &mut CodeAssembler, port: u16, value: u8) -> R {
     Ok(())
 }
 
+/// Counts one invocation of `call` in the guest's [invocation counters](crate::guest::Invocations):
+/// `lock inc` of its counter, then a log slot reserved with `lock xadd` on the total. Uses EAX
+/// and the flags; safe against an interrupt handler that counts too.
+pub(super) fn count_invocation(a: &mut CodeAssembler, call: u8) -> R {
+    a.lock().inc(d(vars(var::INVOKED) + 4 * u32::from(call)))?;
+    a.mov(eax, 1u32)?;
+    a.lock().xadd(d(vars(var::INVOKE_TOTAL)), eax)?;
+    a.and(eax, var::INVOKE_LOG_LEN - 1)?;
+    a.mov(
+        byte_ptr(eax + vars(var::INVOKE_LOG) as i32),
+        u32::from(call),
+    )?;
+    Ok(())
+}
+
 impl Gen<'_> {
     /// Boot-time set-up of the test area (after TR is loaded): the boot control registers,
     /// the second page directory, the window's PTEs, the frame markers and the ring-3 stub.
@@ -110,6 +125,14 @@ impl Gen<'_> {
             a.mov(d(vars(at)), eax)?;
         }
         a.mov(d(vars(var::LAST_TRAP)), NO_FAULT)?;
+        // The invocation counters, log and relocation types start at zero whatever the loader
+        // left there.
+        a.cld()?;
+        a.xor(eax, eax)?;
+        a.mov(d(vars(var::INVOKE_TOTAL)), eax)?;
+        a.mov(edi, vars(var::INVOKED))?;
+        a.mov(ecx, (var::SIZE - var::INVOKED) / 4)?;
+        a.rep().stosd()?;
         if paging {
             a.cld()?;
             a.mov(esi, l::PAGE_DIR)?;
@@ -263,6 +286,7 @@ impl Gen<'_> {
         for w in v.stack.iter().rev() {
             push(a, *w)?;
         }
+        count_invocation(a, v.call)?;
         a.push(v.eflags as i32)?;
         a.popfd()?;
         for reg in Reg::ALL {

@@ -1,0 +1,287 @@
+//! Code generation for [`Step::Stress`](super::Step::Stress) (see [`crate::guest::stress`]) and
+//! the timer handler's stress calls.
+
+use super::executor::count_invocation;
+use super::{Gen, d, gpr, rec_word, u, vars};
+use crate::error::HarnessError;
+use crate::guest::layout::{self as l, var};
+use crate::guest::stress::{Stress, inputs};
+use crate::protocol::{self as p, StepId, canary, stress as st};
+use iced_x86::code_asm::*;
+use vmi_abi::Call;
+use vmi_abi::calls::{Reg, RelocType, call};
+use vmi_abi::consts::LINUX_USER_DS;
+
+type R = Result<(), HarnessError>;
+
+/// EFLAGS.IF.
+const IF: u32 = 0x200;
+/// EFLAGS.DF.
+const DF: u32 = 0x400;
+
+/// A violation exit of the loop: the code it stores and its label.
+struct Exit {
+    code: u32,
+    label: CodeLabel,
+}
+
+impl Gen<'_> {
+    /// One stress step: configuration `n`.
+    pub(super) fn stress(&mut self, n: u32, s: &Stress) -> R {
+        if let Some(why) = s.problem() {
+            return Err(HarnessError::InvalidConfig {
+                reason: format!("stress {n}: {why}"),
+            });
+        }
+        self.begin(StepId::Stress(n))?;
+        self.skip_unless_active()?;
+        let stack_top = self.map.va(l::STACK_TOP);
+        let mut exits: Vec<Exit> = Vec::new();
+        let mut end = self.a.create_label();
+        let mut exit = |a: &mut CodeAssembler, item: usize, check: u32| -> CodeLabel {
+            let label = a.create_label();
+            exits.push(Exit {
+                code: (u(item) + 1) << 8 | check,
+                label,
+            });
+            label
+        };
+        let a = &mut self.a;
+        a.mov(d(vars(var::STRESS_VIOLATION)), 0u32)?;
+        a.mov(d(vars(var::STRESS_LOOPS)), 0u32)?;
+        // 1. Every call must be CALL_REL (item index: the mix, then the handler's calls).
+        let mix_then_handler = s.mix.iter().chain(&s.handler).enumerate();
+        for (k, c) in mix_then_handler {
+            let mut calls = vec![*c];
+            if *c == Call::DisableInterrupts {
+                calls.push(Call::EnableInterrupts);
+            }
+            for c in calls {
+                let bad = exit(a, k, st::CHECK_NOT_CALL_REL);
+                a.cmp(
+                    byte_ptr(vars(var::RELOC_TYPES) + c as u32),
+                    u32::from(RelocType::CallRel as u8),
+                )?;
+                a.jne(bad)?;
+            }
+        }
+        // 2. Timer, TSC, go.
+        a.mov(esp, stack_top)?;
+        Self::linux_data_segments(a)?;
+        a.cld()?;
+        a.mov(d(vars(var::TICKS)), 0u32)?;
+        a.mov(d(vars(var::STRESS_TSC_PREV)), 0u32)?;
+        a.mov(d(vars(var::STRESS_TSC_PREV) + 4), 0u32)?;
+        a.rdtsc()?;
+        a.mov(d(vars(var::STRESS_TSC)), eax)?;
+        a.mov(d(vars(var::STRESS_TSC) + 4), edx)?;
+        let [lo, hi] = s.divisor.to_le_bytes();
+        for (port, val) in [(0x43u32, 0x34u8), (0x40, lo), (0x40, hi)] {
+            a.mov(al, u32::from(val))?;
+            a.out(port, al)?;
+        }
+        a.in_(al, 0x21)?;
+        a.and(al, 0xFE)?;
+        a.out(0x21, al)?;
+        a.mov(d(vars(var::STRESS_ACTIVE)), n + 1)?;
+        a.sti()?;
+        // 3. The loop.
+        let mut top = a.create_label();
+        a.set_label(&mut top)?;
+        for (k, c) in s.mix.iter().enumerate() {
+            match c {
+                Call::DisableInterrupts => {
+                    checked_call(a, *c, k, false, stack_top, &mut exit)?;
+                    checked_call(a, Call::EnableInterrupts, k, true, stack_top, &mut exit)?;
+                }
+                _ => checked_call(a, *c, k, true, stack_top, &mut exit)?,
+            }
+        }
+        a.inc(d(vars(var::STRESS_LOOPS)))?;
+        a.mov(eax, d(vars(var::STRESS_LOOPS)))?;
+        a.cmp(eax, s.loops)?;
+        a.jb(top)?;
+        a.cmp(d(vars(var::TICKS)), s.ticks)?;
+        a.jae(end)?;
+        a.cmp(eax, s.max_loops)?;
+        a.jb(top)?;
+        a.jmp(end)?;
+        for mut e in exits {
+            a.set_label(&mut e.label)?;
+            a.mov(d(vars(var::STRESS_VIOLATION)), e.code)?;
+            a.jmp(end)?;
+        }
+        // 4. Stop and report.
+        a.set_label(&mut end)?;
+        a.cli()?;
+        a.mov(d(vars(var::STRESS_ACTIVE)), 0u32)?;
+        a.in_(al, 0x21)?;
+        a.or(al, 0x01)?;
+        a.out(0x21, al)?;
+        a.mov(esp, stack_top)?;
+        Self::linux_data_segments(a)?;
+        a.cld()?;
+        a.rdtsc()?;
+        a.sub(eax, d(vars(var::STRESS_TSC)))?;
+        a.sbb(edx, d(vars(var::STRESS_TSC) + 4))?;
+        a.mov(d(rec_word(st::CYCLES_LO)), eax)?;
+        a.mov(d(rec_word(st::CYCLES_HI)), edx)?;
+        for (word, from) in [
+            (st::STEP, var::CUR_STEP),
+            (st::LOOPS, var::STRESS_LOOPS),
+            (st::HANDLER_RUNS, var::TICKS),
+            (st::VIOLATION, var::STRESS_VIOLATION),
+            (st::TOTAL, var::INVOKE_TOTAL),
+        ] {
+            a.mov(eax, d(vars(from)))?;
+            a.mov(d(rec_word(word)), eax)?;
+        }
+        a.mov(esi, vars(var::INVOKED))?;
+        a.mov(edi, rec_word(st::COUNTS))?;
+        a.mov(ecx, u(st::COUNT_WORDS))?;
+        a.rep().movsd()?;
+        self.send(p::tag::STRESS)?;
+        self.a.call(self.x.restore)?;
+        Ok(())
+    }
+
+    /// The timer handler's stress part, entered (with a jump) after the tick was counted when
+    /// a stress configuration is active: makes the active configuration's handler calls,
+    /// acknowledges the PIC and returns from the interrupt with every register intact.
+    pub(super) fn stress_timer(&mut self, entry: &mut CodeLabel) -> R {
+        let a = &mut self.a;
+        a.set_label(entry)?;
+        a.pushad()?;
+        a.push(ds)?;
+        a.push(es)?;
+        a.mov(ax, u32::from(LINUX_USER_DS))?;
+        a.mov(ds, ax)?;
+        a.mov(es, ax)?;
+        a.cld()?;
+        let mut done = a.create_label();
+        for (n, s) in self.stress.iter().enumerate() {
+            let mut next = a.create_label();
+            a.cmp(d(vars(var::STRESS_ACTIVE)), u(n) + 1)?;
+            a.jne(next)?;
+            for c in &s.handler {
+                count_invocation(a, *c as u8)?;
+                for (reg, v) in inputs(*c) {
+                    a.mov(gpr(*reg), *v)?;
+                }
+                a.call(d(vars(var::RELOC_EIPS) + 4 * *c as u32))?;
+            }
+            a.jmp(done)?;
+            a.set_label(&mut next)?;
+        }
+        a.nop()?;
+        a.set_label(&mut done)?;
+        a.mov(al, 0x20)?;
+        a.out(0x20, al)?;
+        a.pop(es)?;
+        a.pop(ds)?;
+        a.popad()?;
+        a.iretd()?;
+        Ok(())
+    }
+}
+
+/// One checked call of the loop: inputs and canaries, count, call, then ESP, the kept
+/// registers, the result, DF and IF (`if_on`: IF must be set afterwards; else clear).
+fn checked_call(
+    a: &mut CodeAssembler,
+    c: Call,
+    item: usize,
+    if_on: bool,
+    stack_top: u32,
+    exit: &mut impl FnMut(&mut CodeAssembler, usize, u32) -> CodeLabel,
+) -> R {
+    let spec = call(c as u32).ok_or_else(|| HarnessError::InvalidConfig {
+        reason: format!("{c:?} is not in the call table"),
+    })?;
+    let ins = inputs(c);
+    let value = |r: Reg| {
+        ins.iter()
+            .find(|(x, _)| *x == r)
+            .map_or(canary(r), |(_, v)| *v)
+    };
+    // The native value to compare with, in STRESS_TEMP.
+    let temp = d(vars(var::STRESS_TEMP));
+    match c {
+        Call::GetCR0 | Call::GetCR2 | Call::GetCR3 | Call::GetCR4 => {
+            let cr = match c {
+                Call::GetCR0 => cr0,
+                Call::GetCR2 => cr2,
+                Call::GetCR3 => cr3,
+                _ => cr4,
+            };
+            a.mov(eax, cr)?;
+            a.mov(temp, eax)?;
+        }
+        Call::GetDR => {
+            a.mov(eax, dr7)?;
+            a.mov(temp, eax)?;
+        }
+        Call::CPUID => {
+            a.xor(eax, eax)?;
+            a.xor(ecx, ecx)?;
+            a.cpuid()?;
+            a.mov(temp, eax)?;
+        }
+        _ => {}
+    }
+    count_invocation(a, c as u8)?;
+    for r in Reg::ALL {
+        a.mov(gpr(r), value(r))?;
+    }
+    a.call(d(vars(var::RELOC_EIPS) + 4 * c as u32))?;
+    let bad_esp = exit(a, item, st::CHECK_ESP);
+    a.cmp(esp, stack_top)?;
+    a.jne(bad_esp)?;
+    let clobbered = spec.clobbers();
+    for (k, r) in Reg::ALL.into_iter().enumerate() {
+        if clobbered.contains(r) {
+            continue;
+        }
+        let bad = exit(a, item, st::CHECK_REG + u(k));
+        a.cmp(gpr(r), value(r))?;
+        a.jne(bad)?;
+    }
+    let bad_result = exit(a, item, st::CHECK_RESULT);
+    match c {
+        Call::GetCR0 | Call::GetCR2 | Call::GetCR3 | Call::GetCR4 | Call::GetDR | Call::CPUID => {
+            a.cmp(eax, temp)?;
+            a.jne(bad_result)?;
+        }
+        Call::GetInterruptMask => {
+            a.test(eax, IF)?;
+            a.jz(bad_result)?;
+        }
+        Call::RDTSC => {
+            // EDX:EAX must not be below the previous reading.
+            let mut ok = a.create_label();
+            let prev = vars(var::STRESS_TSC_PREV);
+            a.cmp(edx, d(prev + 4))?;
+            a.ja(ok)?;
+            a.jb(bad_result)?;
+            a.cmp(eax, d(prev))?;
+            a.jb(bad_result)?;
+            a.set_label(&mut ok)?;
+            a.mov(d(prev), eax)?;
+            a.mov(d(prev + 4), edx)?;
+        }
+        _ => {}
+    }
+    a.pushfd()?;
+    a.pop(ecx)?;
+    let bad_df = exit(a, item, st::CHECK_DF);
+    a.test(ecx, DF)?;
+    a.jnz(bad_df)?;
+    a.test(ecx, IF)?;
+    if if_on {
+        let bad_if = exit(a, item, st::CHECK_IF);
+        a.jz(bad_if)?;
+    } else {
+        a.jnz(bad_result)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! Stress configurations: a loop of VMI calls with their results checked, while the PIT fires
+//! IRQ0 at a high rate and the timer handler makes VMI calls of its own — the way a kernel's
+//! interrupt path re-enters the ROM between any two instructions of whatever call it
+//! interrupted. [`Step::Stress`](super::Step::Stress) runs one; the guest reports `STRESS`
+//! ([`StressResult`](crate::protocol::StressResult)).
+//!
+//! # What the guest does
+//!
+//! 1. Checks that the ROM answered CALL_REL for every call of the configuration (otherwise the
+//!    step ends at once with [`Violation::NotCallRel`](crate::protocol::Violation)).
+//! 2. Programs PIT channel 0 (mode 2, [`Stress::divisor`]), unmasks IRQ0, marks the
+//!    configuration active (the timer handler now makes [`Stress::handler`]'s calls on every
+//!    tick), `sti`.
+//! 3. Loops over [`Stress::mix`]: each item loads its inputs and a
+//!    [canary](crate::protocol::canary) into every other register, counts the invocation
+//!    ([`Invocations`](super::Invocations)), calls the relocation target, then checks ESP, every
+//!    register the call's class keeps, DF = 0, IF (on, except right after DisableInterrupts)
+//!    and the result against the native value. The first violation ends the loop. It runs
+//!    [`Stress::loops`] iterations and then goes on until [`Stress::ticks`] timer interrupts
+//!    were handled, for at most [`Stress::max_loops`] iterations.
+//! 4. `cli`, masks IRQ0, reports loops, handler runs, the violation, the TSC cycles and the
+//!    run's invocation counters.
+
+use vmi_abi::Call;
+use vmi_abi::calls::Reg;
+
+/// One stress configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stress {
+    /// The calls each loop iteration makes, in order ([`Stress::mix_supported`]).
+    /// DisableInterrupts is followed by an EnableInterrupts (both counted) so the loop goes on
+    /// with interrupts on.
+    pub mix: Vec<Call>,
+    /// The calls the timer handler makes on every IRQ0 while the step runs
+    /// ([`Stress::handler_supported`]); their results are not checked.
+    pub handler: Vec<Call>,
+    /// Iterations the loop runs at least.
+    pub loops: u32,
+    /// Timer interrupts to wait for after [`Stress::loops`] iterations.
+    pub ticks: u32,
+    /// Hard limit of iterations (a timer that never fires cannot hang the step).
+    pub max_loops: u32,
+    /// PIT channel 0 divisor: 1 193 182 / divisor interrupts per second.
+    pub divisor: u16,
+}
+
+impl Stress {
+    /// A mix like a kernel's hot paths (interrupt flag, CR reads, TSC, CPUID), with the
+    /// handler reading the TSC and CR3 and masking interrupts: 10 calls per iteration, IRQ0
+    /// at ~20 kHz (divisor 60), at least `loops` iterations and `ticks` interrupts.
+    pub fn linux_like(loops: u32, ticks: u32) -> Stress {
+        Stress {
+            mix: vec![
+                Call::GetInterruptMask,
+                Call::DisableInterrupts,
+                Call::SetInterruptMask,
+                Call::GetCR0,
+                Call::GetCR3,
+                Call::RDTSC,
+                Call::EnableInterrupts,
+                Call::CPUID,
+                Call::GetDR,
+            ],
+            handler: vec![Call::RDTSC, Call::GetCR3, Call::DisableInterrupts],
+            loops,
+            ticks,
+            max_loops: loops.saturating_mul(64),
+            divisor: 60,
+        }
+    }
+
+    /// Whether the loop knows how to call and check `c`.
+    pub fn mix_supported(c: Call) -> bool {
+        matches!(
+            c,
+            Call::CPUID
+                | Call::WBINVD
+                | Call::GetCR0
+                | Call::GetCR2
+                | Call::GetCR3
+                | Call::GetCR4
+                | Call::GetDR
+                | Call::RDTSC
+                | Call::CLTS
+                | Call::EnableInterrupts
+                | Call::DisableInterrupts
+                | Call::GetInterruptMask
+                | Call::SetInterruptMask
+        )
+    }
+
+    /// Whether the timer handler may make `c` (nothing that enables interrupts inside it).
+    pub fn handler_supported(c: Call) -> bool {
+        Stress::mix_supported(c) && !matches!(c, Call::EnableInterrupts | Call::SetInterruptMask)
+    }
+
+    /// Every call the configuration makes (DisableInterrupts in the mix brings
+    /// EnableInterrupts).
+    pub fn calls(&self) -> impl Iterator<Item = Call> + '_ {
+        let enable = self
+            .mix
+            .contains(&Call::DisableInterrupts)
+            .then_some(Call::EnableInterrupts);
+        self.mix.iter().chain(&self.handler).copied().chain(enable)
+    }
+
+    /// Why the guest cannot run it (None: it can).
+    pub fn problem(&self) -> Option<String> {
+        if self.mix.is_empty() {
+            return Some("the mix is empty".into());
+        }
+        if let Some(c) = self.mix.iter().find(|c| !Stress::mix_supported(**c)) {
+            return Some(format!("{c:?} cannot be called by the stress loop"));
+        }
+        if let Some(c) = self
+            .handler
+            .iter()
+            .find(|c| !Stress::handler_supported(**c))
+        {
+            return Some(format!("{c:?} cannot be called by the timer handler"));
+        }
+        if self.divisor < 16 {
+            return Some(format!(
+                "PIT divisor {} is too small (at least 16)",
+                self.divisor
+            ));
+        }
+        if self.max_loops < self.loops {
+            return Some(format!(
+                "max_loops {} is below loops {}",
+                self.max_loops, self.loops
+            ));
+        }
+        None
+    }
+}
+
+/// The register inputs the guest gives call `c` in a stress step (CPUID leaf 0, DR7,
+/// interrupts on).
+pub fn inputs(c: Call) -> &'static [(Reg, u32)] {
+    match c {
+        Call::CPUID => &[(Reg::Eax, 0), (Reg::Ecx, 0)],
+        Call::GetDR => &[(Reg::Eax, 7)],
+        Call::SetInterruptMask => &[(Reg::Eax, 0x200)],
+        _ => &[],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linux_like_is_runnable_and_problems_are_named() {
+        let s = Stress::linux_like(100, 10);
+        assert_eq!(s.problem(), None);
+        assert_eq!(
+            s.calls().filter(|c| *c == Call::EnableInterrupts).count(),
+            2
+        );
+        let mut bad = s.clone();
+        bad.mix.push(Call::SetCR3);
+        assert_eq!(
+            bad.problem().unwrap(),
+            "SetCR3 cannot be called by the stress loop"
+        );
+        let mut bad = s.clone();
+        bad.handler.push(Call::EnableInterrupts);
+        assert!(bad.problem().unwrap().contains("timer handler"));
+        let mut bad = s.clone();
+        bad.divisor = 2;
+        assert!(bad.problem().unwrap().contains("divisor"));
+        let mut bad = s;
+        bad.mix.clear();
+        assert_eq!(bad.problem().unwrap(), "the mix is empty");
+    }
+}
