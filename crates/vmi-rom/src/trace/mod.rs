@@ -108,7 +108,7 @@ fn log_event(
     e.a.push(ebx)?;
     e.a.mov(ebx, 1)?;
     e.a.lock()
-        .xadd(dword_ptr(ecx + area::off::RING_NEXT as i32), ebx)?;
+        .xadd(dword_ptr(ecx + (area::off::RING_NEXT as i32 - bias)), ebx)?;
     e.a.and(ebx, (layout.ring - 1) as i32)?;
     e.a.shl(ebx, area::EVENT_SIZE.trailing_zeros())?;
     e.a.add(ebx, ecx)?;
