@@ -291,10 +291,19 @@ pub fn paging_supported() -> Result<(), String> {
     }
 }
 
+/// What a run that failed after the vCPU started still left behind.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Partial {
+    /// The debug-console bytes the guest wrote until then.
+    pub debugcon: Vec<u8>,
+    /// With [`KvmConfig::keep_ram`]: guest memory as the vCPU left it.
+    pub ram: Option<Vec<u8>>,
+}
+
 /// [`run`], but when the run fails after the vCPU started (an exit the VMM does not model,
-/// e.g. an instruction kvm-pvm cannot emulate), the error comes with the debug-console bytes
-/// the guest wrote until then.
-pub(crate) fn run_partial(cfg: &KvmConfig) -> Result<KvmRun, (HarnessError, Vec<u8>)> {
+/// e.g. an instruction kvm-pvm cannot emulate), the error comes with what the guest left
+/// ([`Partial`]).
+pub(crate) fn run_partial(cfg: &KvmConfig) -> Result<KvmRun, (HarnessError, Partial)> {
     #[cfg(target_os = "linux")]
     {
         vmm::run_partial(cfg)
@@ -306,7 +315,7 @@ pub(crate) fn run_partial(cfg: &KvmConfig) -> Result<KvmRun, (HarnessError, Vec<
             HarnessError::KvmUnavailable {
                 reason: "the KVM runner needs Linux".into(),
             },
-            Vec::new(),
+            Partial::default(),
         ))
     }
 }

@@ -60,11 +60,19 @@ fn run(image: &[u8], stress: Stress, extra: &[&str]) -> (StressResult, Invocatio
     (result, invoked, run.conventional.unwrap())
 }
 
-/// Runs the storm and checks every count; `extra`: further QEMU arguments.
-fn storm(extra: &[&str]) {
+/// Runs the storm against a trace ROM with a `ring`-entry event ring and checks every count;
+/// `extra`: further QEMU arguments.
+fn storm(ring: u32, extra: &[&str]) {
     let stress = Stress::linux_like(20_000, 2_000);
     let mix_len = stress.mix.len() as u32 + 1; // DisableInterrupts brings EnableInterrupts
-    let t = generate(&Trace::new(Native), &BuildOptions::default()).unwrap();
+    let t = generate(
+        &Trace {
+            inner: Native,
+            ring,
+        },
+        &BuildOptions::default(),
+    )
+    .unwrap();
     let (r, invoked, low) = run(&t.image, stress, extra);
     eprintln!(
         "stress {extra:?}: {} loops, {} timer interrupts, {} invocations, {} cycles",
@@ -103,18 +111,24 @@ fn storm(extra: &[&str]) {
         );
     }
     assert!(a.counters[Call::RDTSC as usize].cycles > 0);
+    if ring > 0 {
+        // Every invocation reserved one ring slot; the ring holds the newest `ring` of them.
+        assert_eq!(a.events_total, r.total);
+        assert_eq!(a.events.len(), ring as usize);
+        assert!(a.events.iter().all(|e| r.counts[e.call as usize] > 0));
+    }
 }
 
 #[test]
 fn no_count_is_lost_under_a_timer_interrupt_storm() {
-    storm(&[]);
+    storm(0, &[]);
 }
 
 /// TCG takes interrupts only between translation blocks; `-singlestep` makes every
 /// instruction a block, so IRQ0 can land between any two instructions of a wrapper.
 #[test]
 fn no_count_is_lost_when_interrupts_land_between_any_two_instructions() {
-    storm(&["-singlestep"]);
+    storm(64, &["-singlestep"]);
 }
 
 #[test]

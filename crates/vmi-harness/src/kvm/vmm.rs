@@ -246,11 +246,11 @@ pub fn run(cfg: &KvmConfig) -> Result<KvmRun, HarnessError> {
     run_partial(cfg).map_err(|(e, _)| e)
 }
 
-/// [`run`], but a run that fails after the vCPU started also hands back the debug-console
-/// bytes written until then.
-pub fn run_partial(cfg: &KvmConfig) -> Result<KvmRun, (HarnessError, Vec<u8>)> {
+/// [`run`], but a run that fails after the vCPU started also hands back what the guest left
+/// ([`super::Partial`]).
+pub fn run_partial(cfg: &KvmConfig) -> Result<KvmRun, (HarnessError, super::Partial)> {
     let start = Instant::now();
-    let early = |e: HarnessError| (e, Vec::new());
+    let early = |e: HarnessError| (e, super::Partial::default());
     let ram = layout::ram_bytes(cfg.memory_mib).map_err(early)?;
     let mb = MultibootLayout::parse(&cfg.kernel, ram).map_err(early)?;
     let rom = match &cfg.rom {
@@ -324,7 +324,13 @@ pub fn run_partial(cfg: &KvmConfig) -> Result<KvmRun, (HarnessError, Vec<u8>)> {
     };
     let end = match end {
         Ok(end) => end,
-        Err(e) => return Err((e, collected.debugcon)),
+        Err(e) => {
+            let partial = super::Partial {
+                debugcon: collected.debugcon,
+                ram: collected.ram,
+            };
+            return Err((e, partial));
+        }
     };
     Ok(KvmRun {
         debugcon: collected.debugcon,

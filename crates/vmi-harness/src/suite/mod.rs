@@ -150,6 +150,11 @@ pub struct SuiteOptions {
     pub extra_args: Vec<OsString>,
     /// Run Shutdown and Reboot alongside the vector runs.
     pub parallel: bool,
+    /// Keep every run's low RAM: the guest's own invocation counts per run
+    /// ([`RunSummary::invoked`], [`SuiteReport::invocations`]) and conventional memory
+    /// ([`RunSummary::low_ram`], where a trace ROM keeps its counters). QEMU runs get a
+    /// shared-file memory backend; the KVM runner copies its memory.
+    pub keep_ram: bool,
 }
 
 impl Default for SuiteOptions {
@@ -166,6 +171,7 @@ impl Default for SuiteOptions {
             memory_mib: 64,
             extra_args: Vec::new(),
             parallel: true,
+            keep_ram: false,
         }
     }
 }
@@ -248,6 +254,49 @@ pub struct RunSummary {
     /// Its wall-clock time.
     #[serde(serialize_with = "secs")]
     pub wall: Duration,
+    /// With [`SuiteOptions::keep_ram`]: how often the guest invoked each call 0–73 in this run,
+    /// counted by the guest itself right before each `call`/`jmp` to a relocation target
+    /// (see [`Invocations`](crate::guest::Invocations)); None without it or when the engine
+    /// lost the RAM.
+    pub invoked: Option<Vec<u32>>,
+    /// With [`SuiteOptions::keep_ram`]: guest-physical `0..0xA0000` (conventional memory) as
+    /// the run left it.
+    #[serde(skip)]
+    pub low_ram: Option<RamImage>,
+}
+
+/// A copy of guest RAM from physical address 0 (its `Debug` shows only the size).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RamImage(pub Vec<u8>);
+
+impl std::fmt::Debug for RamImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RamImage({} bytes)", self.0.len())
+    }
+}
+
+impl std::ops::Deref for RamImage {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl RunSummary {
+    fn of(purpose: &str, vectors: usize, boot: &Boot) -> RunSummary {
+        let ram = boot.ram.as_deref();
+        let conventional = crate::qemu::CONVENTIONAL_END as usize;
+        RunSummary {
+            purpose: purpose.to_string(),
+            vectors,
+            ended: boot.end.to_string(),
+            wall: boot.engine_run.wall,
+            invoked: ram
+                .and_then(crate::guest::Invocations::from_ram)
+                .map(|i| i.counts.into_iter().take(NUM_CALLS).collect()),
+            low_ram: ram.map(|r| RamImage(r.get(..conventional).unwrap_or(r).to_vec())),
+        }
+    }
 }
 
 /// The whole suite's result.
@@ -270,6 +319,9 @@ pub struct SuiteReport {
     pub skipped_reason: Option<String>,
     /// Every run, in order.
     pub run_log: Vec<RunSummary>,
+    /// With [`SuiteOptions::keep_ram`]: invocations per call 0–73 summed over every run (None
+    /// without it, or if a run's RAM could not be read).
+    pub invocations: Option<Vec<u32>>,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -369,6 +421,7 @@ pub fn run_suite(rom: &Path, opts: &SuiteOptions) -> Result<SuiteReport, Harness
         memory_mib: opts.memory_mib,
         timeout: opts.timeout_per_run,
         extra_args: opts.extra_args.clone(),
+        keep_ram: opts.keep_ram,
     };
     let mut report = SuiteReport {
         rom: rom.display().to_string(),
@@ -383,6 +436,7 @@ pub fn run_suite(rom: &Path, opts: &SuiteOptions) -> Result<SuiteReport, Harness
         runs: 0,
         skipped_reason: None,
         run_log: Vec::new(),
+        invocations: None,
     };
     if !paging {
         report.activation.notes.push(match &can_page {
@@ -422,6 +476,7 @@ pub fn run_suite(rom: &Path, opts: &SuiteOptions) -> Result<SuiteReport, Harness
             }
         }
         report.skipped_reason = Some(why);
+        report.invocations = total_invocations(&report.run_log, opts.keep_ram);
         report.wall = start.elapsed();
         return Ok(report);
     };
@@ -511,8 +566,8 @@ pub fn run_suite(rom: &Path, opts: &SuiteOptions) -> Result<SuiteReport, Harness
         (out, run_terminals(&runner, jobs, opts.hang_timeout))
     };
     let (outcomes, inconsistent) = batch_out?;
-    for (purpose, vectors, boot) in &batch_log {
-        log_run_parts(&mut report, purpose, *vectors, boot);
+    for run in batch_log {
+        log_summary(&mut report, run);
     }
 
     // 5. Judging.
@@ -579,8 +634,22 @@ pub fn run_suite(rom: &Path, opts: &SuiteOptions) -> Result<SuiteReport, Harness
         }
     }
     report.calls = verdicts;
+    report.invocations = total_invocations(&report.run_log, opts.keep_ram);
     report.wall = start.elapsed();
     Ok(report)
+}
+
+/// Invocations per call summed over `runs` (None unless RAM was kept for every run).
+fn total_invocations(runs: &[RunSummary], kept: bool) -> Option<Vec<u32>> {
+    if !kept {
+        return None;
+    }
+    runs.iter().try_fold(vec![0u32; NUM_CALLS], |mut sum, r| {
+        for (s, n) in sum.iter_mut().zip(r.invoked.as_ref()?) {
+            *s = s.saturating_add(*n);
+        }
+        Some(sum)
+    })
 }
 
 /// Shutdown / Reboot: one run each, the vector right after activation. A run whose short
@@ -621,27 +690,12 @@ fn set(verdicts: &mut [CallVerdict], n: u8, v: Verdict, detail: String) {
 }
 
 fn log_run(report: &mut SuiteReport, purpose: &str, vectors: usize, boot: &Boot) {
-    log_run_parts(
-        report,
-        purpose,
-        vectors,
-        &(boot.end.to_string(), boot.engine_run.wall),
-    );
+    log_summary(report, RunSummary::of(purpose, vectors, boot));
 }
 
-fn log_run_parts(
-    report: &mut SuiteReport,
-    purpose: &str,
-    vectors: usize,
-    (ended, wall): &(String, Duration),
-) {
+fn log_summary(report: &mut SuiteReport, run: RunSummary) {
     report.runs += 1;
-    report.run_log.push(RunSummary {
-        purpose: purpose.to_string(),
-        vectors,
-        ended: ended.clone(),
-        wall: *wall,
-    });
+    report.run_log.push(run);
 }
 
 /// What activation produced, for the rest of the suite.
@@ -939,7 +993,7 @@ enum Outcome {
     NotRun(Option<String>),
 }
 
-type BatchLog = Vec<(String, usize, (String, Duration))>;
+type BatchLog = Vec<RunSummary>;
 
 /// Runs `specs` in as few guest runs as possible: one, plus one more after every vector that
 /// kills the guest. Returns one outcome per spec and the calls whose GetRelocationInfo answer
@@ -966,10 +1020,10 @@ fn run_batch(
         let mut steps = activation_steps();
         steps.extend((0..vectors.len() as u32).map(Step::Vector));
         let boot = runner.boot(steps, vectors, Some(opts.hang_timeout), round)?;
-        log.push((
-            format!("vectors (run {round})"),
+        log.push(RunSummary::of(
+            &format!("vectors (run {round})"),
             pending.len(),
-            (boot.end.to_string(), boot.engine_run.wall),
+            &boot,
         ));
         let rom = match check_run(&boot, act, &mut inconsistent, round) {
             Ok(rom) => rom,

@@ -76,6 +76,9 @@ pub(crate) struct Boot {
     pub engine_run: EngineRun,
     /// Its nonce.
     pub nonce: u32,
+    /// With [`Runner::keep_ram`]: guest-physical `0..`[`kvm::KEPT_RAM_END`] as the run left
+    /// it (None when the engine could not provide it).
+    pub ram: Option<Vec<u8>>,
 }
 
 /// What every run of one suite shares.
@@ -88,6 +91,8 @@ pub(crate) struct Runner {
     pub memory_mib: u32,
     pub timeout: Duration,
     pub extra_args: Vec<OsString>,
+    /// Keep each run's low RAM ([`Boot::ram`]).
+    pub keep_ram: bool,
 }
 
 fn nonce(salt: u32) -> u32 {
@@ -117,7 +122,7 @@ impl Runner {
             nonce: nonce(salt),
         };
         let image = guest::build(&cfg)?;
-        let (engine_run, end) = match self.engine {
+        let (engine_run, end, ram) = match self.engine {
             Engine::Qemu(accel) => self.qemu(&image, accel, idle)?,
             Engine::Kvm => self.kvm(&image)?,
         };
@@ -128,6 +133,7 @@ impl Runner {
             end,
             engine_run,
             nonce: cfg.nonce,
+            ram,
         })
     }
 
@@ -136,7 +142,7 @@ impl Runner {
         g: &GuestImage,
         accel: qemu::Accel,
         idle: Option<Duration>,
-    ) -> Result<(EngineRun, End), HarnessError> {
+    ) -> Result<(EngineRun, End, Option<Vec<u8>>), HarnessError> {
         let dir = tempfile::tempdir().map_err(|source| HarnessError::Io {
             what: "creating a temporary directory in",
             path: std::env::temp_dir(),
@@ -148,7 +154,7 @@ impl Runner {
             path: kernel.clone(),
             source,
         })?;
-        let run = qemu::run(&QemuConfig {
+        let mut session = qemu::Session::spawn(&QemuConfig {
             rom: Some(self.rom.clone()),
             kernel: Some(kernel),
             accel,
@@ -156,8 +162,15 @@ impl Runner {
             timeout: self.timeout,
             idle_timeout: idle,
             extra_args: self.extra_args.clone(),
-            shared_ram: false,
+            shared_ram: self.keep_ram,
         })?;
+        session.run_bounded()?;
+        let ram = if self.keep_ram {
+            session.read_ram(0..kvm::KEPT_RAM_END).ok()
+        } else {
+            None
+        };
+        let run = session.finish();
         let exit_value = run.guest_exit_value();
         let end = if run.idle_timed_out {
             End::Idle(idle.unwrap_or_default())
@@ -191,10 +204,11 @@ impl Runner {
                 kvm_end: None,
             },
             end,
+            ram,
         ))
     }
 
-    fn kvm(&self, g: &GuestImage) -> Result<(EngineRun, End), HarnessError> {
+    fn kvm(&self, g: &GuestImage) -> Result<(EngineRun, End, Option<Vec<u8>>), HarnessError> {
         let image = std::fs::read(&self.rom).map_err(|source| HarnessError::Io {
             what: "reading",
             path: self.rom.clone(),
@@ -207,11 +221,11 @@ impl Runner {
             kernel: g.image.clone(),
             memory_mib: self.memory_mib,
             timeout: self.timeout,
-            keep_ram: false,
+            keep_ram: self.keep_ram,
         }) {
             Ok(run) => run,
             // The vCPU stopped in a way the VMM does not model: a verdict, not a failure to run.
-            Err((e @ HarnessError::KvmExit { .. }, debugcon)) => {
+            Err((e @ HarnessError::KvmExit { .. }, partial)) => {
                 let end = match &e {
                     HarnessError::KvmExit { exit, detail } if exit == "InternalError" => {
                         End::Unsupported(detail.clone())
@@ -220,7 +234,7 @@ impl Runner {
                 };
                 return Ok((
                     EngineRun {
-                        debugcon,
+                        debugcon: partial.debugcon,
                         timed_out: false,
                         exit_value: None,
                         wall: started.elapsed(),
@@ -231,6 +245,7 @@ impl Runner {
                         kvm_end: None,
                     },
                     end,
+                    partial.ram,
                 ));
             }
             Err((e, _)) => return Err(e),
@@ -256,6 +271,7 @@ impl Runner {
                 kvm_end: Some(run.end),
             },
             end,
+            run.ram,
         ))
     }
 }
