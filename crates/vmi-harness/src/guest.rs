@@ -24,8 +24,11 @@
 //!    [`Step::Machine`] reports the native CPU (`MACHINE`: boot CRs, CPUID, trap-guarded
 //!    native `rdpmc`, `rdmsr 0x1B`, local-APIC version). [`Step::Vector`] runs one
 //!    [call vector](vector) through that table and reports `VECTOR_RESULT` (and `TRAP` for an
-//!    expected trap). ROM steps and vectors are skipped (and the run finishes) once the probe
-//!    found nothing or Init returned non-zero, as Linux would.
+//!    expected trap). [`Step::Stress`] loops over checked calls while IRQ0 fires at a high rate
+//!    and the timer handler calls the ROM too ([`stress`], `STRESS`). ROM steps, vectors and
+//!    stress steps are skipped (and the run finishes) once the probe found nothing or Init
+//!    returned non-zero, as Linux would. Every `call`/`jmp` to a relocation target is counted
+//!    first, in RAM ([`Invocations`]).
 //! 3. **Finish**: write `END`, then write [`EXIT_DONE`](crate::protocol::EXIT_DONE) to
 //!    `isa-debug-exit`.
 //!
@@ -38,8 +41,9 @@
 //! - while a trap is *armed* ([`var::TRAP_RESUME`](layout::var::TRAP_RESUME) ≠ 0, by a
 //!   vector's [`Op::ArmTrap`] or the machine report's guarded instructions), the handler writes
 //!   `TRAP` instead, disarms, resets ESP and the segments, and jumps to the resume point;
-//! - vector 0x20 (IRQ0, the PIT) counts a tick, acknowledges the PIC and returns with every
-//!   register intact; vector 0x27 (the master PIC's spurious IRQ7) just returns;
+//! - vector 0x20 (IRQ0, the PIT) counts a tick, makes the active stress configuration's
+//!   handler calls if a stress step runs, acknowledges the PIC and returns with every register
+//!   intact; vector 0x27 (the master PIC's spurious IRQ7) just returns;
 //! - vector 0x80 is a DPL-3 interrupt gate: the ring-3 stub (`int 0x80; jmp $`) comes back
 //!   through it.
 //!
@@ -54,7 +58,7 @@
 //! | `0x0010_2200` | 104 B | TSS (SS0 = `0x68`, ESP0 = ring-0 stack top) | image |
 //! | `0x0010_3000` | 2 KiB | boot IDT (physical handler addresses) | image |
 //! | `0x0010_3800` | 2 KiB | kernel IDT (linear handler addresses; vector 0x80 DPL 3) | image |
-//! | `0x0010_4000` | 2 KiB | guest variables ([`layout::var`]): probe state, trap/resume state, tick counter, boot CRs, the vector's 32 extra words at +0x100, GetRelocationInfo's EAX per call at +0x200 | image (zero) |
+//! | `0x0010_4000` | 2 KiB | guest variables ([`layout::var`]): probe state, trap/resume state, tick counter, boot CRs, the vector's 32 extra words at +0x100, GetRelocationInfo's EAX per call at +0x200, invocation counters at +0x400, invocation log at +0x600, relocation types at +0x700 | image (zero) |
 //! | `0x0010_4800` | 2 KiB | per-CPU area (FS base) | image (zero) |
 //! | `0x0010_5000` | 4 KiB | record buffer | image (zero) |
 //! | `0x0010_6000` | 40 KiB | host data: stream header, license strings, pristine GDT (+0x100) and TSS (+0x200) copies ([`program::host_data`]) | image |

@@ -38,7 +38,7 @@ enum Command {
     Test(cmd::test::Args),
     /// Print the ABI as a C header or a Rust module.
     Header(cmd::header::Args),
-    /// Read a trace ROM's per-call counters out of guest RAM.
+    /// Read a trace ROM's per-call counters out of guest RAM, or run a guest and watch them live.
     #[command(subcommand)]
     Trace(cmd::trace::Command),
 }

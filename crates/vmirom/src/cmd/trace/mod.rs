@@ -1,10 +1,16 @@
-//! `vmirom trace report|run`: read a trace ROM's counters out of guest RAM.
+//! `vmirom trace report|run`: read a trace ROM's counters out of guest RAM — from a RAM image
+//! after the fact (`report`), or from a QEMU it starts and watches (`run`). Both decode the area
+//! the same way and print the same report (table, JSON, SVG) with the functions here.
+
+mod live;
+pub mod run;
 
 use super::CliError;
 use crate::svg;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use vmi_rom::manifest::Manifest;
 use vmi_rom::trace::area::{self, Area};
 
 /// `vmirom trace` subcommands.
@@ -12,6 +18,8 @@ use vmi_rom::trace::area::{self, Area};
 pub enum Command {
     /// Decode the trace area from a guest-RAM image (QEMU memory-backend-file or pmemsave dump).
     Report(ReportArgs),
+    /// Boot a guest under QEMU with a trace ROM, show per-call rates live, report at the end.
+    Run(run::RunArgs),
 }
 
 /// Arguments of `vmirom trace report`.
@@ -35,6 +43,7 @@ pub struct ReportArgs {
 pub fn run(c: &Command) -> Result<ExitCode, CliError> {
     match c {
         Command::Report(a) => report(a),
+        Command::Run(a) => run::run(a),
     }
 }
 
@@ -47,6 +56,30 @@ pub fn read_low_ram(path: &Path) -> Result<Vec<u8>, CliError> {
         .read_to_end(&mut buf)
         .map_err(|e| CliError(format!("reading {}: {e}", path.display())))?;
     Ok(buf)
+}
+
+/// The vmirom manifest of the ROM file at `rom`: `None` when the image has none (not built by
+/// vmirom); an error when the file cannot be read or the manifest is damaged.
+pub fn rom_manifest(rom: &Path) -> Result<Option<Manifest>, CliError> {
+    let img = super::read(rom)?;
+    Manifest::read(&img)
+        .transpose()
+        .map_err(|e| CliError(format!("{}: {e}", rom.display())))
+}
+
+/// Ok if the area was written by the ROM whose build id is `rom_build_id`; otherwise the
+/// message that says which build wrote it.
+pub fn check_build_id(found: &Area, rom: &Path, rom_build_id: u32) -> Result<(), CliError> {
+    if found.build_id == rom_build_id {
+        return Ok(());
+    }
+    Err(CliError(format!(
+        "the trace area at {:#x} was written by build {:#010x}, but {} is build {:#010x}",
+        found.phys,
+        found.build_id,
+        rom.display(),
+        rom_build_id
+    )))
 }
 
 /// One call's line of the report.
@@ -79,6 +112,20 @@ pub struct Report {
     pub total_cycles: u64,
 }
 
+/// The name of call `n` (`?` for a slot past the ABI's table).
+pub fn call_name(n: u32) -> &'static str {
+    vmi_abi::call(n).map_or("?", |s| s.name)
+}
+
+/// `part` as a percentage of `whole` (0 when `whole` is 0).
+pub fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
 /// Builds the report from an area.
 pub fn build_report(area: Area) -> Report {
     let total_cycles: u64 = area.counters.iter().map(|c| c.cycles).sum();
@@ -90,15 +137,11 @@ pub fn build_report(area: Area) -> Report {
         .filter(|(_, c)| c.count > 0)
         .map(|(n, c)| CallLine {
             call: n as u32,
-            name: vmi_abi::call(n as u32).map_or("?", |s| s.name),
+            name: call_name(n as u32),
             count: c.count,
             cycles: c.cycles,
             mean_cycles: c.cycles / c.count,
-            share: if total_cycles == 0 {
-                0.0
-            } else {
-                c.cycles as f64 * 100.0 / total_cycles as f64
-            },
+            share: percent(c.cycles, total_cycles),
         })
         .collect();
     Report {
@@ -109,23 +152,29 @@ pub fn build_report(area: Area) -> Report {
     }
 }
 
-/// Prints the table.
-pub fn print_table(r: &Report) {
-    println!(
+/// The report as a table (one line per call made, then the totals).
+pub fn table(r: &Report) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
         "trace area at {:#x} (ROM at {:#x}, build id {:#010x})",
         r.area.phys, r.area.rom_phys, r.area.build_id
     );
-    println!(
+    let _ = writeln!(
+        o,
         "{:>3}  {:<20} {:>12} {:>16} {:>10} {:>7}",
         "#", "call", "count", "cycles", "mean", "share"
     );
     for c in &r.calls {
-        println!(
+        let _ = writeln!(
+            o,
             "{:>3}  {:<20} {:>12} {:>16} {:>10} {:>6.1}%",
             c.call, c.name, c.count, c.cycles, c.mean_cycles, c.share
         );
     }
-    println!(
+    let _ = writeln!(
+        o,
         "total: {} calls, {} cycles in the ROM{}",
         r.total_count,
         r.total_cycles,
@@ -139,50 +188,46 @@ pub fn print_table(r: &Report) {
             String::new()
         }
     );
+    o
+}
+
+/// Writes the bar chart of counts and time per call to `path`.
+pub fn write_svg(r: &Report, path: &Path) -> Result<(), CliError> {
+    let bars: Vec<svg::Bar> = r
+        .calls
+        .iter()
+        .map(|c| svg::Bar {
+            label: format!("{} ({})", c.name, c.call),
+            count: c.count,
+            cycles: c.cycles,
+        })
+        .collect();
+    super::write(
+        path,
+        svg::chart("VMI calls: count and ROM time per call", &bars).as_bytes(),
+    )
 }
 
 fn report(a: &ReportArgs) -> Result<ExitCode, CliError> {
     let ram = read_low_ram(&a.mem)?;
     let found = area::find(&ram).map_err(|e| CliError(format!("{}: {e}", a.mem.display())))?;
     if let Some(rom) = &a.rom {
-        let img = super::read(rom)?;
-        let m = vmi_rom::manifest::Manifest::read(&img)
-            .ok_or_else(|| {
-                CliError(format!(
-                    "{}: no vmirom manifest (not a vmirom-built ROM)",
-                    rom.display()
-                ))
-            })?
-            .map_err(|e| CliError(format!("{}: {e}", rom.display())))?;
-        if m.build_id != found.build_id {
-            return Err(CliError(format!(
-                "the trace area was written by build {:#010x}, but {} is build {:#010x}",
-                found.build_id,
-                rom.display(),
-                m.build_id
-            )));
-        }
+        let m = rom_manifest(rom)?.ok_or_else(|| {
+            CliError(format!(
+                "{}: no vmirom manifest (not a vmirom-built ROM)",
+                rom.display()
+            ))
+        })?;
+        check_build_id(&found, rom, m.build_id)?;
     }
     let r = build_report(found);
     if let Some(p) = &a.svg {
-        let bars: Vec<svg::Bar> = r
-            .calls
-            .iter()
-            .map(|c| svg::Bar {
-                label: format!("{} ({})", c.name, c.call),
-                count: c.count,
-                cycles: c.cycles,
-            })
-            .collect();
-        super::write(
-            p,
-            svg::chart("VMI calls: count and ROM time per call", &bars).as_bytes(),
-        )?;
+        write_svg(&r, p)?;
     }
     if a.json {
         super::print_json(&r)?;
     } else {
-        print_table(&r);
+        print!("{}", table(&r));
     }
     Ok(ExitCode::SUCCESS)
 }
