@@ -169,10 +169,11 @@ impl<B: Backend> Trace<B> {
         let strict = spec.class == RegClass::X;
         let outputs = RegSet::of(spec.outputs);
         let input = |r: Reg| spec.args.iter().any(|a| a.loc == Loc::Reg(r));
-        // Registers rdtsc destroys that must survive: arguments, and everything for class X.
+        // Registers rdtsc destroys that must survive: arguments, and for class X every
+        // register that is not an output (an output-only register is the inner call's to set).
         let pre: Vec<Reg> = [Reg::Eax, Reg::Edx]
             .into_iter()
-            .filter(|r| input(*r) || strict)
+            .filter(|r| input(*r) || (strict && !outputs.contains(*r)))
             .collect();
         for r in &pre {
             e.a.push(r32(*r))?;
