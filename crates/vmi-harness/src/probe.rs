@@ -370,6 +370,7 @@ fn run_qemu(
         idle_timeout: None,
         extra_args: opts.extra_args.clone(),
         shared_ram: false,
+        console: false,
     })?;
     Ok(EngineRun {
         exit_value: run.guest_exit_value(),

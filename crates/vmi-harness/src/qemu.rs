@@ -104,6 +104,10 @@ pub struct QemuConfig {
     /// the guest runs ([`Session::read_ram`]) and after it stopped
     /// ([`QemuRun::conventional`]).
     pub shared_ram: bool,
+    /// QEMU's stdin and stdout are the caller's (for `-serial stdio` or `-serial mon:stdio` in
+    /// [`QemuConfig::extra_args`]: a guest console in the caller's terminal). Off: stdin is
+    /// empty and stdout discarded.
+    pub console: bool,
 }
 
 impl Default for QemuConfig {
@@ -117,6 +121,7 @@ impl Default for QemuConfig {
             idle_timeout: None,
             extra_args: Vec::new(),
             shared_ram: false,
+            console: false,
         }
     }
 }
@@ -263,6 +268,7 @@ pub fn command_args(cfg: &QemuConfig, dir: &Path) -> Vec<OsString> {
 /// let mut s = Session::spawn(&QemuConfig {
 ///     rom: Some("trace.rom".into()),
 ///     shared_ram: true,
+///     console: true,
 ///     extra_args: ["-kernel", "bzImage", "-append", "console=ttyS0", "-serial", "stdio"]
 ///         .map(Into::into)
 ///         .to_vec(),
@@ -306,9 +312,14 @@ impl Session {
             source,
         })?;
         let mut cmd = Command::new(&binary);
+        let (stdin, stdout) = if cfg.console {
+            (Stdio::inherit(), Stdio::inherit())
+        } else {
+            (Stdio::null(), Stdio::null())
+        };
         cmd.args(command_args(cfg, dir.path()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdin(stdin)
+            .stdout(stdout)
             .stderr(Stdio::piped());
         let started = Instant::now();
         let mut child = cmd.spawn().map_err(|source| HarnessError::Spawn {

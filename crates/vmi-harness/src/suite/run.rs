@@ -163,6 +163,7 @@ impl Runner {
             idle_timeout: idle,
             extra_args: self.extra_args.clone(),
             shared_ram: self.keep_ram,
+            console: false,
         })?;
         session.run_bounded()?;
         let ram = if self.keep_ram {

@@ -77,7 +77,8 @@ pub fn render(header: &str, lines: &[LiveLine]) -> String {
         );
     }
     let total: u64 = lines.iter().map(|l| l.total).sum();
-    let rate: f64 = lines.iter().map(|l| l.rate).sum();
+    // (a fold from +0.0: an empty f64 sum is -0.0, printed "-0.0")
+    let rate = lines.iter().fold(0.0_f64, |s, l| s + l.rate);
     let _ = writeln!(o, "     {:<20} {total:>14} {rate:>12.1}", "all calls");
     o
 }
@@ -129,6 +130,11 @@ mod tests {
         );
         assert!(rows[3].contains("GetCR4"));
         assert!(rows[4].contains("all calls") && rows[4].ends_with("4.0"));
-        assert!(render("h", &[]).contains("(no VMI calls yet)"));
+        let empty = render("h", &[]);
+        assert!(empty.contains("(no VMI calls yet)"));
+        assert!(
+            empty.ends_with(" 0.0\n") && !empty.contains("-0.0"),
+            "{empty}"
+        );
     }
 }

@@ -33,8 +33,9 @@ pub enum AccelName {
 #[command(after_help = "\
 QEMU runs with SeaBIOS, `-option-rom ROM`, `-m MIB`, its RAM in a shared file, and `-display \
 none -serial none -net none -parallel none -monitor none` unless the QEMU ARGS name those \
-options; its own stdout is not shown (send a serial console to a file: `-- -serial \
-file:console.log`). Ctrl-C stops QEMU and prints the report of what the guest did until then; \
+options. With a console on stdio (`-- -serial stdio` or `-serial mon:stdio`) QEMU gets the \
+terminal's stdin and stdout and the live view goes to stderr as appended blocks (or use `-q`, \
+or send the console to a file: `-- -serial file:console.log`). Ctrl-C stops QEMU and prints the report of what the guest did until then; \
 a second Ctrl-C ends vmirom at once.")]
 pub struct RunArgs {
     /// The trace ROM (`vmirom build --trace`), handed to SeaBIOS with -option-rom.
@@ -193,9 +194,19 @@ fn qemu_config(a: &RunArgs) -> QemuConfig {
             .timeout
             .unwrap_or(Duration::from_secs(u64::from(u32::MAX))),
         idle_timeout: None,
+        console: wants_console(&extra_args),
         extra_args,
         shared_ram: true,
     }
+}
+
+/// Whether QEMU arguments put a chardev on stdio (`-serial stdio`, `-serial mon:stdio`,
+/// `-chardev stdio,…`): QEMU then needs the terminal.
+fn wants_console(args: &[OsString]) -> bool {
+    args.iter().any(|a| {
+        let a = a.to_string_lossy();
+        a == "stdio" || a.starts_with("stdio,") || a.ends_with(":stdio")
+    })
 }
 
 /// Set by the first Ctrl-C.
@@ -455,16 +466,19 @@ pub fn run(a: &RunArgs) -> Result<ExitCode, CliError> {
     let cfg = qemu_config(a);
     catch_ctrl_c();
     let mut s = Session::spawn(&cfg).map_err(|e| CliError(e.to_string()))?;
-    let live_stream_is_terminal = if a.json {
-        std::io::stderr().is_terminal()
-    } else {
-        std::io::stdout().is_terminal()
-    };
+    // A guest console on stdout: the live view moves to stderr and only appends.
+    let to_stderr = a.json || cfg.console;
+    let live_stream_is_terminal = !cfg.console
+        && if to_stderr {
+            std::io::stderr().is_terminal()
+        } else {
+            std::io::stdout().is_terminal()
+        };
     let mut w = Watch {
         rom: &a.rom,
         build_id,
         view: (!a.quiet).then_some(View {
-            stderr: a.json,
+            stderr: to_stderr,
             redraw: live_stream_is_terminal,
         }),
         pid: s.pid(),
@@ -572,6 +586,15 @@ mod tests {
         assert!(check_qemu_args(&args(&["--machine", "q35"]), false).is_err());
         assert!(check_qemu_args(&args(&["-enable-kvm"]), false).is_err());
         assert!(check_qemu_args(&args(&["-append", "x"]), true).is_err());
+        for (v, console) in [
+            (&["-serial", "stdio"][..], true),
+            (&["-serial", "mon:stdio"], true),
+            (&["-chardev", "stdio,id=c0"], true),
+            (&["-serial", "file:console.log"], false),
+            (&["-serial", "file:stdio.log"], false),
+        ] {
+            assert_eq!(wants_console(&args(v)), console, "{v:?}");
+        }
     }
 
     fn run_with(exit_code: Option<i32>, stderr: &str) -> QemuRun {
