@@ -351,3 +351,71 @@ fn a_strict_call_that_rewrites_eflags_wholesale() {
     );
     others_as_native(&r, &[32]);
 }
+
+/// A GetCR0 that parks its result below ESP (a "red zone" the kernel ABI does not have) passes
+/// every vector — nothing interrupts it there — but the stress run catches it: an interrupt
+/// between the store and the load pushes its frame over the parked value. `-singlestep` lets
+/// IRQ0 land between any two instructions (TCG otherwise takes interrupts between translation
+/// blocks only).
+#[test]
+fn a_call_that_is_not_reentrant_fails_under_the_interrupt_storm() {
+    let g = broken(Call::GetCR0, |e| {
+        e.a.mov(eax, cr0)?;
+        e.a.mov(dword_ptr(esp - 8), eax)?;
+        e.a.xor(ecx, ecx)?;
+        e.a.inc(ecx)?;
+        e.a.mov(eax, dword_ptr(esp - 8))?;
+        e.a.ret()?;
+        Ok(Answer::Call)
+    });
+    let opts = SuiteOptions {
+        extra_args: vec!["-singlestep".into()],
+        ..qemu()
+    };
+    let r = common::suite(&g.image, &opts);
+    let s = r.stress.as_ref().unwrap();
+    assert_eq!(s.verdict, Verdict::Fail, "{}", s.detail);
+    assert!(
+        s.detail
+            .starts_with("GetCR0 returned a wrong result under an IRQ0 storm (iteration "),
+        "{}",
+        s.detail
+    );
+    assert!(s.interrupts > 0);
+    let c = r.call(19).unwrap();
+    assert_eq!(c.verdict, Verdict::Fail);
+    assert!(
+        c.detail
+            .contains("under an IRQ0 storm: GetCR0 returned a wrong result")
+    );
+    assert!(!r.passed());
+    others_as_native(&r, &[19]);
+}
+
+#[test]
+fn the_native_rom_is_reentrant_and_failed_calls_stay_out_of_the_storm() {
+    let r = common::suite(&native().image, &qemu());
+    let s = r.stress.as_ref().unwrap();
+    assert_eq!(s.verdict, Verdict::Pass, "{}", s.detail);
+    assert!(s.interrupts >= 300 && s.loops >= 2000, "{s:?}");
+    assert_eq!(s.mix.len(), 9);
+    assert_eq!(s.handler, ["RDTSC", "GetCR3", "DisableInterrupts"]);
+    assert!(r.call(19).unwrap().detail.contains("under an IRQ0 storm"));
+    // A call that already failed its vectors is not stressed again.
+    let g = broken(Call::GetCR3, |e| {
+        e.a.mov(eax, cr3)?;
+        e.a.add(eax, 4)?;
+        e.a.ret()?;
+        Ok(Answer::Call)
+    });
+    let r = common::suite(&g.image, &qemu());
+    let s = r.stress.as_ref().unwrap();
+    assert_eq!(s.verdict, Verdict::Pass, "{}", s.detail);
+    assert!(!s.mix.contains(&"GetCR3") && !s.handler.contains(&"GetCR3"));
+    assert_eq!(
+        r.call(21).unwrap().detail.matches("IRQ0").count(),
+        0,
+        "{}",
+        r.call(21).unwrap().detail
+    );
+}

@@ -74,7 +74,9 @@ fn native_rom_passes_under_qemu_tcg_in_well_under_a_minute() {
         .filter(|l| l.purpose.starts_with("vectors"))
         .count();
     assert_eq!(vector_runs, 1, "{:#?}", r.run_log);
-    assert!((4..=5).contains(&r.runs), "{:#?}", r.run_log);
+    // Activation, the vector run, Shutdown, Reboot (maybe once more), the stress run.
+    assert!((5..=6).contains(&r.runs), "{:#?}", r.run_log);
+    assert_eq!(r.run_log.last().unwrap().purpose, "stress");
     let detail = |n: u8| r.call(n).unwrap().detail.clone();
     // TCG keeps stale TLB entries like hardware does (either way the note says which).
     assert!(
@@ -96,6 +98,8 @@ fn native_rom_passes_under_qemu_tcg_in_well_under_a_minute() {
     assert_eq!(json["calls"][42]["verdict"], "not-implemented");
     assert_eq!(json["calls"][26]["verdict"], "skipped");
     assert!(json["wall"].as_f64().unwrap() > 0.0);
+    assert_eq!(json["stress"]["verdict"], "pass");
+    assert!(json["stress"]["invocations"].as_u64().unwrap() > 20_000);
 }
 
 #[test]

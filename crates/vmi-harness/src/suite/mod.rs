@@ -44,6 +44,13 @@
 //!    preserved, system flags — TF, IF, IOPL, NT, AC, ID — unchanged; X: every GPR but the
 //!    outputs, only the arithmetic flags; DF = 0 for all), the outputs and the architectural
 //!    effect of each call:
+//! 6. **Re-entrancy** (one more guest run, QEMU engines; [`SuiteReport::stress`]): the
+//!    hot-path calls that passed so far (interrupt flag, CR reads, RDTSC, CPUID, GetDR) in a
+//!    loop with every result and kept register checked, while IRQ0 fires at ~20 kHz and the
+//!    timer handler calls RDTSC, GetCR3 and DisableInterrupts through the ROM — a kernel's
+//!    interrupt path re-entering the ROM in the middle of a call. A violation fails the call
+//!    it names ("… under an IRQ0 storm") and the suite (see [`StressSummary`] and
+//!    [`crate::guest::stress`]).
 //!
 //! | Call | Vectors: what is checked besides the class |
 //! |---|---|
@@ -104,6 +111,7 @@
 mod judge;
 mod run;
 mod scenarios;
+mod stress;
 mod vectors;
 
 use crate::engine::Engine;
@@ -118,6 +126,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::Path;
 use std::time::{Duration, Instant};
+pub use stress::StressSummary;
 use vectors::{Ctx, Flow, Plan, Spec};
 use vmi_abi::calls::{CALLS, NUM_CALLS, RelocType};
 use vmi_abi::{Call, call};
@@ -155,6 +164,9 @@ pub struct SuiteOptions {
     /// ([`RunSummary::low_ram`], where a trace ROM keeps its counters). QEMU runs get a
     /// shared-file memory backend; the KVM runner copies its memory.
     pub keep_ram: bool,
+    /// Run the re-entrancy check ([`SuiteReport::stress`]): the hot-path calls in a loop
+    /// while IRQ0 fires at ~20 kHz and the timer handler calls the ROM too (QEMU engines).
+    pub stress: bool,
 }
 
 impl Default for SuiteOptions {
@@ -172,6 +184,7 @@ impl Default for SuiteOptions {
             extra_args: Vec::new(),
             parallel: true,
             keep_ram: false,
+            stress: true,
         }
     }
 }
@@ -322,6 +335,8 @@ pub struct SuiteReport {
     /// With [`SuiteOptions::keep_ram`]: invocations per call 0–73 summed over every run (None
     /// without it, or if a run's RAM could not be read).
     pub invocations: Option<Vec<u32>>,
+    /// The re-entrancy check under a timer-interrupt storm (None: activation failed).
+    pub stress: Option<StressSummary>,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -329,9 +344,15 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 }
 
 impl SuiteReport {
-    /// Activation succeeded and no call failed (NOT_IMPLEMENTED and skipped calls are fine).
+    /// Activation succeeded, no call failed (NOT_IMPLEMENTED and skipped calls are fine) and
+    /// the stress run did not fail.
     pub fn passed(&self) -> bool {
-        self.activation.ok && self.calls.iter().all(|c| c.verdict != Verdict::Fail)
+        self.activation.ok
+            && self.calls.iter().all(|c| c.verdict != Verdict::Fail)
+            && self
+                .stress
+                .as_ref()
+                .is_none_or(|s| s.verdict != Verdict::Fail)
     }
 
     /// The verdict for call `n`.
@@ -437,6 +458,7 @@ pub fn run_suite(rom: &Path, opts: &SuiteOptions) -> Result<SuiteReport, Harness
         skipped_reason: None,
         run_log: Vec::new(),
         invocations: None,
+        stress: None,
     };
     if !paging {
         report.activation.notes.push(match &can_page {
@@ -449,7 +471,7 @@ pub fn run_suite(rom: &Path, opts: &SuiteOptions) -> Result<SuiteReport, Harness
     let mut steps = vec![Step::Machine];
     steps.extend(activation_steps());
     steps.extend(UNKNOWN_CALLS.iter().map(|n| Step::GetReloc(*n)));
-    let boot = runner.boot(steps, Vec::new(), Some(opts.hang_timeout), 0)?;
+    let boot = runner.boot(steps, Vec::new(), Vec::new(), Some(opts.hang_timeout), 0)?;
     log_run(&mut report, "activation", 0, &boot);
     let act = activation(&boot, &map, opts.engine, &mut report.activation);
     let Some(act) = act else {
@@ -618,6 +640,25 @@ pub fn run_suite(rom: &Path, opts: &SuiteOptions) -> Result<SuiteReport, Harness
             .or_default()
             .push((spec.what.clone(), out));
     }
+    // 6. Re-entrancy under a timer-interrupt storm, for the calls that passed so far.
+    let failed: Vec<u8> = per_call
+        .iter()
+        .filter(|(n, outs)| {
+            inconsistent.contains_key(n)
+                || outs.iter().any(|(_, o)| match o {
+                    Judged::Failed(_) => true,
+                    Judged::Checked(f) => !f.problems.is_empty(),
+                    Judged::Unsupported(_) => false,
+                })
+        })
+        .map(|(n, _)| *n)
+        .collect();
+    let stressable = |n: u8| selected(n) && !failed.contains(&n);
+    let (summary, boot) = stress::run(&runner, opts, &act, &stressable, &mut per_call)?;
+    if let Some(boot) = boot {
+        log_run(&mut report, "stress", 0, &boot);
+    }
+    report.stress = Some(summary);
     for (n, mut outs) in per_call {
         if let Some(why) = inconsistent.get(&n) {
             outs.push(("GetRelocationInfo".into(), Judged::Failed(why.clone())));
@@ -667,7 +708,7 @@ fn run_terminals(
             let mut steps = activation_steps();
             steps.push(Step::Vector(0));
             let salt = 1000 + 2 * k as u32;
-            let first = runner.boot(steps.clone(), vec![v.clone()], Some(idle), salt);
+            let first = runner.boot(steps.clone(), vec![v.clone()], Vec::new(), Some(idle), salt);
             let early = first.as_ref().is_ok_and(|b| {
                 matches!(b.end, End::Idle(_))
                     && b.stream.last_step() != StepId::Vector(0)
@@ -675,7 +716,7 @@ fn run_terminals(
             });
             let mut runs = vec![first];
             if early {
-                runs.push(runner.boot(steps, vec![v], Some(hang), salt + 1));
+                runs.push(runner.boot(steps, vec![v], Vec::new(), Some(hang), salt + 1));
             }
             runs
         })
@@ -1019,7 +1060,7 @@ fn run_batch(
             .collect();
         let mut steps = activation_steps();
         steps.extend((0..vectors.len() as u32).map(Step::Vector));
-        let boot = runner.boot(steps, vectors, Some(opts.hang_timeout), round)?;
+        let boot = runner.boot(steps, vectors, Vec::new(), Some(opts.hang_timeout), round)?;
         log.push(RunSummary::of(
             &format!("vectors (run {round})"),
             pending.len(),

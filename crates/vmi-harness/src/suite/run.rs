@@ -104,12 +104,13 @@ fn nonce(salt: u32) -> u32 {
 }
 
 impl Runner {
-    /// Boots `steps`/`vectors`; `idle` kills a QEMU run after that much silence.
+    /// Boots `steps`/`vectors`/`stress`; `idle` kills a QEMU run after that much silence.
     /// Errors only when nothing could run (QEMU missing, KVM unusable, a file not written).
     pub(crate) fn boot(
         &self,
         steps: Vec<guest::Step>,
         vectors: Vec<guest::Vector>,
+        stress: Vec<guest::Stress>,
         idle: Option<Duration>,
         salt: u32,
     ) -> Result<Boot, HarnessError> {
@@ -118,7 +119,7 @@ impl Runner {
             paging: self.map.paging(),
             steps,
             vectors,
-            stress: Vec::new(),
+            stress,
             nonce: nonce(salt),
         };
         let image = guest::build(&cfg)?;

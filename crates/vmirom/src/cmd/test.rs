@@ -129,6 +129,13 @@ fn print_table(r: &SuiteReport) {
             c.detail
         );
     }
+    if let Some(s) = &r.stress {
+        println!(
+            "re-entrancy under an IRQ0 storm: {} — {}",
+            verdict_name(s.verdict),
+            s.detail
+        );
+    }
     let n = |v: Verdict| r.calls.iter().filter(|c| c.verdict == v).count();
     println!(
         "result: {} ({} pass, {} fail, {} not implemented, {} skipped) in {:.1} s, {} guest run(s)",

@@ -1,0 +1,189 @@
+//! The suite's re-entrancy check: one extra guest run that loops over the hot-path calls the
+//! ROM implements while IRQ0 fires at ~20 kHz and the timer handler calls the ROM too (see
+//! [`crate::guest::stress`]). A call that keeps state in memory, uses the stack below ESP, or
+//! otherwise breaks when an interrupt handler re-enters the ROM between two of its
+//! instructions shows up as a wrong result or register here, and fails.
+
+use super::judge::{Findings, Judged};
+use super::run::{Boot, Runner};
+use super::{Activated, SuiteOptions, Verdict, describe_exception};
+use crate::engine::Engine;
+use crate::error::HarnessError;
+use crate::guest::{Step, Stress};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use vmi_abi::Call;
+use vmi_abi::calls::RelocType;
+
+/// Loop iterations the suite's stress run makes at least.
+const LOOPS: u32 = 2000;
+/// Timer interrupts it waits for.
+const TICKS: u32 = 300;
+
+/// What the stress run found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StressSummary {
+    /// Pass, Fail, or Skipped (not run, or the timer never fired).
+    pub verdict: Verdict,
+    /// What was run and found.
+    pub detail: String,
+    /// The calls each loop iteration made.
+    pub mix: Vec<&'static str>,
+    /// The calls the timer handler made.
+    pub handler: Vec<&'static str>,
+    /// Loop iterations completed.
+    pub loops: u32,
+    /// Timer interrupts handled while it ran.
+    pub interrupts: u32,
+    /// ROM invocations of the run (loop and handler).
+    pub invocations: u32,
+}
+
+impl StressSummary {
+    fn skipped(why: impl Into<String>) -> StressSummary {
+        StressSummary {
+            verdict: Verdict::Skipped,
+            detail: why.into(),
+            mix: Vec::new(),
+            handler: Vec::new(),
+            loops: 0,
+            interrupts: 0,
+            invocations: 0,
+        }
+    }
+}
+
+/// The Linux-like configuration restricted to the calls the ROM answered CALL_REL for and the
+/// suite was asked to check.
+fn config(act: &Activated, selected: &dyn Fn(u8) -> bool) -> Stress {
+    let ok = |c: &Call| {
+        selected(*c as u8)
+            && act
+                .answers
+                .get(*c as usize)
+                .and_then(|a| a.as_ref())
+                .is_some_and(|a| a.kind == Some(RelocType::CallRel))
+    };
+    let mut s = Stress::linux_like(LOOPS, TICKS);
+    let enable = ok(&Call::EnableInterrupts);
+    s.mix
+        .retain(|c| ok(c) && (*c != Call::DisableInterrupts || enable));
+    s.handler.retain(ok);
+    s
+}
+
+/// Runs the stress step if it applies; the outcome per call goes into `per_call` (one check for
+/// every call the run made), the summary is returned.
+pub(super) fn run(
+    runner: &Runner,
+    opts: &SuiteOptions,
+    act: &Activated,
+    selected: &dyn Fn(u8) -> bool,
+    per_call: &mut BTreeMap<u8, Vec<(String, Judged)>>,
+) -> Result<(StressSummary, Option<Boot>), HarnessError> {
+    if !opts.stress {
+        return Ok((StressSummary::skipped("not asked for"), None));
+    }
+    if opts.engine == Engine::Kvm {
+        return Ok((
+            StressSummary::skipped("the kvm engine has no interrupt controller or timer"),
+            None,
+        ));
+    }
+    let s = config(act, selected);
+    if s.mix.is_empty() {
+        return Ok((
+            StressSummary::skipped(
+                "none of the calls the stress loop makes (interrupt flag, CR reads, RDTSC, CPUID, \
+                 GetDR) is implemented or selected",
+            ),
+            None,
+        ));
+    }
+    let mut steps = super::activation_steps();
+    steps.push(Step::Stress(0));
+    let boot = runner.boot(
+        steps,
+        Vec::new(),
+        vec![s.clone()],
+        Some(opts.hang_timeout),
+        7000,
+    )?;
+    let name = |c: &Call| c.spec().name;
+    let mut summary = StressSummary {
+        mix: s.mix.iter().map(name).collect(),
+        handler: s.handler.iter().map(name).collect(),
+        ..StressSummary::skipped("")
+    };
+    const WHAT: &str = "under an IRQ0 storm";
+    let Some(r) = boot.stream.stress().next() else {
+        let how = match boot.stream.exception() {
+            Some(e) => describe_exception(e, Some((act.linear, act.len))),
+            None => boot.end.to_string(),
+        };
+        summary.verdict = Verdict::Fail;
+        summary.detail = format!("the stress run died before it reported: {how}");
+        return Ok((summary, Some(boot)));
+    };
+    summary.loops = r.loops;
+    summary.interrupts = r.handler_runs;
+    summary.invocations = r.total;
+    let mut calls: Vec<Call> = s.calls().collect();
+    calls.sort();
+    calls.dedup();
+    match r.violation {
+        Some((item, v)) => {
+            let item = item as usize;
+            let culprit = s
+                .mix
+                .iter()
+                .chain(&s.handler)
+                .nth(item)
+                .copied()
+                .unwrap_or(Call::CPUID);
+            let pair = if culprit == Call::DisableInterrupts && item < s.mix.len() {
+                " (or the EnableInterrupts that follows it)"
+            } else {
+                ""
+            };
+            let why = format!(
+                "{}{pair} {v} {WHAT} (iteration {} of the loop, {} interrupts so far)",
+                name(&culprit),
+                r.loops + 1,
+                r.handler_runs
+            );
+            per_call
+                .entry(culprit as u8)
+                .or_default()
+                .push((WHAT.into(), Judged::Failed(why.clone())));
+            summary.verdict = Verdict::Fail;
+            summary.detail = why;
+        }
+        None if r.handler_runs == 0 => {
+            summary.detail = format!(
+                "{} iterations ran, but IRQ0 never fired: re-entry not exercised",
+                r.loops
+            );
+        }
+        None => {
+            for c in calls {
+                per_call
+                    .entry(c as u8)
+                    .or_default()
+                    .push((WHAT.into(), Judged::Checked(Findings::default())));
+            }
+            summary.verdict = Verdict::Pass;
+            summary.detail = format!(
+                "{} iterations × {} calls with every result and kept register checked, {} timer \
+                 interrupts each making {} calls, {} invocations in {:.1} M TSC cycles",
+                r.loops,
+                s.mix.len() + usize::from(s.mix.contains(&Call::DisableInterrupts)),
+                r.handler_runs,
+                s.handler.len(),
+                r.total,
+                r.cycles as f64 / 1e6
+            );
+        }
+    }
+    Ok((summary, Some(boot)))
+}
