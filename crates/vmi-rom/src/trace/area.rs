@@ -224,6 +224,14 @@ pub enum AreaError {
         /// Computed value.
         expected: u32,
     },
+    /// The header is valid but the data is impossible for a trace ROM to have written.
+    #[error("trace area at {phys:#x}: {what}: damaged or not written by a trace ROM")]
+    Inconsistent {
+        /// Area address.
+        phys: u32,
+        /// What is impossible.
+        what: String,
+    },
     /// The area runs past the end of the RAM image.
     #[error("trace area at {phys:#x} needs {need} bytes but the RAM image ends at {len:#x}")]
     Truncated {
@@ -339,24 +347,42 @@ pub fn decode(ram: &[u8], phys: usize) -> Result<Area, AreaError> {
             len: ram.len(),
         });
     }
-    let counters = (0..slots)
+    let counters: Vec<Counter> = (0..slots)
         .map(|n| Counter {
             count: qword(ram, phys + layout.count_at(n) as usize).unwrap_or(0),
             cycles: qword(ram, phys + layout.cycles_at(n) as usize).unwrap_or(0),
         })
         .collect();
+    let inconsistent = |what: String| Err(AreaError::Inconsistent { phys: p, what });
+    // A wrapper adds to the count before the cycles: cycles without a call never happen.
+    if let Some(n) = counters.iter().position(|c| c.count == 0 && c.cycles != 0) {
+        return inconsistent(format!(
+            "call {n} has {} cycles but no calls (counter at offset {:#x})",
+            counters.get(n).map_or(0, |c| c.cycles),
+            layout.count_at(n as u32)
+        ));
+    }
     let events_total = get(off::RING_NEXT).unwrap_or(0);
     let mut events = Vec::new();
     if ring_n > 0 {
         let first = events_total.saturating_sub(ring_n);
         for i in first..events_total {
             let at = phys + (layout.ring_offset() + (i % ring_n) * EVENT_SIZE) as usize;
-            events.push(Event {
+            let e = Event {
                 call: word(ram, at).unwrap_or(0),
                 caller: word(ram, at + 4).unwrap_or(0),
                 start: qword(ram, at + 8).unwrap_or(0),
                 cycles: qword(ram, at + 16).unwrap_or(0),
-            });
+            };
+            if e.call >= slots {
+                return inconsistent(format!(
+                    "ring entry {} (offset {:#x}) names call {}, but there are {slots} counters",
+                    i % ring_n,
+                    at - phys,
+                    e.call
+                ));
+            }
+            events.push(e);
         }
     }
     Ok(Area {
@@ -466,6 +492,63 @@ mod tests {
             find(&[0u8; 4096]),
             Err(AreaError::NotFound { .. })
         ));
+    }
+
+    #[test]
+    fn impossible_data_is_an_error_not_numbers() {
+        let layout = Layout { slots: 74, ring: 4 };
+        let mut ram = sample(layout, 0xC_0000, 1);
+        let c = layout.cycles_at(20) as usize;
+        ram[c..c + 8].copy_from_slice(&99u64.to_le_bytes());
+        let e = decode(&ram, 0).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "trace area at 0x0: call 20 has 99 cycles but no calls (counter at offset 0x180): \
+             damaged or not written by a trace ROM"
+        );
+        let mut ram = sample(layout, 0xC_0000, 1);
+        let at = (layout.ring_offset() + EVENT_SIZE) as usize;
+        ram[at..at + 4].copy_from_slice(&74u32.to_le_bytes());
+        let n = off::RING_NEXT as usize;
+        ram[n..n + 4].copy_from_slice(&2u32.to_le_bytes());
+        let e = decode(&ram, 0).unwrap_err().to_string();
+        assert!(
+            e.contains("ring entry 1 (offset 0x500) names call 74"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_single_byte_change_to_the_header_is_caught_or_harmless() {
+        let layout = Layout { slots: 74, ring: 4 };
+        let good = sample(layout, 0xC_0000, 0xABCD);
+        let want = decode(&good, 0).unwrap();
+        for at in 0..HEADER_SIZE as usize {
+            for v in 0..=255u8 {
+                if good[at] == v {
+                    continue;
+                }
+                let mut ram = good.clone();
+                ram[at] = v;
+                let o = at as u32 & !3;
+                match decode(&ram, 0) {
+                    // Only the run-time ring index and the reserved word may change freely.
+                    Ok(a) => {
+                        assert!(o == off::RING_NEXT || o == 0x3C, "byte {at:#x} = {v:#x}");
+                        assert_eq!(
+                            (a.build_id, a.rom_phys, &a.counters),
+                            (want.build_id, want.rom_phys, &want.counters)
+                        );
+                    }
+                    Err(AreaError::NotFound { .. }) => assert!(at < 8),
+                    Err(_) => assert!(o != 0x3C),
+                }
+            }
+        }
+        // Truncated images at every length: an error, never a panic.
+        for len in 0..good.len() {
+            assert!(decode(&good[..len], 0).is_err());
+        }
     }
 
     #[test]
