@@ -174,8 +174,8 @@ pub(super) fn run(
             }
             summary.verdict = Verdict::Pass;
             summary.detail = format!(
-                "{} iterations × {} calls with every result and kept register checked, {} timer \
-                 interrupts each making {} calls, {} invocations in {:.1} M TSC cycles",
+                "{} iterations × {} call(s) with every result and kept register checked, {} timer \
+                 interrupts each making {} call(s), {} invocations in {:.1} M TSC cycles",
                 r.loops,
                 s.mix.len() + usize::from(s.mix.contains(&Call::DisableInterrupts)),
                 r.handler_runs,

@@ -1,11 +1,14 @@
 //! `vmirom test ROM [--engine E] [--only CALLS] [--json]`: run every call for real and judge it.
-//! Exit 0 only if every implemented call passes.
+//! Exit 0 only if every implemented call passes (and, for a trace ROM, its counts are exact).
 
 use super::CliError;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use vmi_abi::calls::NUM_CALLS;
 use vmi_harness::engine::Engine;
 use vmi_harness::suite::{SuiteOptions, SuiteReport, Verdict, run_suite};
+use vmi_rom::manifest::Manifest;
+use vmi_rom::trace::area::{self, AreaError};
 
 /// Arguments of `vmirom test`.
 #[derive(Debug, clap::Args)]
@@ -17,8 +20,8 @@ pub struct Args {
     #[arg(long, default_value = "qemu-tcg", value_parser = parse_engine)]
     engine: Engine,
     /// Only these calls: numbers, ranges and names, comma separated (`17,29-32,CPUID`).
-    #[arg(long, value_parser = parse_calls)]
-    only: Option<Vec<u32>>,
+    #[arg(long, value_parser = parse_call_list)]
+    only: Option<CallList>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -26,6 +29,15 @@ pub struct Args {
 
 fn parse_engine(s: &str) -> Result<Engine, String> {
     s.parse::<Engine>().map_err(|e| e.to_string())
+}
+
+/// Call numbers given as one argument (clap would read an `Option<Vec<_>>` as repeated
+/// arguments, so the list is one value).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallList(pub Vec<u32>);
+
+fn parse_call_list(s: &str) -> Result<CallList, String> {
+    parse_calls(s).map(CallList)
 }
 
 /// Parses `17,29-32,CPUID` into call numbers.
@@ -63,22 +75,141 @@ pub fn run(a: &Args) -> Result<ExitCode, CliError> {
     if !a.rom.is_file() {
         return Err(CliError(format!("{}: no such file", a.rom.display())));
     }
+    // A trace ROM (its manifest names a `trace(…)` backend): keep each run's RAM so that its
+    // counters can be held against the guest's own count of what it called.
+    let trace_build = Manifest::read(&super::read(&a.rom)?)
+        .and_then(Result::ok)
+        .filter(|m| m.backend.starts_with("trace("))
+        .map(|m| m.build_id);
     let opts = SuiteOptions {
         engine: a.engine,
-        only: a.only.clone(),
+        only: a.only.as_ref().map(|c| c.0.clone()),
+        keep_ram: trace_build.is_some(),
         ..SuiteOptions::default()
     };
     let report = run_suite(&a.rom, &opts).map_err(|e| CliError(e.to_string()))?;
+    let accounting = trace_build.map(|id| TraceAccounting::check(&report, id));
     if a.json {
-        super::print_json(&report)?;
+        super::print_json(&Json {
+            report: &report,
+            trace_accounting: accounting.as_ref(),
+        })?;
     } else {
         print_table(&report);
+        if let Some(t) = &accounting {
+            print_accounting(t);
+        }
     }
-    Ok(if report.passed() {
+    let exact = accounting.as_ref().is_none_or(|t| t.problems.is_empty());
+    Ok(if report.passed() && exact {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `--json`: the suite report, plus the trace accounting for a trace ROM.
+#[derive(serde::Serialize)]
+struct Json<'a> {
+    #[serde(flatten)]
+    report: &'a SuiteReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_accounting: Option<&'a TraceAccounting>,
+}
+
+/// A trace ROM's counters held against what the guest called, run by run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TraceAccounting {
+    /// Runs whose trace area was compared.
+    pub runs_compared: usize,
+    /// Runs without an area because no BIOS ran the ROM's 16-bit init (kvm engine): the
+    /// counting is off there by design.
+    pub runs_without_bios: usize,
+    /// Invocations compared (the guest's count over the compared runs).
+    pub invocations: u64,
+    /// Every difference or unreadable area (empty: exact).
+    pub problems: Vec<String>,
+}
+
+impl TraceAccounting {
+    /// Compares each run's area (decoded from its conventional memory) with the guest's
+    /// invocation counts; `build_id` is the ROM's.
+    pub fn check(r: &SuiteReport, build_id: u32) -> TraceAccounting {
+        let mut t = TraceAccounting {
+            runs_compared: 0,
+            runs_without_bios: 0,
+            invocations: 0,
+            problems: Vec::new(),
+        };
+        let no_bios = r.engine == Engine::Kvm.to_string();
+        for run in &r.run_log {
+            let what = &run.purpose;
+            let (Some(low), Some(invoked)) = (&run.low_ram, &run.invoked) else {
+                t.problems.push(format!(
+                    "{what}: the guest's RAM could not be read after the run"
+                ));
+                continue;
+            };
+            let a = match area::find(low) {
+                Ok(a) => a,
+                Err(AreaError::NotFound { .. }) if no_bios => {
+                    t.runs_without_bios += 1;
+                    continue;
+                }
+                Err(e) => {
+                    t.problems.push(format!("{what}: {e}"));
+                    continue;
+                }
+            };
+            if a.build_id != build_id {
+                t.problems.push(format!(
+                    "{what}: the area at {:#x} was written by build {:#010x}, not this ROM's \
+                     {build_id:#010x}",
+                    a.phys, a.build_id
+                ));
+                continue;
+            }
+            t.runs_compared += 1;
+            for n in 0..NUM_CALLS {
+                let counted = a.counters.get(n).map_or(0, |c| c.count);
+                let called = u64::from(invoked.get(n).copied().unwrap_or(0));
+                t.invocations += called;
+                if counted != called {
+                    let name = vmi_abi::calls::call(n as u32).map_or("?", |c| c.name);
+                    t.problems.push(format!(
+                        "{what}: call {n} ({name}): the trace area counted {counted}, the guest \
+                         called it {called} time(s)"
+                    ));
+                }
+            }
+        }
+        t
+    }
+}
+
+fn print_accounting(t: &TraceAccounting) {
+    let bios = if t.runs_without_bios > 0 {
+        format!(
+            " ({} run(s) without a BIOS have no trace area: counting is off there)",
+            t.runs_without_bios
+        )
+    } else {
+        String::new()
+    };
+    if t.problems.is_empty() && t.runs_compared == 0 {
+        println!("trace accounting: not checked, no run had a trace area{bios}");
+    } else if t.problems.is_empty() {
+        println!(
+            "trace accounting: exact — {} invocations in {} run(s) equal the trace area's \
+             counts, call by call{bios}",
+            t.invocations, t.runs_compared
+        );
+    } else {
+        println!("trace accounting: WRONG{bios}");
+        for p in &t.problems {
+            println!("  {p}");
+        }
+    }
 }
 
 fn verdict_name(v: Verdict) -> &'static str {
