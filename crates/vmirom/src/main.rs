@@ -43,7 +43,19 @@ enum Command {
     Trace(cmd::trace::Command),
 }
 
+/// Lets a closed pipe end the process quietly (`vmirom info x.rom | head`), as it does any
+/// Unix filter, instead of making `println!` panic on EPIPE.
+fn default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: `signal` with SIG_DFL installs no handler code; it runs before any thread is
+    // started, so nothing races with the change of disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    default_sigpipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Build(a) => cmd::build::run(&a),

@@ -207,3 +207,38 @@ fn header_prints_c_by_default() {
     assert!(o.status.success());
     assert!(text(&o).contains("#define VMI_CALL_SetCR3"));
 }
+
+/// `vmirom info --disasm --json x.rom | head`: the reader goes away and vmirom ends like any Unix
+/// filter (SIGPIPE), without a panic message.
+#[test]
+fn a_closed_pipe_ends_it_quietly() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    // A trace ROM's JSON disassembly (~230 KB) overfills the pipe (64 KiB): vmirom is still
+    // writing when the reader goes.
+    let rom = dir.path().join("t.rom");
+    let o = vmirom(&[
+        "build",
+        "--trace",
+        "--ring",
+        "256",
+        "-q",
+        "-o",
+        rom.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmirom"))
+        .args(["info", "--disasm", "--json", rom.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // (the pipe's read end is dropped here)
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.signal(), Some(13), "{:?}", out.status);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
