@@ -6,8 +6,9 @@
 //! an option ROM gets private RAM. Linux reserves `[min(BDA size, EBDA), 1 MiB)` and never uses
 //! it, SeaBIOS's e820 map reports it as reserved, so neither the firmware nor the guest kernel
 //! touches it afterwards. The init zeroes it, writes this header, and records the area's
-//! position relative to the ROM inside the ROM image (still writable during POST), so the 32-bit
-//! calls find it through the kernel's linear map without knowing `PAGE_OFFSET`.
+//! position relative to the ROM inside the ROM image (still writable during POST; a byte next to
+//! it keeps the image's checksum zero), so the 32-bit calls find it through the kernel's linear
+//! map without knowing `PAGE_OFFSET`.
 //!
 //! Header (little-endian, at the area's start, 1 KiB aligned):
 //!

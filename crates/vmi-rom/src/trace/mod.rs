@@ -28,8 +28,10 @@ use vmi_abi::calls::NUM_CALLS;
 use vmi_abi::calls::{Loc, Reg, RegClass, RegSet};
 
 /// Size of the private data the trace backend keeps in the image: the area's offset from the
-/// ROM's own physical address (0 = no area).
-pub const DATA_SIZE: usize = 4;
+/// ROM's own physical address (a u32, 0 = no area), then one byte that balances the image's
+/// checksum after the 16-bit init wrote that offset (SeaBIOS checks ROMs again after their
+/// init, when it collects boot vectors).
+pub const DATA_SIZE: usize = 5;
 
 /// The trace backend around `inner`.
 #[derive(Debug, Clone, Copy)]
@@ -362,12 +364,20 @@ fn init16(a: &mut CodeAssembler, layout: &area::Layout) -> Result<(), GenError> 
     // Magic last: a host never sees a signed but half-written header.
     a.mov(dword_ptr(0).es(), MAGIC_LO as i32)?;
     a.mov(dword_ptr(4).es(), MAGIC_HI as i32)?;
-    // Private data word := area physical − ROM physical.
+    // Private data word := area physical − ROM physical; the byte after it := minus the sum
+    // of its bytes, so the image still sums to zero.
     a.xor(eax, eax)?;
     a.mov(ax, es)?;
     a.shl(eax, 4)?;
     a.sub(eax, edx)?;
     a.mov(dword_ptr(bx).cs(), eax)?;
+    a.mov(dl, al)?;
+    a.add(dl, ah)?;
+    a.shr(eax, 16)?;
+    a.add(dl, al)?;
+    a.add(dl, ah)?;
+    a.neg(dl)?;
+    a.mov(byte_ptr(bx + 4).cs(), dl)?;
     a.set_label(&mut done)?;
     a.pop(es)?;
     a.pop(ds)?;
