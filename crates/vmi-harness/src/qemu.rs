@@ -409,6 +409,12 @@ impl Session {
         std::fs::read(self.dir.path().join(file::DEBUGCON)).unwrap_or_default()
     }
 
+    /// SeaBIOS's log so far (port 0x402; lossy UTF-8).
+    pub fn seabios_log(&self) -> String {
+        let bytes = std::fs::read(self.dir.path().join(file::SEABIOS_LOG)).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
     /// Number of bytes the guest wrote to the debug console so far.
     pub fn debugcon_len(&self) -> u64 {
         std::fs::metadata(self.dir.path().join(file::DEBUGCON)).map_or(0, |m| m.len())

@@ -245,6 +245,9 @@ pub enum How {
     Timeout,
     /// Stopped by Ctrl-C.
     Interrupted,
+    /// Stopped by vmirom: SeaBIOS finished its option-ROM scan and moved on to booting, and no
+    /// trace area had appeared (it never will: the ROM's init runs during that scan).
+    NoArea,
 }
 
 /// How QEMU ended, for the report.
@@ -303,6 +306,9 @@ impl QemuEnd {
                 timeout.map_or(0.0, |t| t.as_secs_f64())
             ),
             (How::Interrupted, _, _) => format!("{after}: stopped by Ctrl-C"),
+            (How::NoArea, _, _) => format!(
+                "{after}: stopped by vmirom once SeaBIOS was booting with no trace area in RAM"
+            ),
             _ => format!("{after}: QEMU was killed by a signal"),
         }
     }
@@ -460,6 +466,14 @@ fn no_area_message(rom: &Path, seen: Option<u32>, run: &QemuRun) -> String {
     )
 }
 
+/// Whether SeaBIOS's log shows POST past the option-ROM scan (it is booting something, or
+/// found nothing to boot): every option ROM's init has run by then.
+fn post_done(seabios_log: &str) -> bool {
+    seabios_log
+        .lines()
+        .any(|l| l.starts_with("Booting from ") || l.starts_with("No bootable device"))
+}
+
 /// Runs the command.
 pub fn run(a: &RunArgs) -> Result<ExitCode, CliError> {
     let build_id = preflight(a)?;
@@ -496,8 +510,17 @@ pub fn run(a: &RunArgs) -> Result<ExitCode, CliError> {
         if a.timeout.is_some_and(|t| now >= t) {
             break Some(How::Timeout);
         }
-        if now >= next {
-            if let Err(e) = w.tick(s.read_ram(0..CONVENTIONAL_END), now) {
+        // (the log first: a RAM reading taken after POST was seen done is final)
+        let booted = w.seen.is_none() && post_done(&s.seabios_log());
+        if booted || now >= next {
+            let ram = s.read_ram(0..CONVENTIONAL_END);
+            let none = ram
+                .as_ref()
+                .is_ok_and(|r| matches!(area::find(r), Err(AreaError::NotFound { .. })));
+            if booted && none {
+                break Some(How::NoArea);
+            }
+            if let Err(e) = w.tick(ram, now) {
                 foreign = Some(e);
                 break None;
             }
@@ -608,6 +631,15 @@ mod tests {
             wall: Duration::from_millis(1500),
             conventional: None,
         }
+    }
+
+    #[test]
+    fn post_is_done_once_seabios_boots() {
+        let scan = "Scan for option roms\nRunning option rom at c000:0003\n";
+        assert!(!post_done(scan));
+        assert!(post_done(&format!("{scan}Booting from ROM...\n")));
+        assert!(post_done(&format!("{scan}No bootable device.\n")));
+        assert!(!post_done("xBooting from ROM"));
     }
 
     #[test]
