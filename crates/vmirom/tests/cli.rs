@@ -5,23 +5,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use vmirom_testkit::toolchain;
 
-fn vmirom(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmirom"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+mod common;
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{text, vmirom};
 
 fn build(dir: &Path) -> PathBuf {
     let rom = dir.join("vmi.rom");

@@ -6,19 +6,16 @@
 
 use iced_x86::code_asm::{cr0, eax};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use vmi_abi::Call;
 use vmi_rom::generate::{BuildOptions, generate_unaudited};
 use vmi_rom::native::Native;
 use vmi_rom::trace::Trace;
 use vmi_rom::{Answer, Backend, Override};
 
-fn vmirom(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmirom"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+mod common;
+
+use common::vmirom;
 
 fn rom(dir: &Path, name: &str, backend: &dyn Fn() -> Vec<u8>) -> PathBuf {
     let p = dir.join(name);

@@ -5,8 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::Instant;
 use vmi_harness::guest::{GuestConfig, Op, Step, Vector, build};
 use vmi_harness::protocol::EXIT_DONE;
 
@@ -18,26 +16,9 @@ const SHUTDOWN: u8 = 37;
 /// The slowest PIT rate (1.193182 MHz / 65535 ≈ 18.2 Hz): a Halt sleeps up to 55 ms.
 const PIT_SLOW: u16 = 65535;
 
-fn vmirom(args: &[&str]) -> (Output, f64) {
-    let t = Instant::now();
-    let o = Command::new(env!("CARGO_BIN_EXE_vmirom"))
-        .args(args)
-        .output()
-        .unwrap();
-    (o, t.elapsed().as_secs_f64())
-}
+mod common;
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::{s, text, timed as vmirom};
 
 /// `vmirom build` (with `extra` options) into `dir/name`.
 fn rom(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
