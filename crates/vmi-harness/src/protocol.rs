@@ -27,7 +27,7 @@
 //! | 0x07 | `MACHINE` | what the CPU is natively ([`machine`]): boot CR0/CR3/CR4/EFLAGS, CPUID leaves 0, 1, 0x80000000 and 0x80000001, a trap-guarded native `rdpmc`, `rdmsr` of IA32_APIC_BASE and a read of the local-APIC version register |
 //! | 0x08 | `VECTOR_RESULT` | one [call vector](vector_result): step id, the register snapshot, CR0/CR2/CR3/CR4, GDTR, IDTR, LDTR, TR, DR0–DR3/DR6/DR7, whether the call came back to its call site, timer ticks, and 32 words the vector's own capture operations filled in |
 //! | 0x09 | `TRAP` | an exception or interrupt the guest *expected* (same payload as `EXCEPTION`): the guest continues with the step's resume point instead of ending the run |
-//! | 0x0A | `STRESS` | one [stress step](stress): step id, loop iterations completed, timer-handler runs, the first violation (0: none), TSC cycles of the step (low, high), the run's total invocations, then the run's [invocation counters](crate::guest::Invocations) for calls 0–73 |
+//! | 0x0A | `STRESS` | one [stress step](stress): step id, loop iterations completed, timer-handler runs, the first violation (0: none), TSC cycles of the step (low, high), the run's total invocations, the second CPU's loop iterations, then the run's [invocation counters](crate::guest::Invocations) for calls 0–73 |
 //! | 0xFF | `END` | [`EndStatus`] |
 //!
 //! A step id is `kind << 24 | argument`: kind 0 boot, 1 probe, 2 Init, 3 GetRelocationInfo
@@ -390,8 +390,10 @@ pub mod stress {
     pub const CYCLES_HI: usize = 5;
     /// Invocations of the whole run so far.
     pub const TOTAL: usize = 6;
+    /// Loop iterations the second CPU completed (0 without one).
+    pub const AP_LOOPS: usize = 7;
     /// First of the run's invocation counters (one word per call number).
-    pub const COUNTS: usize = 7;
+    pub const COUNTS: usize = 8;
     /// Number of counters (calls 0–73).
     pub const COUNT_WORDS: usize = vmi_abi::calls::NUM_CALLS;
     /// Number of words.
@@ -409,6 +411,10 @@ pub mod stress {
     pub const CHECK_DF: u32 = 11;
     /// Check code: the call is not CALL_REL (the loop did not start).
     pub const CHECK_NOT_CALL_REL: u32 = 12;
+    /// Check code: the second CPU did not come up (item 0).
+    pub const CHECK_AP_START: u32 = 13;
+    /// Check code: the second CPU did not finish its loop in time (item 0).
+    pub const CHECK_AP_DONE: u32 = 14;
 }
 
 /// Word indices of `END`.
@@ -909,6 +915,10 @@ pub enum Violation {
     Direction,
     /// The ROM did not answer CALL_REL for the item's call: the loop did not start.
     NotCallRel,
+    /// The second CPU did not come up.
+    ApNotStarted,
+    /// The second CPU did not finish its loop in time.
+    ApNotDone,
 }
 
 impl Violation {
@@ -922,6 +932,8 @@ impl Violation {
             s::CHECK_RESULT => Violation::Result,
             s::CHECK_DF => Violation::Direction,
             s::CHECK_NOT_CALL_REL => Violation::NotCallRel,
+            s::CHECK_AP_START => Violation::ApNotStarted,
+            s::CHECK_AP_DONE => Violation::ApNotDone,
             _ => return None,
         })
     }
@@ -938,6 +950,8 @@ impl Violation {
             Violation::Result => s::CHECK_RESULT,
             Violation::Direction => s::CHECK_DF,
             Violation::NotCallRel => s::CHECK_NOT_CALL_REL,
+            Violation::ApNotStarted => s::CHECK_AP_START,
+            Violation::ApNotDone => s::CHECK_AP_DONE,
         }
     }
 }
@@ -951,6 +965,8 @@ impl fmt::Display for Violation {
             Violation::Result => f.write_str("returned a wrong result"),
             Violation::Direction => f.write_str("left DF set"),
             Violation::NotCallRel => f.write_str("is not CALL_REL"),
+            Violation::ApNotStarted => f.write_str("the second CPU did not start"),
+            Violation::ApNotDone => f.write_str("the second CPU did not finish its loop"),
         }
     }
 }
@@ -970,6 +986,8 @@ pub struct StressResult {
     pub cycles: u64,
     /// Invocations of the whole run so far.
     pub total: u32,
+    /// Loop iterations the second CPU completed (0 without one).
+    pub ap_loops: u32,
     /// The run's invocation counters, by call number (0–73).
     pub counts: Vec<u32>,
 }
@@ -1381,6 +1399,7 @@ fn record_at(bytes: &[u8], offset: usize) -> Result<(Record, usize), ProtocolErr
                 violation,
                 cycles: u64::from(w.get(s::CYCLES_LO)) | u64::from(w.get(s::CYCLES_HI)) << 32,
                 total: w.get(s::TOTAL),
+                ap_loops: w.get(s::AP_LOOPS),
                 counts: (0..s::COUNT_WORDS).map(|k| w.get(s::COUNTS + k)).collect(),
             }))
         }
@@ -1832,7 +1851,7 @@ mod tests {
     #[test]
     fn stress_round_trip_and_violations() {
         use stress as st;
-        assert_eq!(payload_len(tag::STRESS), Some((7 + 74) * 4));
+        assert_eq!(payload_len(tag::STRESS), Some((8 + 74) * 4));
         let mut w = vec![0u32; st::WORDS];
         w[st::STEP] = StepId::Stress(1).code();
         w[st::LOOPS] = 5000;
@@ -1865,6 +1884,8 @@ mod tests {
             Violation::Result,
             Violation::Direction,
             Violation::NotCallRel,
+            Violation::ApNotStarted,
+            Violation::ApNotDone,
         ] {
             assert_eq!(Violation::from_code(v.code()), Some(v));
             w[st::VIOLATION] = 3 << 8 | v.code();
@@ -1874,7 +1895,7 @@ mod tests {
             assert_eq!(r.violation, Some((2, v)));
         }
         assert_eq!(Violation::Register(Reg::Eax).code(), 1);
-        for bad in [0x0000_0001, 0x0000_0100, 0x0000_020D, 0x0000_0200] {
+        for bad in [0x0000_0001, 0x0000_0100, 0x0000_020F, 0x0000_0200] {
             w[st::VIOLATION] = bad;
             assert!(
                 matches!(

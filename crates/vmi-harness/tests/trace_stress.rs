@@ -68,10 +68,11 @@ fn run(image: &[u8], stress: Stress, extra: &[&str]) -> (StressResult, Invocatio
 }
 
 /// Runs the storm against a trace ROM with a `ring`-entry event ring and checks every count;
-/// `extra`: further QEMU arguments.
-fn storm(ring: u32, extra: &[&str]) {
-    let stress = Stress::linux_like(20_000, 2_000);
+/// `extra`: further QEMU arguments; `ap_loops`: iterations of a second CPU (0: none).
+fn storm(ring: u32, extra: &[&str], ap_loops: u32) {
+    let stress = Stress::with_second_cpu(20_000, 2_000, ap_loops);
     let mix_len = stress.mix.len() as u32 + 1; // DisableInterrupts brings EnableInterrupts
+    let ap_len = stress.ap_mix.len() as u32;
     let t = generate(
         &Trace {
             inner: Native,
@@ -82,12 +83,14 @@ fn storm(ring: u32, extra: &[&str]) {
     .unwrap();
     let (r, invoked, low) = run(&t.image, stress, extra);
     eprintln!(
-        "stress {extra:?}: {} loops, {} timer interrupts, {} invocations, {} cycles",
-        r.loops, r.handler_runs, r.total, r.cycles
+        "stress {extra:?}: {} loops, {} timer interrupts, {} second-CPU loops, {} invocations, \
+         {} cycles",
+        r.loops, r.handler_runs, r.ap_loops, r.total, r.cycles
     );
     assert_eq!(r.violation, None, "the wrapper changed a call's behaviour");
     assert!(r.loops >= 20_000, "{r:?}");
     assert!(r.handler_runs >= 1000, "only {} interrupts", r.handler_runs);
+    assert_eq!(r.ap_loops, ap_loops);
     // The record and the RAM agree on what the guest did.
     assert_eq!(invoked.total, r.total);
     assert_eq!(&invoked.counts[..NUM_CALLS], &r.counts[..]);
@@ -95,18 +98,22 @@ fn storm(ring: u32, extra: &[&str]) {
         r.counts.iter().map(|c| u64::from(*c)).sum::<u64>(),
         u64::from(r.total)
     );
-    // The loop's calls: loops × mix (EnableInterrupts twice per iteration).
-    assert_eq!(r.counts[Call::GetCR0 as usize], r.loops);
+    // The loop's calls: loops × mix (EnableInterrupts twice per iteration), plus the second
+    // CPU's (each of its calls once per iteration).
+    assert_eq!(r.counts[Call::GetCR0 as usize], r.loops + r.ap_loops);
     assert_eq!(r.counts[Call::EnableInterrupts as usize], 2 * r.loops);
     // The handler's calls: once per interrupt it served while the step was active (the
     // handler counts the tick before the check, so ticks ≥ handler calls).
-    let handler_rdtsc = r.counts[Call::RDTSC as usize] - r.loops;
+    let handler_rdtsc = r.counts[Call::RDTSC as usize] - r.loops - r.ap_loops;
     assert!(handler_rdtsc > 0 && handler_rdtsc <= r.handler_runs);
     assert_eq!(
-        r.counts[Call::DisableInterrupts as usize] - r.loops,
+        r.counts[Call::DisableInterrupts as usize] - r.loops - r.ap_loops,
         handler_rdtsc
     );
-    assert_eq!(r.total, mix_len * r.loops + 3 * handler_rdtsc);
+    assert_eq!(
+        r.total,
+        mix_len * r.loops + 3 * handler_rdtsc + ap_len * r.ap_loops
+    );
     // The trace area: exactly the same counts, call by call.
     let a = area::find(&low).unwrap();
     assert_eq!(a.build_id, t.build_id);
@@ -128,14 +135,22 @@ fn storm(ring: u32, extra: &[&str]) {
 
 #[test]
 fn no_count_is_lost_under_a_timer_interrupt_storm() {
-    storm(0, &[]);
+    storm(0, &[], 0);
 }
 
 /// TCG takes interrupts only between translation blocks; `-singlestep` makes every
 /// instruction a block, so IRQ0 can land between any two instructions of a wrapper.
 #[test]
 fn no_count_is_lost_when_interrupts_land_between_any_two_instructions() {
-    storm(64, &["-singlestep"]);
+    storm(64, &["-singlestep"], 0);
+}
+
+/// Two vCPUs (QEMU runs them on two host threads): the second calls RDTSC, GetCR3, GetCR0,
+/// GetInterruptMask and DisableInterrupts 200,000 times while the first runs its loop and its
+/// timer handler — the same counters updated from two CPUs at once.
+#[test]
+fn no_count_is_lost_when_two_cpus_call_at_once() {
+    storm(64, &["-smp", "2"], 200_000);
 }
 
 #[test]
@@ -174,4 +189,49 @@ fn broken(call: Call, bad: fn(&mut Emit) -> Result<Answer, GenError>) -> Vec<u8>
     generate_unaudited(&o, &BuildOptions::default())
         .unwrap()
         .image
+}
+
+/// The two-CPU test can fail: the same trace ROM with its `lock` prefixes turned into `nop`s
+/// (so each counter update is a plain read-modify-write) loses counts when two vCPUs update the
+/// same counters — what the exact equality above rules out.
+#[test]
+fn without_lock_prefixes_two_cpus_lose_counts() {
+    use iced_x86::{Decoder, DecoderOptions};
+    let t = generate(&Trace::new(Native), &BuildOptions::default()).unwrap();
+    let mut img = t.image.clone();
+    let code = t
+        .calls
+        .iter()
+        .filter(|c| c.size > 0)
+        .map(|c| (c.offset, c.size));
+    let mut patched = 0;
+    for (off, size) in code {
+        let (off, size) = (off as usize, size as usize);
+        let bytes = img[off..off + size].to_vec();
+        let mut dec = Decoder::with_ip(32, &bytes, off as u64, DecoderOptions::NONE);
+        for ins in &mut dec {
+            if ins.has_lock_prefix() {
+                let at = ins.ip() as usize;
+                assert_eq!(img[at], 0xF0);
+                img[at] = 0x90;
+                patched += 1;
+            }
+        }
+    }
+    assert!(patched > 80, "{patched}");
+    let last = img.len() - 1;
+    img[last] = 0;
+    img[last] = 0u8.wrapping_sub(img.iter().fold(0u8, |s, b| s.wrapping_add(*b)));
+    let (r, _, low) = run(
+        &img,
+        Stress::with_second_cpu(20_000, 2_000, 200_000),
+        &["-smp", "2"],
+    );
+    assert_eq!(r.violation, None);
+    let a = area::find(&low).unwrap();
+    let lost: u64 = (0..NUM_CALLS)
+        .map(|n| u64::from(r.counts[n]).saturating_sub(a.counters[n].count))
+        .sum();
+    eprintln!("unlocked counters lost {lost} of {} invocations", r.total);
+    assert!(lost > 0);
 }

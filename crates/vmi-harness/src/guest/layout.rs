@@ -63,6 +63,14 @@ pub const STACK_TOP: u32 = 0x0019_0000;
 pub const TEST_AREA: u32 = 0x0019_0000;
 /// End of the guest (multiboot `bss_end_addr`).
 pub const GUEST_END: u32 = 0x001A_0000;
+/// The second CPU's stack top (64 KiB below it, outside the image; identity-mapped).
+pub const AP_STACK_TOP: u32 = 0x001B_0000;
+/// Where the second CPU starts in real mode: the SIPI vector's page (vector 0x08). The stress
+/// step copies the trampoline here; QEMU's multiboot information sits at 0x9000, above it.
+pub const AP_TRAMPOLINE: u32 = 0x8000;
+/// Bytes of the trampoline.
+pub const AP_TRAMPOLINE_LEN: u32 = 0x100;
+
 /// Physical address of the local APIC (Linux's `APIC_DEFAULT_PHYS_BASE`).
 pub const APIC_PHYS: u32 = 0xFEE0_0000;
 /// Size of a small page.
@@ -232,6 +240,14 @@ pub mod var {
     pub const STRESS_TSC_PREV: u32 = 0x68;
     /// Scratch word of the stress loop's result checks.
     pub const STRESS_TEMP: u32 = 0x70;
+    /// Where the second CPU continues after its trampoline (physical address of its code).
+    pub const AP_ENTRY: u32 = 0x74;
+    /// Set by the second CPU once it runs the guest's code.
+    pub const AP_READY: u32 = 0x78;
+    /// Set by the second CPU when its loop is over.
+    pub const AP_DONE: u32 = 0x7C;
+    /// Loop iterations the second CPU completed.
+    pub const AP_LOOPS: u32 = 0x80;
     /// The 32 extra words of the current vector ([`crate::protocol::vector_result::EXTRA`]).
     pub const XBUF: u32 = 0x100;
     /// GetRelocationInfo's EAX for calls 0 .. [`RELOC_SLOTS`]: what call vectors call.
@@ -453,7 +469,9 @@ mod tests {
         const { assert!(var::INVOKE_LOG + var::INVOKE_LOG_LEN <= var::RELOC_TYPES) };
         const { assert!(var::RELOC_TYPES + var::RELOC_SLOTS <= var::SIZE) };
         const { assert!(VARS + var::SIZE <= PERCPU) };
-        const { assert!(var::STRESS_TEMP + 4 <= var::XBUF) };
+        const { assert!(var::AP_LOOPS + 4 <= var::XBUF) };
+        const { assert!(AP_TRAMPOLINE + AP_TRAMPOLINE_LEN <= 0x9000) };
+        const { assert!(AP_STACK_TOP - 0x1_0000 >= GUEST_END) };
         assert!(var::INVOKE_LOG_LEN.is_power_of_two() && var::INVOKE_LOG_LEN <= 256);
         assert!(
             var::XBUF + 4 * crate::protocol::vector_result::EXTRA_WORDS as u32 <= var::RELOC_EIPS

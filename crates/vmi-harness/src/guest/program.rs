@@ -129,6 +129,9 @@ pub mod host_data {
     pub const GDT_PRISTINE: u32 = 0x100;
     /// A pristine copy of the TSS (restored after every call vector).
     pub const TSS_PRISTINE: u32 = 0x200;
+    /// The second CPU's real-mode trampoline, copied to
+    /// [`AP_TRAMPOLINE`](crate::guest::layout::AP_TRAMPOLINE) by a stress step that uses it.
+    pub const AP_TRAMPOLINE: u32 = 0x300;
 }
 
 /// Builds the guest image for `cfg`.
@@ -220,6 +223,12 @@ pub fn build(cfg: &GuestConfig) -> Result<GuestImage, HarnessError> {
     );
     for (i, lic) in ACCEPTED_LICENSES.iter().enumerate() {
         mem.put(license_slot(i), &cstr(lic));
+    }
+    if cfg.stress.iter().any(|s| s.ap_loops > 0) {
+        mem.put(
+            l::HOST_DATA + host_data::AP_TRAMPOLINE,
+            &stress::ap_trampoline(&map)?,
+        );
     }
     mem.put(l::CODE, &code);
     let body = mem.0.get(crate::multiboot::HEADER_LEN..).unwrap_or(&[]);

@@ -18,8 +18,19 @@
 //!    and the result against the native value. The first violation ends the loop. It runs
 //!    [`Stress::loops`] iterations and then goes on until [`Stress::ticks`] timer interrupts
 //!    were handled, for at most [`Stress::max_loops`] iterations.
-//! 4. `cli`, masks IRQ0, reports loops, handler runs, the violation, the TSC cycles and the
-//!    run's invocation counters.
+//! 4. `cli`, masks IRQ0, waits for the second CPU if there is one, reports loops, handler
+//!    runs, the violation, the TSC cycles, the second CPU's loops and the run's invocation
+//!    counters.
+//!
+//! # A second CPU
+//!
+//! With [`Stress::ap_loops`] > 0 (and QEMU's `-smp 2`), step 2 first copies a real-mode
+//! trampoline to [`AP_TRAMPOLINE`](super::layout::AP_TRAMPOLINE), software-enables the local
+//! APIC and sends INIT, SIPI, SIPI to all other CPUs. The trampoline loads the boot GDT, enters
+//! protected mode, turns on paging with the same page directory and jumps into the guest code,
+//! where the second CPU loads the kernel GDT/IDT and segments, reports in, waits for the go
+//! the first CPU gives with its timer, and makes its loop of [`Stress::ap_mix`] calls (with
+//! interrupts off), counting each invocation with the same `lock`ed counters.
 
 use vmi_abi::Call;
 use vmi_abi::calls::Reg;
@@ -42,6 +53,13 @@ pub struct Stress {
     pub max_loops: u32,
     /// PIT channel 0 divisor: 1 193 182 / divisor interrupts per second.
     pub divisor: u16,
+    /// Loop iterations a second CPU makes at the same time (0: no second CPU). It is started
+    /// with INIT-SIPI-SIPI through a real-mode trampoline, and calls [`Stress::ap_mix`] —
+    /// counted, not checked — while the first CPU runs its loop, so both update the same
+    /// counters concurrently. Needs `-smp 2` (QEMU runs the two vCPUs on two host threads).
+    pub ap_loops: u32,
+    /// The calls each iteration of the second CPU makes ([`Stress::handler_supported`]).
+    pub ap_mix: Vec<Call>,
 }
 
 impl Stress {
@@ -66,6 +84,25 @@ impl Stress {
             ticks,
             max_loops: loops.saturating_mul(64),
             divisor: 60,
+            ap_loops: 0,
+            ap_mix: Vec::new(),
+        }
+    }
+
+    /// [`Stress::linux_like`] plus a second CPU making `ap_loops` iterations of RDTSC, GetCR3,
+    /// GetCR0, GetInterruptMask and DisableInterrupts — mostly the same calls as the first
+    /// CPU and its timer handler, so the same counters are contended.
+    pub fn with_second_cpu(loops: u32, ticks: u32, ap_loops: u32) -> Stress {
+        Stress {
+            ap_loops,
+            ap_mix: vec![
+                Call::RDTSC,
+                Call::GetCR3,
+                Call::GetCR0,
+                Call::GetInterruptMask,
+                Call::DisableInterrupts,
+            ],
+            ..Stress::linux_like(loops, ticks)
         }
     }
 
@@ -101,7 +138,12 @@ impl Stress {
             .mix
             .contains(&Call::DisableInterrupts)
             .then_some(Call::EnableInterrupts);
-        self.mix.iter().chain(&self.handler).copied().chain(enable)
+        self.mix
+            .iter()
+            .chain(&self.handler)
+            .chain(&self.ap_mix)
+            .copied()
+            .chain(enable)
     }
 
     /// Why the guest cannot run it (None: it can).
@@ -118,6 +160,12 @@ impl Stress {
             .find(|c| !Stress::handler_supported(**c))
         {
             return Some(format!("{c:?} cannot be called by the timer handler"));
+        }
+        if let Some(c) = self.ap_mix.iter().find(|c| !Stress::handler_supported(**c)) {
+            return Some(format!("{c:?} cannot be called by the second CPU"));
+        }
+        if self.ap_loops > 0 && self.ap_mix.is_empty() {
+            return Some("the second CPU has loops but no calls".into());
         }
         if self.divisor < 16 {
             return Some(format!(

@@ -10,7 +10,7 @@ use crate::protocol::{self as p, StepId, canary, stress as st};
 use iced_x86::code_asm::*;
 use vmi_abi::Call;
 use vmi_abi::calls::{Reg, RelocType, call};
-use vmi_abi::consts::LINUX_USER_DS;
+use vmi_abi::consts::{LINUX_KERNEL_CS, LINUX_KERNEL_DS, LINUX_USER_DS};
 
 type R = Result<(), HarnessError>;
 
@@ -18,6 +18,73 @@ type R = Result<(), HarnessError>;
 const IF: u32 = 0x200;
 /// EFLAGS.DF.
 const DF: u32 = 0x400;
+
+/// Offset of the trampoline's 32-bit part.
+const TRAMPOLINE_32: u32 = 0x40;
+/// Offset of the trampoline's GDTR image.
+const TRAMPOLINE_GDTR: u32 = 0xF0;
+/// Spins (with `pause`) the first CPU waits for the second to come up or finish.
+const AP_SPINS: u32 = 400_000_000;
+
+/// The second CPU's real-mode start code, for [`l::AP_TRAMPOLINE`] (SIPI vector 0x08): load
+/// the boot GDT, enter protected mode, take the kernel data segments and the AP stack, turn on
+/// paging like the first CPU did at boot, and jump to [`var::AP_ENTRY`].
+pub(super) fn ap_trampoline(map: &crate::guest::MemoryMap) -> Result<Vec<u8>, HarnessError> {
+    let base = l::AP_TRAMPOLINE;
+    let mut a = CodeAssembler::new(16)?;
+    a.cli()?;
+    a.cld()?;
+    a.xor(ax, ax)?;
+    a.mov(ds, ax)?;
+    a.lgdt(ptr(base + TRAMPOLINE_GDTR))?;
+    a.mov(eax, cr0)?;
+    a.or(eax, 1)?;
+    a.mov(cr0, eax)?;
+    a.jmp_far(LINUX_KERNEL_CS, base + TRAMPOLINE_32)?;
+    let mut real = a.assemble(u64::from(base))?;
+    let mut a = CodeAssembler::new(32)?;
+    a.mov(ax, u32::from(LINUX_KERNEL_DS))?;
+    a.mov(ss, ax)?;
+    a.mov(ds, ax)?;
+    a.mov(es, ax)?;
+    a.mov(esp, l::AP_STACK_TOP)?;
+    if map.paging() {
+        a.mov(eax, cr4)?;
+        a.or(eax, crate::guest::paging::CR4_PSE as i32)?;
+        a.mov(cr4, eax)?;
+        a.mov(eax, l::PAGE_DIR)?;
+        a.mov(cr3, eax)?;
+        a.mov(eax, cr0)?;
+        a.or(
+            eax,
+            (crate::guest::paging::CR0_PG | crate::guest::paging::CR0_WP) as i32,
+        )?;
+        a.mov(cr0, eax)?;
+    }
+    a.mov(eax, d(vars(var::AP_ENTRY)))?;
+    a.jmp(eax)?;
+    let prot = a.assemble(u64::from(base + TRAMPOLINE_32))?;
+    if real.len() > TRAMPOLINE_32 as usize
+        || TRAMPOLINE_32 as usize + prot.len() > TRAMPOLINE_GDTR as usize
+    {
+        return Err(HarnessError::InvalidConfig {
+            reason: format!(
+                "the AP trampoline does not fit ({} + {} bytes)",
+                real.len(),
+                prot.len()
+            ),
+        });
+    }
+    real.resize(TRAMPOLINE_32 as usize, 0x90);
+    real.extend_from_slice(&prot);
+    real.resize(TRAMPOLINE_GDTR as usize, 0x90);
+    real.extend_from_slice(&crate::guest::gdt::pseudo_descriptor(
+        l::GDT,
+        l::GDT_ENTRIES * 8,
+    ));
+    real.resize(l::AP_TRAMPOLINE_LEN as usize, 0);
+    Ok(real)
+}
 
 /// A violation exit of the loop: the code it stores and its label.
 struct Exit {
@@ -50,7 +117,7 @@ impl Gen<'_> {
         a.mov(d(vars(var::STRESS_VIOLATION)), 0u32)?;
         a.mov(d(vars(var::STRESS_LOOPS)), 0u32)?;
         // 1. Every call must be CALL_REL (item index: the mix, then the handler's calls).
-        let mix_then_handler = s.mix.iter().chain(&s.handler).enumerate();
+        let mix_then_handler = s.mix.iter().chain(&s.handler).chain(&s.ap_mix).enumerate();
         for (k, c) in mix_then_handler {
             let mut calls = vec![*c];
             if *c == Call::DisableInterrupts {
@@ -65,7 +132,12 @@ impl Gen<'_> {
                 a.jne(bad)?;
             }
         }
-        // 2. Timer, TSC, go.
+        // 2. The second CPU, if any: started now, waiting for the go.
+        if s.ap_loops > 0 {
+            let no_start = exit(a, 0, st::CHECK_AP_START);
+            start_ap(a, self.map.apic(), s, no_start)?;
+        }
+        // 3. Timer, TSC, go.
         a.mov(esp, stack_top)?;
         Self::linux_data_segments(a)?;
         a.cld()?;
@@ -84,8 +156,11 @@ impl Gen<'_> {
         a.and(al, 0xFE)?;
         a.out(0x21, al)?;
         a.mov(d(vars(var::STRESS_ACTIVE)), n + 1)?;
+        if s.ap_loops > 0 {
+            a.mov(d(vars(var::AP_READY)), 2u32)?;
+        }
         a.sti()?;
-        // 3. The loop.
+        // 4. The loop.
         let mut top = a.create_label();
         a.set_label(&mut top)?;
         for (k, c) in s.mix.iter().enumerate() {
@@ -111,13 +186,32 @@ impl Gen<'_> {
             a.mov(d(vars(var::STRESS_VIOLATION)), e.code)?;
             a.jmp(end)?;
         }
-        // 4. Stop and report.
+        // 5. Stop, wait for the second CPU, report.
         a.set_label(&mut end)?;
         a.cli()?;
         a.mov(d(vars(var::STRESS_ACTIVE)), 0u32)?;
         a.in_(al, 0x21)?;
         a.or(al, 0x01)?;
         a.out(0x21, al)?;
+        if s.ap_loops > 0 {
+            let mut wait = a.create_label();
+            let mut done = a.create_label();
+            let mut late = a.create_label();
+            a.cmp(d(vars(var::AP_READY)), 2)?;
+            a.jne(done)?;
+            a.mov(ecx, AP_SPINS)?;
+            a.set_label(&mut wait)?;
+            a.cmp(d(vars(var::AP_DONE)), 0)?;
+            a.jne(done)?;
+            a.pause()?;
+            a.dec(ecx)?;
+            a.jnz(wait)?;
+            a.set_label(&mut late)?;
+            a.cmp(d(vars(var::STRESS_VIOLATION)), 0)?;
+            a.jne(done)?;
+            a.mov(d(vars(var::STRESS_VIOLATION)), 1 << 8 | st::CHECK_AP_DONE)?;
+            a.set_label(&mut done)?;
+        }
         a.mov(esp, stack_top)?;
         Self::linux_data_segments(a)?;
         a.cld()?;
@@ -132,6 +226,7 @@ impl Gen<'_> {
             (st::HANDLER_RUNS, var::TICKS),
             (st::VIOLATION, var::STRESS_VIOLATION),
             (st::TOTAL, var::INVOKE_TOTAL),
+            (st::AP_LOOPS, var::AP_LOOPS),
         ] {
             a.mov(eax, d(vars(from)))?;
             a.mov(d(rec_word(word)), eax)?;
@@ -183,6 +278,91 @@ impl Gen<'_> {
         a.iretd()?;
         Ok(())
     }
+}
+
+/// Copies the trampoline down, points it at the second CPU's code (emitted right here), wakes
+/// the second CPU with INIT-SIPI-SIPI (to all but self, through the local APIC at linear
+/// `apic`) and waits for it to report in; jumps to `no_start` if it does not.
+fn start_ap(a: &mut CodeAssembler, apic: u32, s: &Stress, no_start: CodeLabel) -> R {
+    for v in [var::AP_READY, var::AP_DONE, var::AP_LOOPS] {
+        a.mov(d(vars(v)), 0u32)?;
+    }
+    a.cld()?;
+    a.mov(esi, l::HOST_DATA + super::host_data::AP_TRAMPOLINE)?;
+    a.mov(edi, l::AP_TRAMPOLINE)?;
+    a.mov(ecx, l::AP_TRAMPOLINE_LEN / 4)?;
+    a.rep().movsd()?;
+    // `call` over the second CPU's code pushes its (physical) address.
+    let mut after = a.create_label();
+    a.call(after)?;
+    ap_loop(a, s)?;
+    a.set_label(&mut after)?;
+    a.pop(eax)?;
+    a.mov(d(vars(var::AP_ENTRY)), eax)?;
+    // Software-enable the local APIC, then INIT, SIPI, SIPI (vector = trampoline page).
+    a.or(d(apic + 0xF0), 0x100)?;
+    a.mov(d(apic + 0x310), 0u32)?;
+    let sipi = 0x000C_4600 | l::AP_TRAMPOLINE >> 12;
+    for icr in [0x000C_4500, sipi, sipi] {
+        let mut idle = a.create_label();
+        a.mov(d(apic + 0x300), icr)?;
+        a.mov(ecx, 1_000_000u32)?;
+        a.set_label(&mut idle)?;
+        a.pause()?;
+        a.dec(ecx)?;
+        a.jnz(idle)?;
+    }
+    let mut wait = a.create_label();
+    let mut up = a.create_label();
+    a.mov(ecx, AP_SPINS)?;
+    a.set_label(&mut wait)?;
+    a.cmp(d(vars(var::AP_READY)), 0)?;
+    a.jne(up)?;
+    a.pause()?;
+    a.dec(ecx)?;
+    a.jnz(wait)?;
+    a.jmp(no_start)?;
+    a.set_label(&mut up)?;
+    a.nop()?;
+    Ok(())
+}
+
+/// The second CPU's code, entered from the trampoline: the kernel descriptor tables and
+/// segments, report in, wait for the go, make `ap_loops` iterations of the mix (counted like
+/// every invocation), report done, halt for good.
+fn ap_loop(a: &mut CodeAssembler, s: &Stress) -> R {
+    a.lgdt(ptr(l::GDTR_KERNEL))?;
+    a.lidt(ptr(l::IDTR_KERNEL))?;
+    a.mov(ax, u32::from(LINUX_KERNEL_DS))?;
+    a.mov(ss, ax)?;
+    a.mov(esp, l::AP_STACK_TOP)?;
+    Gen::linux_data_segments(a)?;
+    a.cld()?;
+    a.mov(d(vars(var::AP_READY)), 1u32)?;
+    let mut go = a.create_label();
+    a.set_label(&mut go)?;
+    a.pause()?;
+    a.cmp(d(vars(var::AP_READY)), 2)?;
+    a.jne(go)?;
+    let mut top = a.create_label();
+    a.set_label(&mut top)?;
+    for c in &s.ap_mix {
+        count_invocation(a, *c as u8)?;
+        for (reg, v) in inputs(*c) {
+            a.mov(gpr(*reg), *v)?;
+        }
+        a.call(d(vars(var::RELOC_EIPS) + 4 * *c as u32))?;
+    }
+    a.inc(d(vars(var::AP_LOOPS)))?;
+    a.cmp(d(vars(var::AP_LOOPS)), s.ap_loops)?;
+    a.jb(top)?;
+    a.mov(d(vars(var::AP_DONE)), 1u32)?;
+    let mut halt = a.create_label();
+    a.set_label(&mut halt)?;
+    a.cli()?;
+    a.hlt()?;
+    a.jmp(halt)?;
+    Ok(())
 }
 
 /// One checked call of the loop: inputs and canaries, count, call, then ESP, the kept
