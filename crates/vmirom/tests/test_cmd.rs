@@ -53,7 +53,7 @@ fn native_rom_passes_with_the_reentrancy_run_and_no_accounting() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(
-        out.contains("re-entrancy under an IRQ0 storm: pass"),
+        out.contains("re-entrancy (IRQ0 storm, second CPU): pass"),
         "{out}"
     );
     assert!(!out.contains("trace accounting"));

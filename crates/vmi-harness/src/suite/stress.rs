@@ -1,8 +1,9 @@
-//! The suite's re-entrancy check: one extra guest run that loops over the hot-path calls the
-//! ROM implements while IRQ0 fires at ~20 kHz and the timer handler calls the ROM too (see
-//! [`crate::guest::stress`]). A call that keeps state in memory, uses the stack below ESP, or
-//! otherwise breaks when an interrupt handler re-enters the ROM between two of its
-//! instructions shows up as a wrong result or register here, and fails.
+//! The suite's re-entrancy check: one extra guest run (QEMU with `-smp 2`) that loops over the
+//! hot-path calls the ROM implements while IRQ0 fires at ~20 kHz and the timer handler calls the
+//! ROM too, and a second CPU calls it at the same time (see [`crate::guest::stress`]). A call
+//! that keeps state in memory, uses the stack below ESP, or otherwise breaks when an interrupt
+//! handler or another CPU enters the ROM in the middle of it shows up as a wrong result or
+//! register here, and fails.
 
 use super::judge::{Findings, Judged};
 use super::run::{Boot, Runner};
@@ -10,6 +11,7 @@ use super::{Activated, SuiteOptions, Verdict, describe_exception};
 use crate::engine::Engine;
 use crate::error::HarnessError;
 use crate::guest::{Step, Stress};
+use crate::protocol::Violation;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use vmi_abi::Call;
@@ -19,6 +21,12 @@ use vmi_abi::calls::RelocType;
 const LOOPS: u32 = 2000;
 /// Timer interrupts it waits for.
 const TICKS: u32 = 300;
+/// Iterations of the second CPU.
+const AP_LOOPS: u32 = 20_000;
+/// The run writes nothing while it loops (and while the first CPU waits for the second): it
+/// counts as hung only after this much silence (≥ the suite's hang timeout). Normally the
+/// loops take ~0.1 s under TCG, over 1 s with `-singlestep`.
+const QUIET: std::time::Duration = std::time::Duration::from_secs(6);
 
 /// What the stress run found.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -35,8 +43,10 @@ pub struct StressSummary {
     pub loops: u32,
     /// Timer interrupts handled while it ran.
     pub interrupts: u32,
-    /// ROM invocations of the run (loop and handler).
+    /// ROM invocations of the run (loop, handler and second CPU).
     pub invocations: u32,
+    /// Loop iterations the second CPU made (0: it did not run).
+    pub second_cpu_loops: u32,
 }
 
 impl StressSummary {
@@ -49,6 +59,7 @@ impl StressSummary {
             loops: 0,
             interrupts: 0,
             invocations: 0,
+            second_cpu_loops: 0,
         }
     }
 }
@@ -64,11 +75,15 @@ fn config(act: &Activated, selected: &dyn Fn(u8) -> bool) -> Stress {
                 .and_then(|a| a.as_ref())
                 .is_some_and(|a| a.kind == Some(RelocType::CallRel))
     };
-    let mut s = Stress::linux_like(LOOPS, TICKS);
+    let mut s = Stress::with_second_cpu(LOOPS, TICKS, AP_LOOPS);
     let enable = ok(&Call::EnableInterrupts);
     s.mix
         .retain(|c| ok(c) && (*c != Call::DisableInterrupts || enable));
     s.handler.retain(ok);
+    s.ap_mix.retain(ok);
+    if s.ap_mix.is_empty() {
+        s.ap_loops = 0;
+    }
     s
 }
 
@@ -102,11 +117,13 @@ pub(super) fn run(
     }
     let mut steps = super::activation_steps();
     steps.push(Step::Stress(0));
-    let boot = runner.boot(
+    let mut smp = runner.clone();
+    smp.extra_args.extend(["-smp".into(), "2".into()]);
+    let boot = smp.boot(
         steps,
         Vec::new(),
         vec![s.clone()],
-        Some(opts.hang_timeout),
+        Some(opts.hang_timeout.max(QUIET)),
         7000,
     )?;
     let name = |c: &Call| c.spec().name;
@@ -128,16 +145,34 @@ pub(super) fn run(
     summary.loops = r.loops;
     summary.interrupts = r.handler_runs;
     summary.invocations = r.total;
+    summary.second_cpu_loops = r.ap_loops;
     let mut calls: Vec<Call> = s.calls().collect();
     calls.sort();
     calls.dedup();
     match r.violation {
+        Some((_, Violation::ApNotStarted)) => {
+            summary.detail = format!(
+                "the second CPU did not come up (INIT-SIPI-SIPI under {}): not run",
+                opts.engine
+            );
+        }
+        Some((_, Violation::ApNotDone)) => {
+            summary.verdict = Verdict::Fail;
+            summary.detail = format!(
+                "the second CPU did not finish its {} iterations of {} ({} done): a call hung \
+                 or crashed on it",
+                s.ap_loops,
+                s.ap_mix.iter().map(name).collect::<Vec<_>>().join(", "),
+                r.ap_loops
+            );
+        }
         Some((item, v)) => {
             let item = item as usize;
             let culprit = s
                 .mix
                 .iter()
                 .chain(&s.handler)
+                .chain(&s.ap_mix)
                 .nth(item)
                 .copied()
                 .unwrap_or(Call::CPUID);
@@ -175,11 +210,14 @@ pub(super) fn run(
             summary.verdict = Verdict::Pass;
             summary.detail = format!(
                 "{} iterations × {} call(s) with every result and kept register checked, {} timer \
-                 interrupts each making {} call(s), {} invocations in {:.1} M TSC cycles",
+                 interrupts each making {} call(s), a second CPU making {} iterations × {} \
+                 call(s) meanwhile; {} invocations in {:.1} M TSC cycles",
                 r.loops,
                 s.mix.len() + usize::from(s.mix.contains(&Call::DisableInterrupts)),
                 r.handler_runs,
                 s.handler.len(),
+                r.ap_loops,
+                s.ap_mix.len(),
                 r.total,
                 r.cycles as f64 / 1e6
             );

@@ -262,7 +262,7 @@ fn print_table(r: &SuiteReport) {
     }
     if let Some(s) = &r.stress {
         println!(
-            "re-entrancy under an IRQ0 storm: {} — {}",
+            "re-entrancy (IRQ0 storm, second CPU): {} — {}",
             verdict_name(s.verdict),
             s.detail
         );
