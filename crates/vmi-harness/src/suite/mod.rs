@@ -48,7 +48,9 @@
 //!    hot-path calls that passed so far (interrupt flag, CR reads, RDTSC, CPUID, GetDR) in a
 //!    loop with every result and kept register checked, while IRQ0 fires at ~20 kHz and the
 //!    timer handler calls RDTSC, GetCR3 and DisableInterrupts through the ROM — a kernel's
-//!    interrupt path re-entering the ROM in the middle of a call. A violation fails the call
+//!    interrupt path re-entering the ROM in the middle of a call — and a second CPU (`-smp 2`)
+//!    calls RDTSC, GetCR3, GetCR0, GetInterruptMask and DisableInterrupts at the same time (a
+//!    second CPU that never finishes fails the run). A violation fails the call
 //!    it names ("… under an IRQ0 storm") and the suite (see [`StressSummary`] and
 //!    [`crate::guest::stress`]).
 //!
