@@ -172,6 +172,34 @@ pub fn find_qemu() -> Result<PathBuf, HarnessError> {
         })
 }
 
+/// The QEMU option that makes TCG translate one instruction per block, so that interrupts can
+/// arrive between any two guest instructions (TCG otherwise takes them between blocks):
+/// `-one-insn-per-tb` (QEMU 8.1 and later) or its older name `-singlestep`, whichever this
+/// QEMU lists in its `-help`.
+///
+/// Errors: QEMU missing, or it knows neither option.
+pub fn one_insn_per_tb() -> Result<&'static str, HarnessError> {
+    let out = Command::new(find_qemu()?)
+        .arg("-help")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| HarnessError::Spawn {
+            binary: "qemu-system-i386".into(),
+            source,
+        })?;
+    let help = String::from_utf8_lossy(&out.stdout);
+    let listed = |opt: &str| {
+        help.lines()
+            .any(|l| l.split_whitespace().next() == Some(opt))
+    };
+    ["-one-insn-per-tb", "-singlestep"]
+        .into_iter()
+        .find(|o| listed(o))
+        .ok_or_else(|| HarnessError::InvalidConfig {
+            reason: "this QEMU lists neither -one-insn-per-tb nor -singlestep in its -help".into(),
+        })
+}
+
 /// Runs QEMU once and collects its output: [`Session::spawn`], [`Session::run_bounded`],
 /// [`Session::finish`].
 pub fn run(cfg: &QemuConfig) -> Result<QemuRun, HarnessError> {

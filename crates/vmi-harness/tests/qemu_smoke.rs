@@ -20,3 +20,9 @@ fn exit_stub_ends_the_run_with_its_value() {
         run.seabios_log
     );
 }
+
+#[test]
+fn this_qemu_can_translate_one_instruction_per_block() {
+    let opt = qemu::one_insn_per_tb().unwrap();
+    assert!(opt == "-one-insn-per-tb" || opt == "-singlestep", "{opt}");
+}

@@ -354,7 +354,8 @@ fn a_strict_call_that_rewrites_eflags_wholesale() {
 
 /// A GetCR0 that parks its result below ESP (a "red zone" the kernel ABI does not have) passes
 /// every vector — nothing interrupts it there — but the stress run catches it: an interrupt
-/// between the store and the load pushes its frame over the parked value. `-singlestep` lets
+/// between the store and the load pushes its frame over the parked value. `-singlestep` (or
+/// `-one-insn-per-tb`, [`one_insn_per_tb`](vmi_harness::qemu::one_insn_per_tb)) lets
 /// IRQ0 land between any two instructions (TCG otherwise takes interrupts between translation
 /// blocks only).
 #[test]
@@ -369,7 +370,7 @@ fn a_call_that_is_not_reentrant_fails_under_the_interrupt_storm() {
         Ok(Answer::Call)
     });
     let opts = SuiteOptions {
-        extra_args: vec!["-singlestep".into()],
+        extra_args: vec![vmi_harness::qemu::one_insn_per_tb().unwrap().into()],
         ..qemu()
     };
     let r = common::suite(&g.image, &opts);

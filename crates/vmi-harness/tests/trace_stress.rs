@@ -138,11 +138,11 @@ fn no_count_is_lost_under_a_timer_interrupt_storm() {
     storm(0, &[], 0);
 }
 
-/// TCG takes interrupts only between translation blocks; `-singlestep` makes every
+/// TCG takes interrupts only between translation blocks; `-one-insn-per-tb` makes every
 /// instruction a block, so IRQ0 can land between any two instructions of a wrapper.
 #[test]
 fn no_count_is_lost_when_interrupts_land_between_any_two_instructions() {
-    storm(64, &["-singlestep"], 0);
+    storm(64, &[qemu::one_insn_per_tb().unwrap()], 0);
 }
 
 /// Two vCPUs (QEMU runs them on two host threads): the second calls RDTSC, GetCR3, GetCR0,
