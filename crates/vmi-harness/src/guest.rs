@@ -51,6 +51,7 @@
 //!
 //! | Address | Size | What | Source |
 //! |---|---|---|---|
+//! | `0x0000_8000` | 256 B | the second CPU's real-mode trampoline (SIPI vector 0x08), copied there by a stress step that starts one | copied at run time |
 //! | `0x0010_0000` | 32 B | multiboot header | image |
 //! | `0x0010_1000` | 4 KiB | page directory: 4 MiB PSE pages, [0, 64 MiB) at 0 and at `PAGE_OFFSET`; the test window through a 4 KiB page table | image |
 //! | `0x0010_2000` | 256 B | GDT (32 entries) | image |
@@ -66,6 +67,7 @@
 //! | `0x0017_0000` | 64 KiB | ring-0 stack for privilege changes (TSS.ESP0) | bss |
 //! | `0x0018_0000` | 64 KiB | kernel stack (top `0x0019_0000`) | bss |
 //! | `0x0019_0000` | 64 KiB | test area ([`layout::test`]): the test window's page table, a copy of the page directory, frames A/B/C, the ring-3 stub and stack, scratch descriptor tables and buffers, a second TSS, a copy of the IDT, the capture stack | bss |
+//! | `0x001A_0000` | 64 KiB | the second CPU's stack (top `0x001B_0000`), outside the image | — |
 //!
 //! The **test window** (4 MiB of linear space outside both maps, [`MemoryMap::window`]) holds
 //! the ring-3 stub and stack (user pages), the TLB test pages (frame A, one of them global),
