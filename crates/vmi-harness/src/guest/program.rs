@@ -832,12 +832,7 @@ impl Gen<'_> {
             a.mov(al, u32::from(v))?;
         }
         a.out(u32::from(EXIT_PORT), al)?;
-        let mut halt = a.create_label();
-        a.set_label(&mut halt)?;
-        a.cli()?;
-        a.hlt()?;
-        a.jmp(halt)?;
-        Ok(())
+        halt_forever(a)
     }
 
     fn subroutines(&mut self) -> Result<(), HarnessError> {
@@ -1016,6 +1011,16 @@ const SNAPSHOT_STACK: [(usize, usize); p::snap::WORDS] = [
     (p::snap::ECX, 52),
     (p::snap::EAX, 56),
 ];
+
+/// `cli; hlt` for good (an NMI or SMI wake-up halts again).
+fn halt_forever(a: &mut CodeAssembler) -> Result<(), HarnessError> {
+    let mut halt = a.create_label();
+    a.set_label(&mut halt)?;
+    a.cli()?;
+    a.hlt()?;
+    a.jmp(halt)?;
+    Ok(())
+}
 
 fn gpr(r: Reg) -> AsmRegister32 {
     match r {

@@ -357,12 +357,7 @@ fn ap_loop(a: &mut CodeAssembler, s: &Stress) -> R {
     a.cmp(d(vars(var::AP_LOOPS)), s.ap_loops)?;
     a.jb(top)?;
     a.mov(d(vars(var::AP_DONE)), 1u32)?;
-    let mut halt = a.create_label();
-    a.set_label(&mut halt)?;
-    a.cli()?;
-    a.hlt()?;
-    a.jmp(halt)?;
-    Ok(())
+    super::halt_forever(a)
 }
 
 /// One checked call of the loop: inputs and canaries, count, call, then ESP, the kept
