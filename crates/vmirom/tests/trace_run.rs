@@ -5,14 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
+use vmi_abi::Call;
 use vmi_harness::guest::{GuestConfig, Op, Step, Vector, build};
 use vmi_harness::protocol::EXIT_DONE;
 
-/// GetCR0, GetCR4, Halt, Shutdown.
-const GET_CR0: u8 = 19;
-const GET_CR4: u8 = 22;
-const HALT: u8 = 35;
-const SHUTDOWN: u8 = 37;
 /// The slowest PIT rate (1.193182 MHz / 65535 ≈ 18.2 Hz): a Halt sleeps up to 55 ms.
 const PIT_SLOW: u16 = 65535;
 
@@ -45,13 +41,13 @@ fn guest(dir: &Path, vectors: Vec<Vector>) -> PathBuf {
     p
 }
 
-fn get(call: u8) -> Vector {
-    Vector::call(call, &[], 0x2)
+fn get(call: Call) -> Vector {
+    Vector::call(call as u8, &[], 0x2)
 }
 
 /// Halt with IF = 0 and the PIT running: returns after the next tick (≤ 55 ms).
 fn halt() -> Vector {
-    let mut v = get(HALT);
+    let mut v = get(Call::Halt);
     v.pre = vec![Op::StartTimer { divisor: PIT_SLOW }];
     v.post = vec![Op::Cli, Op::StopTimer];
     v
@@ -71,9 +67,9 @@ fn counts(json: &serde_json::Value) -> Vec<(u64, u64)> {
 fn json_counts_are_exactly_the_calls_the_guest_made() {
     let dir = tempfile::tempdir().unwrap();
     let trace = rom(dir.path(), "trace.rom", &["--trace"]);
-    let mut vectors: Vec<Vector> = (0..5).map(|_| get(GET_CR0)).collect();
-    vectors.extend((0..3).map(|_| get(GET_CR4)));
-    vectors.push(get(GET_CR0));
+    let mut vectors: Vec<Vector> = (0..5).map(|_| get(Call::GetCR0)).collect();
+    vectors.extend((0..3).map(|_| get(Call::GetCR4)));
+    vectors.push(get(Call::GetCR0));
     let kernel = guest(dir.path(), vectors);
     let mem = dir.path().join("low.bin");
     let (o, wall) = vmirom(&[
@@ -93,7 +89,10 @@ fn json_counts_are_exactly_the_calls_the_guest_made() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(o.stderr.is_empty(), "-q prints nothing else: {}", text(&o));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(counts(&j), [(19, 6), (22, 3)]);
+    assert_eq!(
+        counts(&j),
+        [(Call::GetCR0 as u64, 6), (Call::GetCR4 as u64, 3)]
+    );
     assert_eq!(j["total_count"], 9);
     assert_eq!(j["calls"][0]["name"], "GetCR0");
     assert!(j["calls"][0]["cycles"].as_u64().unwrap() > 0);
@@ -133,9 +132,9 @@ fn live_view_shows_rates_while_the_guest_halts_then_the_final_table() {
     let trace = rom(dir.path(), "trace.rom", &["--trace"]);
     // About 0.5 s of Halts woken by the PIT, then Shutdown: cli; hlt for good (counted when
     // called: it never returns), so QEMU runs until the timeout.
-    let mut vectors: Vec<Vector> = (0..2).map(|_| get(GET_CR0)).collect();
+    let mut vectors: Vec<Vector> = (0..2).map(|_| get(Call::GetCR0)).collect();
     vectors.extend((0..10).map(|_| halt()));
-    vectors.push(get(SHUTDOWN));
+    vectors.push(get(Call::Shutdown));
     let kernel = guest(dir.path(), vectors);
     let svg = dir.path().join("calls.svg");
     let (o, wall) = vmirom(&[
@@ -210,7 +209,7 @@ fn a_rom_that_makes_no_trace_area_is_a_clear_error() {
     // Four Halts keep it running past the first reading (≥ 0.1 s).
     let kernel = guest(
         dir.path(),
-        vec![get(GET_CR0), halt(), halt(), halt(), halt()],
+        vec![get(Call::GetCR0), halt(), halt(), halt(), halt()],
     );
     let (o, wall) = vmirom(&[
         "trace",

@@ -194,18 +194,13 @@ impl Gen<'_> {
         a.or(al, 0x01)?;
         a.out(0x21, al)?;
         if s.ap_loops > 0 {
-            let mut wait = a.create_label();
+            // (only if it was given the go; a violation already recorded stays the first)
             let mut done = a.create_label();
             let mut late = a.create_label();
             a.cmp(d(vars(var::AP_READY)), 2)?;
             a.jne(done)?;
-            a.mov(ecx, AP_SPINS)?;
-            a.set_label(&mut wait)?;
-            a.cmp(d(vars(var::AP_DONE)), 0)?;
-            a.jne(done)?;
-            a.pause()?;
-            a.dec(ecx)?;
-            a.jnz(wait)?;
+            wait_nonzero(a, var::AP_DONE, late)?;
+            a.jmp(done)?;
             a.set_label(&mut late)?;
             a.cmp(d(vars(var::STRESS_VIOLATION)), 0)?;
             a.jne(done)?;
@@ -312,17 +307,23 @@ fn start_ap(a: &mut CodeAssembler, apic: u32, s: &Stress, no_start: CodeLabel) -
         a.dec(ecx)?;
         a.jnz(idle)?;
     }
+    wait_nonzero(a, var::AP_READY, no_start)
+}
+
+/// Spins (with `pause`, at most [`AP_SPINS`] times) until guest variable `v` is non-zero and
+/// falls through; jumps to `timeout` if it stays zero. Uses ECX.
+fn wait_nonzero(a: &mut CodeAssembler, v: u32, timeout: CodeLabel) -> R {
     let mut wait = a.create_label();
-    let mut up = a.create_label();
+    let mut set = a.create_label();
     a.mov(ecx, AP_SPINS)?;
     a.set_label(&mut wait)?;
-    a.cmp(d(vars(var::AP_READY)), 0)?;
-    a.jne(up)?;
+    a.cmp(d(vars(v)), 0)?;
+    a.jne(set)?;
     a.pause()?;
     a.dec(ecx)?;
     a.jnz(wait)?;
-    a.jmp(no_start)?;
-    a.set_label(&mut up)?;
+    a.jmp(timeout)?;
+    a.set_label(&mut set)?;
     a.nop()?;
     Ok(())
 }
