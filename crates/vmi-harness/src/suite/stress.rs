@@ -168,14 +168,23 @@ pub(super) fn run(
         }
         Some((item, v)) => {
             let item = item as usize;
-            let culprit = s
+            let Some(culprit) = s
                 .mix
                 .iter()
                 .chain(&s.handler)
                 .chain(&s.ap_mix)
                 .nth(item)
                 .copied()
-                .unwrap_or(Call::CPUID);
+            else {
+                // The guest named an item the configuration does not have: blame nobody.
+                summary.verdict = Verdict::Fail;
+                summary.detail = format!(
+                    "the stress loop reported \"{v}\" for item {item}, which does not exist \
+                     (the configuration has {} calls)",
+                    s.mix.len() + s.handler.len() + s.ap_mix.len()
+                );
+                return Ok((summary, Some(boot)));
+            };
             let pair = if culprit == Call::DisableInterrupts && item < s.mix.len() {
                 " (or the EnableInterrupts that follows it)"
             } else {
