@@ -6,7 +6,8 @@
 //! on entry, a value some instruction produced, or a return address; the stack is tracked push
 //! by push. That yields, per routine:
 //! - whether it returns with every register its class must preserve intact (class X: all but
-//!   the outputs; class C: EBX, ESI, EDI, EBP; IRET: all, with ESP at the frame; SYSEXIT: all but
+//!   the outputs; class C: EBX, ESI, EDI, EBP; IRET: all, with ESP at the frame or, delivering
+//!   a fault at the call site, [`FAULT_DELIVERY_WORDS`] below the entry ESP; SYSEXIT: all but
 //!   ECX/EDX), naming the instruction that clobbered a register;
 //! - its maximum stack use (bounded, or the audit fails) and its path length in instructions;
 //! - no x87/MMX/SSE/AVX instruction, no `std`, no segment-register load, no absolute memory
@@ -31,6 +32,11 @@ pub const PROFILE: &str = "vmi-audit";
 pub const MAX_STATES: usize = 20_000;
 /// Stack use above which a routine fails the audit (Linux runs on 4 KiB stacks).
 pub const STACK_LIMIT: u32 = 256;
+/// Words below its entry ESP at which a CALL_REL IRET may also leave: delivering a fault of
+/// the return at the call site ([`crate::iret`]), an `iret` into the handler whose 3-word
+/// frame sits on the 4-word exception frame the CPU would have pushed below the IRET frame
+/// (where the return address was).
+pub const FAULT_DELIVERY_WORDS: u32 = 6;
 
 /// What the audit measured for one routine.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -623,7 +629,10 @@ impl<'a> Walk<'a> {
                 self.kept(at, &format!("retf at {at:#x}"), s, self.rules.clobbers);
             }
             (Mnemonic::Iret | Mnemonic::Iretd, Some(words)) => {
-                if !s.stack.is_empty() || s.above != words {
+                let at_frame = s.stack.is_empty() && s.above == words;
+                let delivers_fault =
+                    words == 1 && s.above == 0 && s.stack.len() == FAULT_DELIVERY_WORDS as usize;
+                if !at_frame && !delivers_fault {
                     self.fail(
                         "iret-frame",
                         at,

@@ -20,6 +20,7 @@ pub mod backend;
 pub mod emit;
 pub mod error;
 pub mod generate;
+pub mod iret;
 pub mod manifest;
 pub mod native;
 pub mod trace;

@@ -8,7 +8,8 @@
 //! What it answers, and why:
 //! - **CALL_REL** with the native instruction for every call whose native equivalent is known:
 //!   CPUID, MSRs, descriptor tables, control and debug registers, TSC/PMC, the interrupt flag,
-//!   IRET, SYSEXIT, Halt, Reboot, Shutdown, SetPxE(Long), InvalPage, FlushTLB, SetIOPLMask,
+//!   IRET (checked first, so that a fault of the return is delivered at the call site: see
+//!   [`crate::iret`]), SYSEXIT, Halt, Reboot, Shutdown, SetPxE(Long), InvalPage, FlushTLB, SetIOPLMask,
 //!   WBINVD, CLTS, IODelay.
 //! - **NOP** where the operation is a notification a native machine does not need: the kernel has
 //!   already done the work (UpdateKernelStack: Linux stored esp0 in the TSS; UpdatePxE(Long):
@@ -221,9 +222,7 @@ impl Backend for Native {
             }
             SetInterruptMask => set_interrupt_mask(e),
             IRET => {
-                // Reached by CALL_REL: drop the return address, the frame is right above it.
-                e.a.lea(esp, ptr(esp + 4))?;
-                e.a.iretd()?;
+                crate::iret::emit(e)?;
                 Ok(Answer::Call)
             }
             SYSEXIT => {
@@ -277,7 +276,7 @@ impl Backend for Native {
                 "calling convention unconfirmed; Linux never asks"
             }
             IRET => {
-                "iret after dropping the return address; a faulting iret is reported in the ROM"
+                "iret after checking the frame like the CPU; a fault is delivered at the call site"
             }
             SYSEXIT => "sti; sysexit (atomic through STI's interrupt shadow)",
             Halt => "sti; hlt (atomic through STI's interrupt shadow)",
