@@ -49,7 +49,7 @@ use vmi_abi::calls::Reg;
 /// Stream magic.
 pub const MAGIC: [u8; 4] = *b"vmiG";
 /// Protocol version this module writes and reads.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// Size of the stream header.
 pub const STREAM_HEADER_LEN: usize = 8;
 /// Size of a record header (tag, length).
@@ -288,8 +288,10 @@ pub mod exception {
     pub const GS: usize = 20;
     /// SS in the handler.
     pub const SS: usize = 21;
+    /// EFLAGS on entry to the handler (what the gate made of the interrupted EFLAGS).
+    pub const HANDLER_EFLAGS: usize = 22;
     /// Number of words.
-    pub const WORDS: usize = 22;
+    pub const WORDS: usize = 23;
 }
 
 /// Word indices of `MACHINE`.
@@ -365,8 +367,11 @@ pub mod vector_result {
     pub const SITE: usize = DR + 6;
     /// Timer interrupts (IRQ0) the guest counted during the vector.
     pub const TICKS: usize = SITE + 1;
+    /// Linear address of the vector's call site: its `call`/`jmp` to the ROM, or the native
+    /// instruction a reference vector runs in its place.
+    pub const SITE_EIP: usize = TICKS + 1;
     /// First of the words the vector's capture operations wrote.
-    pub const EXTRA: usize = TICKS + 1;
+    pub const EXTRA: usize = SITE_EIP + 1;
     /// Number of extra words.
     pub const EXTRA_WORDS: usize = 32;
     /// Number of words.
@@ -772,6 +777,9 @@ pub struct Exception {
     pub cs: u16,
     /// EFLAGS of the interrupted code.
     pub eflags: u32,
+    /// EFLAGS on entry to the handler (the gate clears TF, NT, RF, VM, and IF for an
+    /// interrupt gate).
+    pub handler_eflags: u32,
     /// CR2.
     pub cr2: u32,
     /// The interrupted ESP.
@@ -872,6 +880,8 @@ pub struct VectorResult {
     pub returned_to_site: bool,
     /// Timer interrupts counted during the vector.
     pub ticks: u32,
+    /// Linear address of the call site (see [`vector_result::SITE_EIP`]).
+    pub site_eip: u32,
     /// The words the vector's capture operations wrote.
     pub extra: [u32; vector_result::EXTRA_WORDS],
 }
@@ -1379,6 +1389,7 @@ fn record_at(bytes: &[u8], offset: usize) -> Result<(Record, usize), ProtocolErr
                 dr,
                 returned_to_site: site == 1,
                 ticks: w.get(v::TICKS),
+                site_eip: w.get(v::SITE_EIP),
                 extra,
             }))
         }
@@ -1438,6 +1449,7 @@ fn exception_at(
         eip: w.get(x::EIP),
         cs,
         eflags: w.get(x::EFLAGS),
+        handler_eflags: w.get(x::HANDLER_EFLAGS),
         cr2: w.get(x::CR2),
         esp,
         ss,
@@ -1671,16 +1683,18 @@ mod tests {
     #[test]
     fn payload_lengths_of_the_new_records() {
         assert_eq!(payload_len(tag::MACHINE), Some(22 * 4));
-        assert_eq!(payload_len(tag::VECTOR_RESULT), Some(66 * 4));
+        assert_eq!(payload_len(tag::VECTOR_RESULT), Some(67 * 4));
         assert_eq!(payload_len(tag::TRAP), payload_len(tag::EXCEPTION));
-        assert_eq!(vector_result::EXTRA, 34);
+        assert_eq!(payload_len(tag::EXCEPTION), Some(23 * 4));
+        assert_eq!(vector_result::SITE_EIP, 34);
+        assert_eq!(vector_result::EXTRA, 35);
         assert_eq!(tag_name(tag::TRAP), "TRAP");
         assert!(matches!(
-            one(tag::VECTOR_RESULT, &[0; 65]),
+            one(tag::VECTOR_RESULT, &[0; 66]),
             Err(ProtocolError::BadLength {
                 name: "VECTOR_RESULT",
-                len: 260,
-                expected: 264,
+                len: 264,
+                expected: 268,
                 ..
             })
         ));

@@ -248,6 +248,8 @@ pub mod var {
     pub const AP_DONE: u32 = 0x7C;
     /// Loop iterations the second CPU completed.
     pub const AP_LOOPS: u32 = 0x80;
+    /// Linear address of the current vector's call site (reported in `VECTOR_RESULT`).
+    pub const SITE_EIP: u32 = 0x84;
     /// The 32 extra words of the current vector ([`crate::protocol::vector_result::EXTRA`]).
     pub const XBUF: u32 = 0x100;
     /// GetRelocationInfo's EAX for calls 0 .. [`RELOC_SLOTS`]: what call vectors call.

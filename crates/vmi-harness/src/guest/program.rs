@@ -348,6 +348,8 @@ struct Symbols {
     boot_reload: u32,
     kernel_entry: u32,
     stubs: Vec<u32>,
+    /// Each vector's call site, by vector index (physical; 0 for vectors not in the program).
+    sites: Vec<u32>,
 }
 
 /// Address of a word in the record buffer's payload.
@@ -383,6 +385,8 @@ struct Gen<'a> {
     x: executor::Subs,
     /// The stress configurations (the timer handler serves them).
     stress: &'a [Stress],
+    /// The call-site label of each vector emitted, by vector index.
+    sites: Vec<(u32, CodeLabel)>,
 }
 
 fn assemble(
@@ -406,6 +410,7 @@ fn assemble(
         snapshot,
         x,
         stress: &cfg.stress,
+        sites: Vec::new(),
     };
     let (mut boot_reload, mut kernel_entry) = g.boot()?;
     g.hello(cfg)?;
@@ -449,10 +454,17 @@ fn assemble(
         BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS,
     )?;
     let ip = |lab: &mut CodeLabel| -> Result<u32, HarnessError> { Ok(res.label_ip(lab)? as u32) };
+    let mut sites = vec![0u32; cfg.vectors.len()];
+    for (n, lab) in &mut g.sites {
+        if let Some(slot) = sites.get_mut(*n as usize) {
+            *slot = ip(lab)?;
+        }
+    }
     let syms = Symbols {
         boot_reload: ip(&mut boot_reload)?,
         kernel_entry: ip(&mut kernel_entry)?,
         stubs: stubs.iter_mut().map(ip).collect::<Result<_, _>>()?,
+        sites,
     };
     Ok((res.inner.code_buffer, syms))
 }
@@ -904,9 +916,12 @@ impl Gen<'_> {
         for s in [ds, es, fs, gs] {
             a.push(s)?;
         }
+        // Nothing so far changed a flag: this is EFLAGS as the gate entered the handler.
+        a.pushfd()?;
         a.mov(ax, u32::from(LINUX_KERNEL_DS))?;
         a.mov(ds, ax)?;
         a.mov(es, ax)?;
+        a.pop(d(rec_word(x::HANDLER_EFLAGS)))?;
         a.cld()?;
         let nested = a.create_label();
         a.cmp(d(vars(var::IN_HANDLER)), 0)?;
@@ -960,7 +975,11 @@ impl Gen<'_> {
         a.mov(ss, ax)?;
         a.mov(esp, stack_top)?;
         Self::linux_data_segments(a)?;
-        a.jmp(edx)?;
+        // A far return: the trap may have come from code running in another code segment
+        // (an IRET frame's CS), whose limit need not cover the resume point.
+        a.push(u32::from(LINUX_KERNEL_CS))?;
+        a.push(edx)?;
+        a.retf()?;
         a.set_label(&mut fatal)?;
         self.send(p::tag::EXCEPTION)?;
         let a = &mut self.a;

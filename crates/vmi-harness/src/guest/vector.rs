@@ -12,9 +12,10 @@
 //! 3. `setup`: the `pre` ops; ESP = the kernel stack top, Linux's kernel segments; push the
 //!    stack words (last first, so word 0 ends at `[esp + 4]` once the call pushed its return
 //!    address — or at `[esp]` for [`Invoke::Jump`]); `popfd` the vector's EFLAGS; load the
-//!    inputs and a [canary](crate::protocol::canary) into every other GPR; `call` (or `jmp`)
-//!    through the relocation table; if control comes back there, note "returned to the call
-//!    site" and go to the resume point.
+//!    inputs and a [canary](crate::protocol::canary) into every other GPR; at the call site,
+//!    `call` (or `jmp`) the relocation target (or run the native instruction a reference
+//!    vector stands for); if control comes back after it, note "returned to the call site"
+//!    and go to the resume point. The site's linear address goes into the result.
 //! 4. Resume point: save ESP, switch to the capture stack, push every GPR, EFLAGS and the
 //!    segment registers, then record CR0/2/3/4, GDTR, IDTR, LDTR, TR, DR0–3/6/7, the call-site
 //!    flag and the timer ticks; run the `post` ops; write `VECTOR_RESULT`.
@@ -44,10 +45,15 @@ pub enum Val {
 /// How the guest reaches the ROM routine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Invoke {
-    /// `call` (CALL_REL): a return address is pushed.
+    /// `call` (CALL_REL): a 5-byte `call rel32` at the site, like the sites Linux patches, so
+    /// the return address is the site + 5 (it reaches the ROM through a `jmp` to the
+    /// relocation target).
     Call,
     /// `jmp` (JUMP_REL; only IRET and SYSEXIT): the stack words start at `[esp]`.
     Jump,
+    /// No ROM call: a native `iretd` at the site with the stack words as its frame at
+    /// `[esp]` — the reference an IRET vector is compared with. Not counted as an invocation.
+    NativeIret,
 }
 
 /// One guest operation before or after a vector's call.

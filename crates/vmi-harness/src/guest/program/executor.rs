@@ -9,7 +9,7 @@ use crate::guest::vector::{Invoke, Op, Val, Vector, xslot};
 use crate::protocol::{self as p, CALL_EFLAGS, NO_FAULT, StepId};
 use iced_x86::code_asm::*;
 use vmi_abi::calls::Reg;
-use vmi_abi::consts::{LINUX_KERNEL_DS, LINUX_TSS, LINUX_USER_DS};
+use vmi_abi::consts::{LINUX_KERNEL_CS, LINUX_KERNEL_DS, LINUX_TSS, LINUX_USER_DS};
 
 type R = Result<(), HarnessError>;
 
@@ -286,20 +286,33 @@ impl Gen<'_> {
         for w in v.stack.iter().rev() {
             push(a, *w)?;
         }
-        count_invocation(a, v.call)?;
+        if v.invoke != Invoke::NativeIret {
+            count_invocation(a, v.call)?;
+        }
+        let site_phys = self.prev.sites.get(index as usize).copied().unwrap_or(0);
+        a.mov(d(vars(var::SITE_EIP)), self.map.va(site_phys))?;
         a.push(v.eflags as i32)?;
         a.popfd()?;
         for reg in Reg::ALL {
             load(a, gpr(reg), v.input(reg))?;
         }
         let target = d(vars(var::RELOC_EIPS) + 4 * u32::from(v.call));
+        let mut site = a.create_label();
+        let mut trampoline = a.create_label();
+        a.set_label(&mut site)?;
         match v.invoke {
-            Invoke::Call => a.call(target)?,
+            Invoke::Call => a.call(trampoline)?,
             Invoke::Jump => a.jmp(target)?,
+            Invoke::NativeIret => a.iretd()?,
         }
         a.mov(dword_ptr(vars(var::SITE)).ss(), 1u32)?;
         a.jmp(capture)?;
+        if v.invoke == Invoke::Call {
+            a.set_label(&mut trampoline)?;
+            a.jmp(target)?;
+        }
         a.set_label(&mut next)?;
+        self.sites.push((index, site));
         Ok(())
     }
 
@@ -511,6 +524,8 @@ impl Gen<'_> {
         a.mov(d(rec_word(v::SITE)), eax)?;
         a.mov(eax, d(vars(var::TICKS)))?;
         a.mov(d(rec_word(v::TICKS)), eax)?;
+        a.mov(eax, d(vars(var::SITE_EIP)))?;
+        a.mov(d(rec_word(v::SITE_EIP)), eax)?;
         a.ret()?;
 
         a.set_label(&mut labels.send_vector)?;
@@ -527,6 +542,16 @@ impl Gen<'_> {
         let a = &mut self.a;
         a.set_label(&mut labels.restore)?;
         a.cli()?;
+        // CS = Linux's kernel CS again (an IRET frame may have left another code segment):
+        // `retf` to the next instruction.
+        let mut far_ret = a.create_label();
+        let mut reloaded = a.create_label();
+        a.push(u32::from(LINUX_KERNEL_CS))?;
+        a.call(far_ret)?;
+        a.jmp(reloaded)?;
+        a.set_label(&mut far_ret)?;
+        a.retf()?;
+        a.set_label(&mut reloaded)?;
         a.mov(ax, u32::from(LINUX_KERNEL_DS))?;
         a.mov(ss, ax)?;
         Self::linux_data_segments(a)?;
