@@ -149,6 +149,18 @@ pub(crate) struct Seen<'a> {
     pub trap: Option<&'a Exception>,
     /// Results of the same call's earlier vectors, in order.
     pub earlier: &'a [&'a VectorResult],
+    /// The reference run right before this vector (a spec marked
+    /// [`reference`](super::vectors::Spec::reference) of the same call), if it ran.
+    pub reference: Option<Reference<'a>>,
+}
+
+/// What a reference vector (the native instruction in place of the ROM call) showed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reference<'a> {
+    /// Its `VECTOR_RESULT`.
+    pub r: &'a VectorResult,
+    /// Its first `TRAP`.
+    pub trap: Option<&'a Exception>,
 }
 
 /// Upper-case register name (`"EBX"`).
@@ -282,6 +294,16 @@ pub(crate) fn common(spec: &Spec, call: &CallSpec, ctx: &Ctx, seen: &Seen<'_>, f
                 f.fail("returned to its call site instead of leaving to ring 3");
             } else if seen.trap.is_none() {
                 f.fail("never reached the ring-3 stub (no trap came from it)");
+            }
+        }
+        Flow::Faults => {
+            if r.returned_to_site {
+                f.fail("returned to its call site instead of raising the fault");
+            } else if seen.trap.is_none() {
+                f.fail(
+                    "no exception was delivered: the return completed (control reached the \
+                     frame's EIP)",
+                );
             }
         }
         Flow::Shutdown | Flow::Reboot => {}

@@ -89,6 +89,7 @@
 //! |---|---|---|
 //! | IRET (33) | frame `EIP = resume point, CS 0x60, EFLAGS image with IF=1` (and one with IF=0) at `[esp+4]` (CALL_REL) or `[esp]` (JUMP_REL), current IF the opposite | execution continues at the frame's EIP with ESP just above the frame, EFLAGS = the image (IF included), every GPR and segment intact |
 //! | IRET (33) | frame to the ring-3 stub: `EIP, CS 0x73, EFLAGS (IF=1), ESP, SS 0x7B` | the stub's `int 0x80` arrives from CS 0x73 at the stub's EIP with SS 0x7B, the frame's ESP, IF = 1, every GPR intact |
+//! | IRET (33) | 31 frames the CPU faults on or must check fully (the `iret_faults` cases: every rule of IRET's checks — null, beyond-limit, LDT-without-LDT, wrong-type, wrong-DPL, not-present CS and SS, EIP beyond the CS limit — to ring 3 and to ring 0, the order of the rules, an interrupt and a trap gate, and two valid frames from an LDT and a conforming segment), each run first through a native `iret` at the site (the reference), then through the ROM, reached by a 5-byte `call rel32` like Linux's patched site | the ROM raises what the native `iret` raised (where the engine departs from the SDM, what the SDM says; noted): same vector and error code, EIP = the ROM's call site, the site's CS and EFLAGS, the interrupted ESP at the frame, the handler entered with the gate's EFLAGS, every GPR and data segment intact; a valid frame reaches its ring-3 code |
 //! | SYSEXIT (34) | SYSENTER_CS = 0x60 (like Linux), EDX = stub, ECX = user stack, IF = 0 | the stub runs at CPL 3 (CS 0x73, SS 0x7B), ESP = ECX, IF = 1, other flags as they were, EAX/EBX/ESI/EDI/EBP intact |
 //! | Halt (35) | PIT IRQ0 at 1 kHz unmasked, IF = 0 | Halt returns after the timer handler ran, with IF = 1 (QEMU only: the kvm engine has no interrupt controller) |
 //! | InvalPage (46), FlushTLB (47) | a window page mapped to frame A and read (TLB filled), then its PTE changed to frame B *without* a flush | after the call the page reads frame B. Whether the stale frame-A read could be demonstrated before the call is reported (TCG keeps stale entries like hardware). FlushTLB(3) uses a global page with CR4.PGE |
@@ -110,6 +111,7 @@
 //! progress (the guest streams a record per step, so silence means a hang) and after
 //! [`SuiteOptions::timeout_per_run`] in any case; KVM runs have the latter only.
 
+mod iret_faults;
 mod judge;
 mod run;
 mod scenarios;
@@ -597,15 +599,30 @@ pub fn run_suite(rom: &Path, opts: &SuiteOptions) -> Result<SuiteReport, Harness
     // 5. Judging.
     let mut per_call: BTreeMap<u8, Vec<(String, Judged)>> = BTreeMap::new();
     let mut earlier: BTreeMap<u8, Vec<&VectorResult>> = BTreeMap::new();
+    let mut reference: Option<(u8, judge::Reference<'_>)> = None;
     for (spec, out) in batch.iter().zip(&outcomes) {
         let entry = per_call.entry(spec.call).or_default();
+        let this_reference = reference
+            .take()
+            .filter(|(call, _)| *call == spec.call)
+            .map(|(_, r)| r);
         match out {
             Outcome::Result(r, trap) => {
+                if spec.reference {
+                    reference = Some((
+                        spec.call,
+                        judge::Reference {
+                            r,
+                            trap: trap.as_ref(),
+                        },
+                    ));
+                }
                 let prev = earlier.entry(spec.call).or_default();
                 let seen = Seen {
                     r,
                     trap: trap.as_ref(),
                     earlier: prev,
+                    reference: this_reference,
                 };
                 let f = judge_vector(spec, &ctx, &seen);
                 prev.push(r);
@@ -1270,10 +1287,15 @@ fn judge_vector(spec: &Spec, ctx: &Ctx, seen: &Seen<'_>) -> Findings {
         f.fail("no such call");
         return f;
     };
+    if spec.reference {
+        // A measurement of the engine's native instruction, not of the ROM: only notes.
+        (spec.check)(seen, &mut f);
+        return f;
+    }
     judge::common(spec, cs, ctx, seen, &mut f);
     let go_on = match spec.flow {
         Flow::Returns => seen.r.returned_to_site,
-        Flow::Traps => seen.trap.is_some() && !seen.r.returned_to_site,
+        Flow::Traps | Flow::Faults => seen.trap.is_some() && !seen.r.returned_to_site,
         _ => true,
     };
     if go_on {

@@ -115,8 +115,8 @@ fn user_trap<'a>(
 pub(crate) fn iret(ctx: &Ctx) -> Vec<Spec> {
     let stack_top = ctx.stack_top;
     let via = match ctx.invoke(Call::IRET) {
-        crate::guest::Invoke::Call => "CALL_REL: frame at [esp+4]",
         crate::guest::Invoke::Jump => "JUMP_REL: frame at [esp]",
+        _ => "CALL_REL: frame at [esp+4]",
     };
     let ring0 = |if_on: bool| -> Spec {
         // The interrupted code's flags: CF, PF, ZF (and IF); the caller's current flags differ
@@ -186,7 +186,9 @@ pub(crate) fn iret(ctx: &Ctx) -> Vec<Spec> {
         eflags_ok(f, t.eflags, user_image, "frame image");
         gprs_ok(f, &t.regs, &Reg::ALL, &[]);
     });
-    vec![ring0(true), ring0(false), ring3]
+    let mut specs = vec![ring0(true), ring0(false), ring3];
+    specs.extend(super::iret_faults::specs(ctx));
+    specs
 }
 
 /// SYSEXIT to the ring-3 stub, SYSENTER MSRs as Linux sets them.
@@ -198,8 +200,8 @@ pub(crate) fn sysexit(ctx: &Ctx) -> Plan {
     let engine = ctx.engine;
     let user_esp = ctx.map.user_stack_top() - 32;
     let via = match ctx.invoke(Call::SYSEXIT) {
-        crate::guest::Invoke::Call => "CALL_REL",
         crate::guest::Invoke::Jump => "JUMP_REL",
+        _ => "CALL_REL",
     };
     let msr = |msr: u32, v: u32| Op::Wrmsr {
         msr,

@@ -31,6 +31,9 @@ pub(crate) enum Flow {
     Resumes,
     /// Through an expected trap: the ring-3 stub's `int 0x80`.
     Traps,
+    /// Through an expected trap: a fault (or, for a valid frame, the code the frame returns
+    /// to trapping).
+    Faults,
     /// Never: the CPU stops (own run; judged by how the run ends).
     Shutdown,
     /// Never: the machine resets (own run).
@@ -57,6 +60,9 @@ pub(crate) struct Spec {
     pub check: Check,
     /// Needs paging to mean anything.
     pub needs_paging: bool,
+    /// A reference run (the native instruction in place of the ROM call): the next vector of
+    /// the same call is compared with it.
+    pub reference: bool,
 }
 
 impl std::fmt::Debug for Spec {
@@ -193,6 +199,12 @@ impl B {
         self
     }
 
+    /// How the guest reaches the call (default: as the ROM answered).
+    pub(crate) fn invoke(mut self, how: Invoke) -> B {
+        self.v.invoke = how;
+        self
+    }
+
     /// Marks the vector as meaningful with paging only.
     pub(crate) fn paging(mut self) -> B {
         self.needs_paging = true;
@@ -201,6 +213,7 @@ impl B {
 
     /// Finishes with its own check.
     pub(crate) fn check(self, check: impl Fn(&Seen<'_>, &mut Findings) + 'static) -> Spec {
+        let reference = self.v.invoke == Invoke::NativeIret;
         Spec {
             call: self.call as u8,
             what: self.what,
@@ -209,6 +222,7 @@ impl B {
             may_change: self.may_change,
             check: Box::new(check),
             needs_paging: self.needs_paging,
+            reference,
         }
     }
 
