@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod check;
+pub mod files;
 pub mod fix;
 pub mod header;
 pub mod info;
@@ -28,14 +29,14 @@ impl From<optionrom::Error> for CliError {
     }
 }
 
-/// Reads a whole input file.
+/// Reads a whole ROM file that vmirom judges itself ([`files::Expect::ROM`]).
 pub fn read(path: &Path) -> Result<Vec<u8>, CliError> {
-    std::fs::read(path).map_err(|e| CliError(format!("reading {}: {e}", path.display())))
+    files::read(path, &files::Expect::ROM)
 }
 
-/// Writes a whole output file.
+/// Writes a whole output file ([`files::write`]).
 pub fn write(path: &Path, data: &[u8]) -> Result<(), CliError> {
-    std::fs::write(path, data).map_err(|e| CliError(format!("writing {}: {e}", path.display())))
+    files::write(path, data)
 }
 
 /// Prints a value as pretty JSON on stdout.

@@ -2,6 +2,7 @@
 //! Exit 0 only if every implemented call passes (and, for a trace ROM, its counts are exact).
 
 use super::CliError;
+use super::files::{self, Expect};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vmi_abi::calls::NUM_CALLS;
@@ -72,12 +73,11 @@ pub fn parse_calls(s: &str) -> Result<Vec<u32>, String> {
 
 /// Runs the command.
 pub fn run(a: &Args) -> Result<ExitCode, CliError> {
-    if !a.rom.is_file() {
-        return Err(CliError(format!("{}: no such file", a.rom.display())));
-    }
+    // QEMU loads the file once per guest run: a regular, non-empty file.
+    let image = files::read(&a.rom, &Expect::QEMU_ROM)?;
     // A trace ROM (its manifest names a `trace(…)` backend): keep each run's RAM so that its
     // counters can be held against the guest's own count of what it called.
-    let trace_build = Manifest::read(&super::read(&a.rom)?)
+    let trace_build = Manifest::read(&image)
         .and_then(Result::ok)
         .filter(|m| m.backend.starts_with("trace("))
         .map(|m| m.build_id);
