@@ -5,6 +5,7 @@
 mod cmd;
 mod disasm;
 mod header;
+mod report;
 mod svg;
 
 use clap::{Parser, Subcommand};

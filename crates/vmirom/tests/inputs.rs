@@ -119,6 +119,7 @@ fn rom_inputs_of_every_command_name_the_problem() {
         vec!["fix", "{}"],
         vec!["fix", "{}", "-o", out],
         vec!["test", "{}"],
+        vec!["test", "{}", "--format", "junit"],
         vec!["trace", "run", "{}"],
     ] {
         for (p, problem) in bad.cases(ROM, true, true) {
