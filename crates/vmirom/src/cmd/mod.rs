@@ -2,10 +2,12 @@
 
 pub mod build;
 pub mod check;
+pub mod completions;
 pub mod files;
 pub mod fix;
 pub mod header;
 pub mod info;
+pub mod man;
 pub mod pack;
 pub mod test;
 pub mod trace;
@@ -37,6 +39,15 @@ pub fn read(path: &Path) -> Result<Vec<u8>, CliError> {
 /// Writes a whole output file ([`files::write`]).
 pub fn write(path: &Path, data: &[u8]) -> Result<(), CliError> {
     files::write(path, data)
+}
+
+/// Writes bytes to stdout as they are.
+pub fn print_bytes(b: &[u8]) -> Result<(), CliError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(b)
+        .and_then(|()| out.flush())
+        .map_err(|e| CliError(format!("writing to stdout: {e}")))
 }
 
 /// Prints a value as pretty JSON on stdout.
