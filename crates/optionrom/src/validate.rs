@@ -13,6 +13,9 @@
 //! - `seabios` (image 0 only): `signature`, `size`, `length`, `checksum`, `pcir-alignment`,
 //!   `pnp`, `init-entry`, `placement`, `images`, `size-reread`. `length` and `checksum` are
 //!   not reported when the size byte is 0 (SeaBIOS rejects the ROM before looking further).
+//!   `missing-bytes` follows `checksum` only for a file shorter than its size byte declares
+//!   whose present bytes sum to 0: SeaBIOS accepts it and runs bytes the file does not hold
+//!   (otherwise `checksum` already fails: SeaBIOS drops the ROM).
 //! - `pci` (every image, messages prefixed with the image): `signature`, `image-complete`,
 //!   `pcir-pointer`, `pcir-signature`, `pcir-alignment`, `pcir-length`, `pcir-revision`,
 //!   `image-length`, `code-type`, `last-image`, `device-list`, `config-utility`, `dmtf-clp`,
@@ -927,6 +930,7 @@ fn seabios(o: &mut Out, data: &[u8], rom: &Rom, img: &Image) {
                              the checksum holds only if the missing bytes read as 0"
                         ),
                     );
+                    missing_bytes(o, img, vlen, abs(2));
                 } else {
                     o.fail(
                         "checksum",
@@ -1136,6 +1140,32 @@ fn seabios(o: &mut Out, data: &[u8], rom: &Rom, img: &Image) {
              keeps that many; an init routine may shrink the ROM by lowering it (the later \
              boot-vector scan checksums the ROM again)",
             img.size_byte
+        ),
+    );
+}
+
+/// `missing-bytes`: a file shorter than its size byte declares whose `present` bytes sum to 0.
+/// SeaBIOS accepts it, then checksums, keeps and runs bytes the file does not hold (when the
+/// present bytes do not sum to 0, `checksum` fails instead: SeaBIOS drops the ROM).
+fn missing_bytes(o: &mut Out, img: &Image, present: usize, at: Option<usize>) {
+    let declared = img.declared_len;
+    let runs = match img.init_target {
+        Some(t) if t >= present => {
+            format!(" (the init entry at 0x3 jumps to {t:#x}, into the missing bytes)")
+        }
+        _ => String::new(),
+    };
+    let blocks = present.div_ceil(BLOCK);
+    o.fail(
+        "missing-bytes",
+        at,
+        format!(
+            "the size byte at 0x2 declares {declared:#x} bytes but the file ends at {present:#x}: \
+             the bytes {present:#x}..{declared:#x} that SeaBIOS checksums, keeps and runs are not \
+             in the file{runs}; the present bytes sum to 0, so SeaBIOS accepts the ROM and what \
+             it loads depends on memory the file does not control; expected all {declared:#x} \
+             bytes in the file, or a size byte of {blocks} ({:#x} bytes) declaring what it holds",
+            blocks * BLOCK
         ),
     );
 }
@@ -2375,6 +2405,79 @@ mod tests {
         assert_eq!(
             sev(&run(&img, Profile::Seabios), "pcir-alignment"),
             Severity::Warn
+        );
+    }
+
+    /// A file cut short whose present bytes still sum to 0: Linux does not care, but SeaBIOS
+    /// accepts it and runs bytes that are not in the file (issue 12: 4 × 512 bytes cut to 700).
+    #[test]
+    fn seabios_fails_a_cut_file_whose_present_bytes_sum_to_0() {
+        let mut b = ImageBuilder::new(0x20).unwrap();
+        b.append(&[0xCB], 1);
+        let whole = b
+            .finish(&Finish {
+                min_len: 4 * 512,
+                ..Finish::default()
+            })
+            .unwrap();
+        assert_eq!(whole[2], 4);
+        let mut cut = whole[..700].to_vec();
+        cut[699] = 0;
+        cut[699] = 0u8.wrapping_sub(checksum(&cut));
+        let f = run(&cut, Profile::Seabios);
+        assert_eq!(
+            non_pass(&f),
+            [
+                ("length", Severity::Warn),
+                ("checksum", Severity::Warn),
+                ("missing-bytes", Severity::Fail),
+                ("pnp", Severity::Warn)
+            ]
+        );
+        assert_eq!(worst(&f), Severity::Fail);
+        let m = get(&f, "missing-bytes");
+        assert_eq!(m.offset, Some(2));
+        assert_eq!(
+            m.message,
+            "the size byte at 0x2 declares 0x800 bytes but the file ends at 0x2bc: the bytes \
+             0x2bc..0x800 that SeaBIOS checksums, keeps and runs are not in the file; the present \
+             bytes sum to 0, so SeaBIOS accepts the ROM and what it loads depends on memory the \
+             file does not control; expected all 0x800 bytes in the file, or a size byte of 2 \
+             (0x400 bytes) declaring what it holds"
+        );
+        // The rule follows `checksum` and is absent for the whole file.
+        let r = rules(&f);
+        let at = r.iter().position(|x| *x == "missing-bytes").unwrap();
+        assert_eq!(r[at - 1], "checksum");
+        assert!(!rules(&run(&whole, Profile::Seabios)).contains(&"missing-bytes"));
+        // An init entry that jumps into the missing bytes is named.
+        let mut far = whole.clone();
+        far[3..6].copy_from_slice(&[0xE9, 0x00, 0x04]);
+        let mut cut = far[..700].to_vec();
+        cut[699] = 0;
+        cut[699] = 0u8.wrapping_sub(checksum(&cut));
+        let f = run(&cut, Profile::Seabios);
+        assert!(
+            get(&f, "missing-bytes")
+                .message
+                .contains("(the init entry at 0x3 jumps to 0x406, into the missing bytes)"),
+            "{f:#?}"
+        );
+        // Linux never sums the image: only its checksum warning.
+        let mut vmi = vmi_rom();
+        assert_eq!(vmi.len(), 512);
+        vmi.resize(4 * 512, 0);
+        vmi[2] = 4;
+        let mut cut = vmi[..0x1FF].to_vec();
+        cut[0x1FE] = 0;
+        cut[0x1FE] = 0u8.wrapping_sub(checksum(&cut));
+        assert_eq!(
+            non_pass(&run(&cut, Profile::LinuxVmi)),
+            [("checksum", Severity::Warn)]
+        );
+        assert_eq!(
+            sev(&run(&cut, Profile::Seabios), "missing-bytes"),
+            Severity::Fail
         );
     }
 

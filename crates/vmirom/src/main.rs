@@ -5,9 +5,10 @@
 mod cmd;
 mod disasm;
 mod header;
+mod report;
 mod svg;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
 /// Command-line interface.
@@ -15,7 +16,8 @@ use std::process::ExitCode;
 #[command(
     name = "vmirom",
     version,
-    about = "Build, inspect, check, repair, pack and test VMI 3.0 option ROMs"
+    about = "Build, inspect, check, repair, pack and test VMI 3.0 option ROMs",
+    after_help = "Exit codes: 0 success, 1 a check or test failed, 2 usage or input error."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -41,6 +43,11 @@ enum Command {
     /// Read a trace ROM's per-call counters out of guest RAM, or run a guest and watch them live.
     #[command(subcommand)]
     Trace(cmd::trace::Command),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) generated from
+    /// these definitions.
+    Completions(cmd::completions::Args),
+    /// Print the manual page (roff), or write one page per command with --out DIR.
+    Man(cmd::man::Args),
 }
 
 /// Lets a closed pipe end the process quietly (`vmirom info x.rom | head`), as it does any
@@ -66,6 +73,8 @@ fn main() -> ExitCode {
         Command::Header(a) => cmd::header::run(&a),
         Command::Test(a) => cmd::test::run(&a),
         Command::Trace(c) => cmd::trace::run(&c),
+        Command::Completions(a) => cmd::completions::run(&a, Cli::command()),
+        Command::Man(a) => cmd::man::run(&a, Cli::command()),
     };
     match result {
         Ok(code) => code,

@@ -101,6 +101,73 @@ fn check_passes_a_built_rom_and_explains_each_bogus_one() {
     }
 }
 
+/// Issue 12: a ROM of 4 × 512 bytes cut to 700 whose present bytes still sum to 0 passed
+/// `-p linux-vmi -p seabios` with warnings; SeaBIOS would run bytes that are not in the file.
+#[test]
+fn check_fails_a_cut_rom_under_seabios_and_says_why() {
+    use optionrom::build::{Finish, ImageBuilder};
+    use optionrom::pcir::Pcir;
+    use optionrom::pnp::PnpHeader;
+    use optionrom::vmi::{VmiHeaderSpec, write_header};
+    let mut b = ImageBuilder::new(vmi_abi::consts::HEADER_SIZE).unwrap();
+    let pcir = Pcir::new(
+        vmi_abi::consts::PCI_VENDOR_VMWARE,
+        vmi_abi::consts::PCI_DEVICE_VMI,
+        0x05_80_00,
+    );
+    b.set_pcir(Some(0x20), pcir).unwrap();
+    let m = b.add_string("ACME").unwrap();
+    let n = b.add_string("Cut VMI").unwrap();
+    b.add_pnp(Some(0x40), PnpHeader::new(m, n, 0x05_80_00))
+        .unwrap();
+    let init = b.append(&[0x31, 0xC0, 0xC3], 16);
+    let reloc = b.append(&[0x31, 0xC0, 0x31, 0xD2, 0xC3], 16);
+    write_header(&mut b, &VmiHeaderSpec::default(), init, reloc).unwrap();
+    let whole = b
+        .finish(&Finish {
+            min_len: 4 * 512,
+            ..Finish::default()
+        })
+        .unwrap();
+    assert_eq!(whole[2], 4);
+    let mut cut = whole[..700].to_vec();
+    cut[699] = 0;
+    cut[699] = 0u8.wrapping_sub(cut.iter().fold(0u8, |s, b| s.wrapping_add(*b)));
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("cut.rom");
+    std::fs::write(&p, &cut).unwrap();
+    let args = [
+        "check",
+        p.to_str().unwrap(),
+        "-p",
+        "linux-vmi",
+        "-p",
+        "seabios",
+    ];
+    let o = vmirom(&args);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    let line = t
+        .lines()
+        .find(|l| l.contains("missing-bytes"))
+        .unwrap_or_else(|| panic!("no missing-bytes line in\n{t}"));
+    assert!(line.trim_start().starts_with("FAIL"), "{line}");
+    assert!(
+        line.contains("@0x0002")
+            && line.contains(
+                "the bytes 0x2bc..0x800 that SeaBIOS checksums, keeps and runs are not in the file"
+            ),
+        "{line}"
+    );
+    // Linux alone still accepts it (it never sums the image); the whole file passes both.
+    let o = vmirom(&["check", p.to_str().unwrap(), "-p", "linux-vmi"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    std::fs::write(&p, &whole).unwrap();
+    let o = vmirom(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!text(&o).contains("missing-bytes"));
+}
+
 #[test]
 fn unusable_input_and_bad_usage_exit_2() {
     let o = vmirom(&["check", "/nonexistent/x.rom"]);

@@ -1,6 +1,7 @@
 //! `vmirom fix FILE [-o OUT] [--size] [--checksum-byte OFF]`: repair checksum (and size).
 
 use super::CliError;
+use super::files::{self, Expect};
 use optionrom::repair::{RepairOptions, repair};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,7 +24,13 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(a: &Args) -> Result<ExitCode, CliError> {
-    let data = super::read(&a.file)?;
+    // Repaired in place unless -o: then the input must be a file, not a pipe read once.
+    let expect = Expect {
+        non_empty: true,
+        pipe_ok: a.output.is_some(),
+        ..Expect::ROM
+    };
+    let data = files::read(&a.file, &expect)?;
     let checksum_byte = a
         .checksum_byte
         .map(|v| {

@@ -2,9 +2,12 @@
 
 pub mod build;
 pub mod check;
+pub mod completions;
+pub mod files;
 pub mod fix;
 pub mod header;
 pub mod info;
+pub mod man;
 pub mod pack;
 pub mod test;
 pub mod trace;
@@ -28,14 +31,23 @@ impl From<optionrom::Error> for CliError {
     }
 }
 
-/// Reads a whole input file.
+/// Reads a whole ROM file that vmirom judges itself ([`files::Expect::ROM`]).
 pub fn read(path: &Path) -> Result<Vec<u8>, CliError> {
-    std::fs::read(path).map_err(|e| CliError(format!("reading {}: {e}", path.display())))
+    files::read(path, &files::Expect::ROM)
 }
 
-/// Writes a whole output file.
+/// Writes a whole output file ([`files::write`]).
 pub fn write(path: &Path, data: &[u8]) -> Result<(), CliError> {
-    std::fs::write(path, data).map_err(|e| CliError(format!("writing {}: {e}", path.display())))
+    files::write(path, data)
+}
+
+/// Writes bytes to stdout as they are.
+pub fn print_bytes(b: &[u8]) -> Result<(), CliError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(b)
+        .and_then(|()| out.flush())
+        .map_err(|e| CliError(format!("writing to stdout: {e}")))
 }
 
 /// Prints a value as pretty JSON on stdout.

@@ -1,6 +1,7 @@
 //! `vmirom pack OBJ... -o ROM`: the post-build tool.
 
 use super::CliError;
+use super::files::{self, Expect};
 use optionrom::pack::{Object, PackOptions, pack};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,7 +69,7 @@ pub fn run(a: &Args) -> Result<ExitCode, CliError> {
     let datas = a
         .objects
         .iter()
-        .map(|p| super::read(p))
+        .map(|p| files::read(p, &Expect::OBJECT))
         .collect::<Result<Vec<_>, _>>()?;
     let names: Vec<String> = a.objects.iter().map(|p| p.display().to_string()).collect();
     let objects: Vec<Object<'_>> = names

@@ -1,12 +1,15 @@
-//! `vmirom test ROM [--engine E] [--only CALLS] [--json]`: run every call for real and judge it.
-//! Exit 0 only if every implemented call passes (and, for a trace ROM, its counts are exact).
+//! `vmirom test ROM [--engine E] [--only CALLS] [--format table|json|tap|junit]`: run every
+//! call for real and judge it. Exit 0 only if every implemented call passes (and, for a trace
+//! ROM, its counts are exact), whatever the format. The formats live in [`crate::report`].
 
 use super::CliError;
+use super::files::{self, Expect};
+use crate::report::{self, EngineRun, Format};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vmi_abi::calls::NUM_CALLS;
 use vmi_harness::engine::Engine;
-use vmi_harness::suite::{SuiteOptions, SuiteReport, Verdict, run_suite};
+use vmi_harness::suite::{SuiteOptions, SuiteReport, run_suite};
 use vmi_rom::manifest::Manifest;
 use vmi_rom::trace::area::{self, AreaError};
 
@@ -22,8 +25,11 @@ pub struct Args {
     /// Only these calls: numbers, ranges and names, comma separated (`17,29-32,CPUID`).
     #[arg(long, value_parser = parse_call_list)]
     only: Option<CallList>,
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
+    /// How to print the result: a table, one JSON object, TAP version 13, or JUnit XML.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// Short for --format json.
+    #[arg(long, conflicts_with = "format")]
     json: bool,
 }
 
@@ -72,12 +78,11 @@ pub fn parse_calls(s: &str) -> Result<Vec<u32>, String> {
 
 /// Runs the command.
 pub fn run(a: &Args) -> Result<ExitCode, CliError> {
-    if !a.rom.is_file() {
-        return Err(CliError(format!("{}: no such file", a.rom.display())));
-    }
+    // QEMU loads the file once per guest run: a regular, non-empty file.
+    let image = files::read(&a.rom, &Expect::QEMU_ROM)?;
     // A trace ROM (its manifest names a `trace(…)` backend): keep each run's RAM so that its
     // counters can be held against the guest's own count of what it called.
-    let trace_build = Manifest::read(&super::read(&a.rom)?)
+    let trace_build = Manifest::read(&image)
         .and_then(Result::ok)
         .filter(|m| m.backend.starts_with("trace("))
         .map(|m| m.build_id);
@@ -89,16 +94,18 @@ pub fn run(a: &Args) -> Result<ExitCode, CliError> {
     };
     let report = run_suite(&a.rom, &opts).map_err(|e| CliError(e.to_string()))?;
     let accounting = trace_build.map(|id| TraceAccounting::check(&report, id));
-    if a.json {
-        super::print_json(&Json {
+    let run = EngineRun {
+        report: &report,
+        accounting: accounting.as_ref(),
+    };
+    match if a.json { Format::Json } else { a.format } {
+        Format::Table => print!("{}", report::table::render(&run)),
+        Format::Json => super::print_json(&Json {
             report: &report,
             trace_accounting: accounting.as_ref(),
-        })?;
-    } else {
-        print_table(&report);
-        if let Some(t) = &accounting {
-            print_accounting(t);
-        }
+        })?,
+        Format::Tap => print!("{}", report::tap::render(&[run])),
+        Format::Junit => print!("{}", report::junit::render(&[run])),
     }
     let exact = accounting.as_ref().is_none_or(|t| t.problems.is_empty());
     Ok(if report.passed() && exact {
@@ -185,97 +192,4 @@ impl TraceAccounting {
         }
         t
     }
-}
-
-fn print_accounting(t: &TraceAccounting) {
-    let bios = if t.runs_without_bios > 0 {
-        format!(
-            " ({} run(s) without a BIOS have no trace area: counting is off there)",
-            t.runs_without_bios
-        )
-    } else {
-        String::new()
-    };
-    if t.problems.is_empty() && t.runs_compared == 0 {
-        println!("trace accounting: not checked, no run had a trace area{bios}");
-    } else if t.problems.is_empty() {
-        println!(
-            "trace accounting: exact — {} invocations in {} run(s) equal the trace area's \
-             counts, call by call{bios}",
-            t.invocations, t.runs_compared
-        );
-    } else {
-        println!("trace accounting: WRONG{bios}");
-        for p in &t.problems {
-            println!("  {p}");
-        }
-    }
-}
-
-fn verdict_name(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Pass => "pass",
-        Verdict::Fail => "FAIL",
-        Verdict::NotImplemented => "not implemented",
-        Verdict::Skipped => "skipped",
-    }
-}
-
-fn print_table(r: &SuiteReport) {
-    println!("{} on {}", r.rom, r.engine);
-    let act = &r.activation;
-    match (act.base, act.linear) {
-        (Some(b), Some(l)) => println!(
-            "activation: ROM found at {b:#x}, called at {l:#x} (PAGE_OFFSET {:#x}, paging {}), Init returned {}",
-            act.page_offset,
-            if act.paging { "on" } else { "off" },
-            act.init_eax.map_or("-".to_string(), |e| format!("{e:#x}"))
-        ),
-        _ => println!("activation: no VMI ROM found by the Linux-style probe"),
-    }
-    for p in &act.problems {
-        println!("  problem: {p}");
-    }
-    for n in &act.notes {
-        println!("  note: {n}");
-    }
-    if let Some(why) = &r.skipped_reason {
-        println!("calls not run: {why}");
-    }
-    let quiet_skips = !act.ok;
-    println!(
-        "{:>3}  {:<20} {:<9} {:<16} detail",
-        "#", "call", "answer", "verdict"
-    );
-    for c in &r.calls {
-        if quiet_skips && c.verdict == Verdict::Skipped {
-            continue;
-        }
-        println!(
-            "{:>3}  {:<20} {:<9} {:<16} {}",
-            c.call,
-            c.name,
-            c.reloc,
-            verdict_name(c.verdict),
-            c.detail
-        );
-    }
-    if let Some(s) = &r.stress {
-        println!(
-            "re-entrancy (IRQ0 storm, second CPU): {} — {}",
-            verdict_name(s.verdict),
-            s.detail
-        );
-    }
-    let n = |v: Verdict| r.calls.iter().filter(|c| c.verdict == v).count();
-    println!(
-        "result: {} ({} pass, {} fail, {} not implemented, {} skipped) in {:.1} s, {} guest run(s)",
-        if r.passed() { "PASS" } else { "FAIL" },
-        n(Verdict::Pass),
-        n(Verdict::Fail),
-        n(Verdict::NotImplemented),
-        n(Verdict::Skipped),
-        r.wall.as_secs_f64(),
-        r.runs
-    );
 }

@@ -7,7 +7,6 @@ pub mod run;
 
 use super::CliError;
 use crate::svg;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use vmi_rom::manifest::Manifest;
@@ -49,13 +48,8 @@ pub fn run(c: &Command) -> Result<ExitCode, CliError> {
 
 /// Reads the part of a RAM image a trace area can live in (conventional memory).
 pub fn read_low_ram(path: &Path) -> Result<Vec<u8>, CliError> {
-    let f = std::fs::File::open(path)
-        .map_err(|e| CliError(format!("reading {}: {e}", path.display())))?;
-    let mut buf = Vec::new();
-    f.take(area::CONVENTIONAL_END as u64)
-        .read_to_end(&mut buf)
-        .map_err(|e| CliError(format!("reading {}: {e}", path.display())))?;
-    Ok(buf)
+    let e = super::files::Expect::RAM_IMAGE;
+    super::files::read_prefix(path, &e, area::CONVENTIONAL_END as u64)
 }
 
 /// The vmirom manifest of the ROM file at `rom`: `None` when the image has none (not built by

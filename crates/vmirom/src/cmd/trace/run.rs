@@ -9,6 +9,7 @@
 use super::live;
 use super::{Report, build_report, check_build_id, rom_manifest, table, write_svg};
 use crate::cmd::CliError;
+use crate::cmd::files::{self, Expect};
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -127,17 +128,10 @@ fn check_qemu_args(args: &[OsString], kernel: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-fn need_file(p: &Path, what: &str) -> Result<(), CliError> {
-    if p.is_file() {
-        Ok(())
-    } else {
-        Err(CliError(format!("{what} {}: no such file", p.display())))
-    }
-}
-
 /// Checks everything that can be checked before QEMU starts; the ROM's build id if it has a
 /// vmirom manifest.
 fn preflight(a: &RunArgs) -> Result<Option<u32>, CliError> {
+    files::check(&a.rom, &Expect::QEMU_ROM)?;
     let manifest = rom_manifest(&a.rom)?;
     let build_id = match manifest {
         Some(m) if !m.backend.starts_with("trace(") => {
@@ -158,9 +152,12 @@ fn preflight(a: &RunArgs) -> Result<Option<u32>, CliError> {
             None
         }
     };
-    for (p, what) in [(&a.kernel, "--kernel"), (&a.initrd, "--initrd")] {
+    for (p, what, holds) in [
+        (&a.kernel, "--kernel", "a kernel image"),
+        (&a.initrd, "--initrd", "an initrd image"),
+    ] {
         if let Some(p) = p {
-            need_file(p, what)?;
+            files::check(p, &Expect::for_qemu(what, holds))?;
         }
     }
     if a.accel == AccelName::Kvm {
