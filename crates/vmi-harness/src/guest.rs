@@ -22,7 +22,8 @@
 //!    [canaries](crate::protocol::canary) in all others, then capture every GPR, EFLAGS and
 //!    the segment registers (`CALL_RESULT`); GetReloc keeps each answer's EAX in a table.
 //!    [`Step::Machine`] reports the native CPU (`MACHINE`: boot CRs, CPUID, trap-guarded
-//!    native `rdpmc`, `rdmsr 0x1B`, local-APIC version). [`Step::Vector`] runs one
+//!    native `rdpmc`, `rdmsr 0x1B`, local-APIC version, the ACPI PM timer found through the
+//!    RSDP, RSDT and FADT). [`Step::Vector`] runs one
 //!    [call vector](vector) through that table and reports `VECTOR_RESULT` (and `TRAP` for an
 //!    expected trap). [`Step::Stress`] loops over checked calls while IRQ0 fires at a high rate
 //!    and the timer handler calls the ROM too ([`stress`], `STRESS`). ROM steps, vectors and
@@ -44,6 +45,13 @@
 //! - vector 0x20 (IRQ0, the PIT) counts a tick, makes the active stress configuration's
 //!   handler calls if a stress step runs, acknowledges the PIC and returns with every register
 //!   intact; vector 0x27 (the master PIC's spurious IRQ7) just returns;
+//! - while a vector records alarms ([`var::ALARM_MODE`](layout::var::ALARM_MODE) ≠ 0, set by
+//!   [`Op::AlarmStart`]), every interrupt at 0x20–0xFF (but 0x27 and 0x80) goes to the alarm
+//!   handler instead: it counts the expected vector, a reference timer's, and strays, keeps
+//!   the TSC at its entry (the first hit's, and each hit's in the `SAMPLES` lists), which CPU
+//!   took it and the in-service bit around its EOI, acknowledges (IRQ0 and the RTC at the
+//!   PIC, the others natively or through APICWrite(0xB0) as the mode says), and returns with
+//!   every register intact;
 //! - vector 0x80 is a DPL-3 interrupt gate: the ring-3 stub (`int 0x80; jmp $`) comes back
 //!   through it.
 //!
@@ -66,7 +74,7 @@
 //! | `0x0011_0000` | ≤ 384 KiB | code: entry first, steps, subroutines, 256 interrupt stubs | image |
 //! | `0x0017_0000` | 64 KiB | ring-0 stack for privilege changes (TSS.ESP0) | bss |
 //! | `0x0018_0000` | 64 KiB | kernel stack (top `0x0019_0000`) | bss |
-//! | `0x0019_0000` | 64 KiB | test area ([`layout::test`]): the test window's page table, a copy of the page directory, frames A/B/C, the ring-3 stub and stack, scratch descriptor tables and buffers, a second TSS, a copy of the IDT, the capture stack | bss |
+//! | `0x0019_0000` | 64 KiB | test area ([`layout::test`]): the test window's page table, a copy of the page directory, frames A/B/C, the ring-3 stub and stack, scratch descriptor tables and buffers, a second TSS, a copy of the IDT, the capture stack, the `SAMPLES` record the alarm handler fills | bss |
 //! | `0x001A_0000` | 64 KiB | the second CPU's stack (top `0x001B_0000`), outside the image | — |
 //!
 //! The **test window** (4 MiB of linear space outside both maps, [`MemoryMap::window`]) holds

@@ -498,7 +498,11 @@ pub(crate) fn report(
             },
             Record::Exception(e) => r.exception = Some(*e),
             Record::End(s) => r.end = Some(*s),
-            Record::Machine(_) | Record::VectorResult(_) | Record::Trap(_) | Record::Stress(_) => {}
+            Record::Machine(_)
+            | Record::VectorResult(_)
+            | Record::Trap(_)
+            | Record::Stress(_)
+            | Record::Samples(_) => {}
         }
     }
     r.relocations = pending

@@ -1,13 +1,13 @@
 //! The binary record stream the test guest writes to the debug console (port 0xE9), and its
 //! decoder.
 //!
-//! # Format (version 2)
+//! # Format (version 4)
 //!
 //! All integers are little-endian. The stream is
 //!
 //! ```text
 //! stream  := header record*
-//! header  := magic "vmiG" (4 bytes) · version u16 (= 2) · reserved u16 (= 0)
+//! header  := magic "vmiG" (4 bytes) · version u16 (= 4) · reserved u16 (= 0)
 //! record  := tag u16 · len u16 · payload[len]
 //! ```
 //!
@@ -24,10 +24,11 @@
 //! | 0x04 | `PROBE_DONE` | found (0/1), physical base, linear base, candidates reported |
 //! | 0x05 | `CALL_RESULT` | step id, then a [register snapshot](snap) taken right after the ROM returned |
 //! | 0x06 | `EXCEPTION` | step id, vector, error code (0 when the CPU pushes none), EIP, CS, EFLAGS, CR2, the two frame words above EFLAGS (ESP, SS after a privilege change), handler ESP, EAX, EBX, ECX, EDX, ESI, EDI, EBP, DS, ES, FS, GS, SS |
-//! | 0x07 | `MACHINE` | what the CPU is natively ([`machine`]): boot CR0/CR3/CR4/EFLAGS, CPUID leaves 0, 1, 0x80000000 and 0x80000001, a trap-guarded native `rdpmc`, `rdmsr` of IA32_APIC_BASE and a read of the local-APIC version register |
+//! | 0x07 | `MACHINE` | what the CPU is natively ([`machine`]): boot CR0/CR3/CR4/EFLAGS, CPUID leaves 0, 1, 0x80000000 and 0x80000001, a trap-guarded native `rdpmc`, `rdmsr` of IA32_APIC_BASE, a read of the local-APIC version register, and the ACPI PM timer's I/O port and width from the FADT |
 //! | 0x08 | `VECTOR_RESULT` | one [call vector](vector_result): step id, the register snapshot, CR0/CR2/CR3/CR4, GDTR, IDTR, LDTR, TR, DR0–DR3/DR6/DR7, whether the call came back to its call site, timer ticks, and 32 words the vector's own capture operations filled in |
 //! | 0x09 | `TRAP` | an exception or interrupt the guest *expected* (same payload as `EXCEPTION`): the guest continues with the step's resume point instead of ending the run |
 //! | 0x0A | `STRESS` | one [stress step](stress): step id, loop iterations completed, timer-handler runs, the first violation (0: none), TSC cycles of the step (low, high), the run's total invocations, the second CPU's loop iterations, then the run's [invocation counters](crate::guest::Invocations) for calls 0–73 |
+//! | 0x0B | `SAMPLES` | a vector's last measuring window ([`samples`]): step id, the number of alarm and reference-timer interrupts, the TSC at its start and end, its PM-timer ticks, then the TSC (low 32 bits) at each alarm interrupt and each reference-timer interrupt, 128 words each |
 //! | 0xFF | `END` | [`EndStatus`] |
 //!
 //! A step id is `kind << 24 | argument`: kind 0 boot, 1 probe, 2 Init, 3 GetRelocationInfo
@@ -49,7 +50,7 @@ use vmi_abi::calls::Reg;
 /// Stream magic.
 pub const MAGIC: [u8; 4] = *b"vmiG";
 /// Protocol version this module writes and reads.
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 /// Size of the stream header.
 pub const STREAM_HEADER_LEN: usize = 8;
 /// Size of a record header (tag, length).
@@ -112,6 +113,8 @@ pub mod tag {
     pub const TRAP: u16 = 0x09;
     /// The result of a stress step.
     pub const STRESS: u16 = 0x0A;
+    /// When the alarm and reference-timer interrupts of a vector came.
+    pub const SAMPLES: u16 = 0x0B;
     /// The guest finished.
     pub const END: u16 = 0xFF;
 }
@@ -329,8 +332,13 @@ pub mod machine {
     pub const APIC_VERSION: usize = 20;
     /// Vector the APIC read raised, or `NO_FAULT`.
     pub const APIC_FAULT: usize = 21;
+    /// The ACPI PM timer's I/O port (the FADT's `PM_TMR_BLK`; 0: no FADT found below
+    /// 64 MiB, or no timer).
+    pub const PM_TIMER_PORT: usize = 22;
+    /// Bit 0: the PM timer counts 32 bits (FADT flag `TMR_VAL_EXT`), else 24.
+    pub const PM_TIMER_FLAGS: usize = 23;
     /// Number of words.
-    pub const WORDS: usize = 22;
+    pub const WORDS: usize = 24;
 }
 
 /// Word indices of `VECTOR_RESULT`.
@@ -430,6 +438,30 @@ pub mod end {
     pub const WORDS: usize = 1;
 }
 
+/// Word indices of `SAMPLES`.
+pub mod samples {
+    /// Step id (a vector step).
+    pub const STEP: usize = 0;
+    /// Alarm interrupts recorded (may exceed [`SLOTS`]: only the first are kept).
+    pub const ALARMS: usize = 1;
+    /// Reference-timer interrupts recorded.
+    pub const REFERENCES: usize = 2;
+    /// The TSC when the window started (low, high).
+    pub const TSC_START: usize = 3;
+    /// The TSC when it ended (low, high).
+    pub const TSC_END: usize = 5;
+    /// PM-timer ticks from start to end.
+    pub const PM_TICKS: usize = 7;
+    /// The alarm interrupts' TSC (low 32 bits) at the handler's entry.
+    pub const ALARM_TSC: usize = 8;
+    /// Slots of each list.
+    pub const SLOTS: usize = 128;
+    /// The reference timer's.
+    pub const REFERENCE_TSC: usize = ALARM_TSC + SLOTS;
+    /// Number of words.
+    pub const WORDS: usize = REFERENCE_TSC + SLOTS;
+}
+
 /// Payload size of a record, by tag.
 pub const fn payload_len(tag: u16) -> Option<usize> {
     let words = match tag {
@@ -442,6 +474,7 @@ pub const fn payload_len(tag: u16) -> Option<usize> {
         tag::MACHINE => machine::WORDS,
         tag::VECTOR_RESULT => vector_result::WORDS,
         tag::STRESS => stress::WORDS,
+        tag::SAMPLES => samples::WORDS,
         tag::END => end::WORDS,
         _ => return None,
     };
@@ -461,6 +494,7 @@ pub const fn tag_name(t: u16) -> &'static str {
         tag::VECTOR_RESULT => "VECTOR_RESULT",
         tag::TRAP => "TRAP",
         tag::STRESS => "STRESS",
+        tag::SAMPLES => "SAMPLES",
         tag::END => "END",
         _ => "unknown",
     }
@@ -828,6 +862,47 @@ pub struct Machine {
     /// The local-APIC version register read through the guest's APIC mapping: Ok(value) or
     /// Err(vector). 0xFFFFFFFF means nothing answered (no local APIC).
     pub apic_version: Result<u32, u8>,
+    /// The ACPI PM timer the firmware describes (None: no FADT found, or it names no timer).
+    pub pm_timer: Option<PmTimer>,
+}
+
+/// The ACPI power-management timer: a free-running counter at [`PmTimer::HZ`], read with a
+/// 32-bit `in` from its port; a time base that does not depend on the ROM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PmTimer {
+    /// Its I/O port.
+    pub port: u16,
+    /// Counter width: 24 or 32 bits.
+    pub bits: u8,
+}
+
+impl PmTimer {
+    /// The PM timer's rate (ACPI: 3.579545 MHz).
+    pub const HZ: u32 = 3_579_545;
+
+    /// The bits the counter has.
+    pub const fn mask(&self) -> u32 {
+        if self.bits >= 32 {
+            u32::MAX
+        } else {
+            (1 << self.bits) - 1
+        }
+    }
+
+    /// Ticks from `from` to `to` (one wrap at most).
+    pub const fn elapsed(&self, from: u32, to: u32) -> u32 {
+        to.wrapping_sub(from) & self.mask()
+    }
+
+    /// `ticks` in seconds.
+    pub fn secs(ticks: u32) -> f64 {
+        f64::from(ticks) / f64::from(Self::HZ)
+    }
+
+    /// `secs` seconds in ticks (rounded down).
+    pub fn ticks(secs: f64) -> u32 {
+        (secs * f64::from(Self::HZ)) as u32
+    }
 }
 
 impl Machine {
@@ -1025,8 +1100,36 @@ pub enum Record {
     Trap(Exception),
     /// `STRESS`.
     Stress(Box<StressResult>),
+    /// `SAMPLES`.
+    Samples(Box<Samples>),
     /// `END`.
     End(EndStatus),
+}
+
+/// The `SAMPLES` record: when the alarm and the reference timer interrupted during a vector's
+/// last measuring window ([`Op::Window`](crate::guest::Op::Window)), as the TSC's low 32 bits
+/// at the alarm handler's entry, the first [`samples::SLOTS`] of each; and the window's TSC
+/// and PM-timer span, which give the TSC's rate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Samples {
+    /// The vector step.
+    pub step: StepId,
+    /// TSC cycles from the window's start to its end.
+    pub tsc_span: u64,
+    /// PM-timer ticks from its start to its end.
+    pub pm_ticks: u32,
+    /// The alarm's interrupts.
+    pub alarm: Vec<u32>,
+    /// The reference timer's.
+    pub reference: Vec<u32>,
+}
+
+impl Samples {
+    /// The TSC's rate over the window, measured with the PM timer (None: no time passed).
+    pub fn tsc_hz(&self) -> Option<f64> {
+        (self.pm_ticks > 0)
+            .then(|| self.tsc_span as f64 * f64::from(PmTimer::HZ) / f64::from(self.pm_ticks))
+    }
 }
 
 /// A decoded stream.
@@ -1355,6 +1458,17 @@ fn record_at(bytes: &[u8], offset: usize) -> Result<(Record, usize), ProtocolErr
                     None => Ok(w.get(m::APIC_VERSION)),
                     Some(v) => Err(v),
                 },
+                pm_timer: match w.get(m::PM_TIMER_PORT) {
+                    0 => None,
+                    port => Some(PmTimer {
+                        port: u16::try_from(port).map_err(|_| bad("PM timer port", port))?,
+                        bits: if w.get(m::PM_TIMER_FLAGS) & 1 != 0 {
+                            32
+                        } else {
+                            24
+                        },
+                    }),
+                },
             })
         }
         tag::VECTOR_RESULT => {
@@ -1412,6 +1526,20 @@ fn record_at(bytes: &[u8], offset: usize) -> Result<(Record, usize), ProtocolErr
                 total: w.get(s::TOTAL),
                 ap_loops: w.get(s::AP_LOOPS),
                 counts: (0..s::COUNT_WORDS).map(|k| w.get(s::COUNTS + k)).collect(),
+            }))
+        }
+        tag::SAMPLES => {
+            use samples as sa;
+            let list = |at: usize, n: usize| -> Vec<u32> {
+                (0..n.min(sa::SLOTS)).map(|k| w.get(at + k)).collect()
+            };
+            let pair = |lo: usize| u64::from(w.get(lo)) | u64::from(w.get(lo + 1)) << 32;
+            Record::Samples(Box::new(Samples {
+                step: step_at(sa::STEP)?,
+                tsc_span: pair(sa::TSC_END).wrapping_sub(pair(sa::TSC_START)),
+                pm_ticks: w.get(sa::PM_TICKS),
+                alarm: list(sa::ALARM_TSC, w.get(sa::ALARMS) as usize),
+                reference: list(sa::REFERENCE_TSC, w.get(sa::REFERENCES) as usize),
             }))
         }
         tag::END => {
@@ -1682,7 +1810,7 @@ mod tests {
 
     #[test]
     fn payload_lengths_of_the_new_records() {
-        assert_eq!(payload_len(tag::MACHINE), Some(22 * 4));
+        assert_eq!(payload_len(tag::MACHINE), Some(24 * 4));
         assert_eq!(payload_len(tag::VECTOR_RESULT), Some(67 * 4));
         assert_eq!(payload_len(tag::TRAP), payload_len(tag::EXCEPTION));
         assert_eq!(payload_len(tag::EXCEPTION), Some(23 * 4));
@@ -1724,6 +1852,7 @@ mod tests {
         assert_eq!(mc.apic_base, Ok(0xFEE0_0900));
         assert_eq!(mc.apic_version, Ok(0x5_0014));
         assert_eq!(mc.cpuid_ext1_edx, 0x10_0000);
+        assert_eq!(mc.pm_timer, None);
         assert!(mc.has_edx1(13) && mc.has_edx1(11) && !mc.has_edx1(31));
         assert!(mc.has_apic());
         // Nothing answering at the APIC reads all ones.
@@ -1735,6 +1864,29 @@ mod tests {
         };
         assert!(!mc.has_apic());
         assert_eq!(mc.cpuid_ext1_edx, 0);
+        // The PM timer the FADT names: 24 bits unless TMR_VAL_EXT; a port beyond 16 bits is
+        // garbage.
+        w[m::PM_TIMER_PORT] = 0x608;
+        let Record::Machine(mc) = one(tag::MACHINE, &w).unwrap() else {
+            panic!()
+        };
+        let pm = mc.pm_timer.unwrap();
+        assert_eq!((pm.port, pm.bits, pm.mask()), (0x608, 24, 0xFF_FFFF));
+        assert_eq!(pm.elapsed(0xFF_FFF0, 0x10), 0x20);
+        w[m::PM_TIMER_FLAGS] = 1;
+        let Record::Machine(mc) = one(tag::MACHINE, &w).unwrap() else {
+            panic!()
+        };
+        assert_eq!(mc.pm_timer.unwrap().elapsed(0xFFFF_FFF0, 0x10), 0x20);
+        w[m::PM_TIMER_PORT] = 0x1_0000;
+        assert!(matches!(
+            one(tag::MACHINE, &w),
+            Err(ProtocolError::BadValue {
+                field: "PM timer port",
+                ..
+            })
+        ));
+        w[m::PM_TIMER_PORT] = 0;
         // A fault word that is neither NO_FAULT nor a vector.
         w[m::RDPMC_FAULT] = 0x1234;
         assert!(matches!(

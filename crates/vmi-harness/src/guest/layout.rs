@@ -127,6 +127,21 @@ pub mod test {
     pub const CAPTURE_STACK_TOP: u32 = TEST_AREA + 0xA000;
     /// A page announced to AllocatePage / ReleasePage (left all zero).
     pub const ZERO_PAGE: u32 = TEST_AREA + 0xA000;
+    /// A `SAMPLES` record being assembled (header, then the payload): the alarm handler
+    /// writes the TSC (low 32 bits) at each alarm and reference-timer interrupt into its
+    /// lists ([`SAMPLE_ALARMS`], [`SAMPLE_REFERENCES`]), and the guest streams it from here
+    /// (the record buffer holds the `VECTOR_RESULT` being captured).
+    pub const SAMPLES: u32 = TEST_AREA + 0xB000;
+    /// The alarm's list in [`SAMPLES`].
+    pub const SAMPLE_ALARMS: u32 = SAMPLES
+        + crate::protocol::RECORD_HEADER_LEN as u32
+        + 4 * crate::protocol::samples::ALARM_TSC as u32;
+    /// The reference timer's list in [`SAMPLES`].
+    pub const SAMPLE_REFERENCES: u32 = SAMPLES
+        + crate::protocol::RECORD_HEADER_LEN as u32
+        + 4 * crate::protocol::samples::REFERENCE_TSC as u32;
+    /// Words of each list.
+    pub const SAMPLE_SLOTS: u32 = crate::protocol::samples::SLOTS as u32;
     /// End of the test area.
     pub const END: u32 = TEST_AREA + 0x1_0000;
 
@@ -250,6 +265,54 @@ pub mod var {
     pub const AP_LOOPS: u32 = 0x80;
     /// Linear address of the current vector's call site (reported in `VECTOR_RESULT`).
     pub const SITE_EIP: u32 = 0x84;
+    /// Alarm recording: 0 (off: an interrupt other than IRQ0 ends the run) or a mode word of
+    /// [`alarm`](super::alarm) flags; while it is non-zero the interrupt stubs of vectors
+    /// 0x20–0xFF (but 0x27 and 0x80) go to the alarm handler, which counts them.
+    pub const ALARM_MODE: u32 = 0x88;
+    /// The vector the alarm is expected at (0x20: IRQ0 through the PIC).
+    pub const ALARM_VECTOR: u32 = 0x8C;
+    /// Interrupts at [`ALARM_VECTOR`], on any CPU.
+    pub const ALARM_HITS: u32 = 0x90;
+    /// Of those, the ones a CPU other than the first took (with
+    /// [`alarm::PER_CPU`](super::alarm::PER_CPU)).
+    pub const ALARM_HITS_AP: u32 = 0x94;
+    /// Interrupts at any other vector.
+    pub const ALARM_STRAY: u32 = 0x98;
+    /// The last such vector.
+    pub const ALARM_STRAY_VEC: u32 = 0x9C;
+    /// TSC at the alarm handler's entry for the first hit (8 bytes).
+    pub const ALARM_FIRST_TSC: u32 = 0xA0;
+    /// The vector of the reference timer ([`Op::RefTimer`](crate::guest::Op::RefTimer); 0:
+    /// none).
+    pub const ALARM_REF_VECTOR: u32 = 0xA8;
+    /// Interrupts of the reference timer.
+    pub const ALARM_REF_HITS: u32 = 0xAC;
+    /// GetCycleCounter(REAL) through the ROM right after the first hit's entry (8 bytes; with
+    /// [`alarm::READ_REAL`](super::alarm::READ_REAL)).
+    pub const ALARM_FIRST_REAL: u32 = 0xB0;
+    /// Hits whose in-service bit was set at the handler's entry (with
+    /// [`alarm::CHECK_ISR`](super::alarm::CHECK_ISR)).
+    pub const ALARM_ISR_IN: u32 = 0xB8;
+    /// Hits whose in-service bit was still set after the handler's EOI.
+    pub const ALARM_ISR_STUCK: u32 = 0xBC;
+    /// The first CPU's local-APIC ID (ID register bits 24–31).
+    pub const BSP_APIC_ID: u32 = 0xC0;
+    /// Set by the second CPU once its alarm is armed (the alarm scenario on the second CPU).
+    pub const AP_ARMED: u32 = 0xC4;
+    /// Set by the first CPU: the second CPU cancels its alarm and finishes.
+    pub const AP_STOP: u32 = 0xC8;
+    /// CancelAlarm's EAX on the second CPU.
+    pub const AP_CANCEL: u32 = 0xCC;
+    /// The period of the second CPU's alarm (8 bytes).
+    pub const AP_PERIOD: u32 = 0xD0;
+    /// Scratch words of the timing operations (6 words).
+    pub const TIME_TEMP: u32 = 0xD8;
+    /// Alarm interrupts whose TSC went into [`test::SAMPLES`](super::test::SAMPLES) since
+    /// the last [`Op::Window`](crate::guest::Op::Window) started (only the first
+    /// [`SAMPLE_SLOTS`](super::test::SAMPLE_SLOTS) are kept).
+    pub const ALARM_SAMPLES: u32 = 0xF0;
+    /// The same for the reference timer.
+    pub const REF_SAMPLES: u32 = 0xF4;
     /// The 32 extra words of the current vector ([`crate::protocol::vector_result::EXTRA`]).
     pub const XBUF: u32 = 0x100;
     /// GetRelocationInfo's EAX for calls 0 .. [`RELOC_SLOTS`]: what call vectors call.
@@ -269,6 +332,28 @@ pub mod var {
     pub const RELOC_TYPES: u32 = 0x700;
     /// Size of the variables page.
     pub const SIZE: u32 = 0x800;
+}
+
+/// Mode flags of the alarm handler ([`var::ALARM_MODE`]). IRQ0 (vector 0x20) is always
+/// acknowledged at the PIC, the reference timer's vector natively, the other vectors as the
+/// EOI kind says.
+pub mod alarm {
+    /// Count; acknowledge nothing (the vector's in-service bit stays set).
+    pub const EOI_NONE: u32 = 1;
+    /// Count; acknowledge with a native write to the local APIC's EOI register.
+    pub const EOI_NATIVE: u32 = 2;
+    /// Count; acknowledge with APICWrite(0xB0, 0) through the ROM, like Linux.
+    pub const EOI_ROM: u32 = 3;
+    /// The bits of the EOI kind.
+    pub const EOI_MASK: u32 = 3;
+    /// At the first hit also read GetCycleCounter(REAL) through the ROM.
+    pub const READ_REAL: u32 = 1 << 8;
+    /// Tell the CPUs apart: read the local-APIC ID at every hit.
+    pub const PER_CPU: u32 = 1 << 9;
+    /// Check the vector's in-service bit at entry and after the EOI.
+    pub const CHECK_ISR: u32 = 1 << 10;
+    /// Draining: count nothing, acknowledge every interrupt natively.
+    pub const DRAIN: u32 = 1 << 11;
 }
 
 /// How often a run invoked each call, as the guest counted it: read from the guest's
@@ -471,7 +556,12 @@ mod tests {
         const { assert!(var::INVOKE_LOG + var::INVOKE_LOG_LEN <= var::RELOC_TYPES) };
         const { assert!(var::RELOC_TYPES + var::RELOC_SLOTS <= var::SIZE) };
         const { assert!(VARS + var::SIZE <= PERCPU) };
-        const { assert!(var::AP_LOOPS + 4 <= var::XBUF) };
+        const { assert!(var::AP_LOOPS + 4 <= var::SITE_EIP) };
+        const { assert!(var::SITE_EIP + 4 <= var::ALARM_MODE) };
+        const { assert!(var::AP_PERIOD + 8 <= var::TIME_TEMP) };
+        const { assert!(var::TIME_TEMP + 24 <= var::ALARM_SAMPLES) };
+        const { assert!(var::REF_SAMPLES + 4 <= var::XBUF) };
+        const { assert!(test::SAMPLE_REFERENCES + 4 * test::SAMPLE_SLOTS <= test::END) };
         const { assert!(AP_TRAMPOLINE + AP_TRAMPOLINE_LEN <= 0x9000) };
         const { assert!(AP_STACK_TOP - 0x1_0000 >= GUEST_END) };
         assert!(var::INVOKE_LOG_LEN.is_power_of_two() && var::INVOKE_LOG_LEN <= 256);

@@ -2,6 +2,7 @@
 
 mod executor;
 mod stress;
+mod timer;
 
 use super::gdt;
 use super::idt;
@@ -27,7 +28,7 @@ use vmi_abi::consts::{
 use vmi_abi::layout::{pci, vrom};
 
 /// Version of the memory map and program conventions (echoed in `HELLO`).
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// One thing the guest does, in the order the host lists them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -224,7 +225,13 @@ pub fn build(cfg: &GuestConfig) -> Result<GuestImage, HarnessError> {
     for (i, lic) in ACCEPTED_LICENSES.iter().enumerate() {
         mem.put(license_slot(i), &cstr(lic));
     }
-    if cfg.stress.iter().any(|s| s.ap_loops > 0) {
+    let ap_vector = cfg.vectors.iter().any(|v| {
+        v.pre
+            .iter()
+            .chain(&v.post)
+            .any(|op| matches!(op, Op::ApAlarmStart { .. }))
+    });
+    if ap_vector || cfg.stress.iter().any(|s| s.ap_loops > 0) {
         mem.put(
             l::HOST_DATA + host_data::AP_TRAMPOLINE,
             &stress::ap_trampoline(&map)?,
@@ -278,23 +285,22 @@ fn validate(cfg: &GuestConfig) -> Result<(), HarnessError> {
             ));
         }
         for op in v.pre.iter().chain(&v.post) {
-            // (first extra word, how many, control register, debug register)
-            let (slot, n, cr, dr) = match *op {
-                Op::Load { slot, .. } | Op::Hash { slot, .. } | Op::In { slot, .. } => {
-                    (Some(slot), 1, None, None)
-                }
-                Op::ReadCr { cr, slot } => (Some(slot), 1, Some(cr), None),
-                Op::WriteCr { cr, .. } => (None, 0, Some(cr), None),
-                Op::ReadDr { dr, slot } => (Some(slot), 1, None, Some(dr)),
-                Op::WriteDr { dr, .. } => (None, 0, None, Some(dr)),
-                Op::Rdmsr { slot, .. } | Op::Rdtsc { slot } => (Some(slot), 2, None, None),
-                Op::Cpuid { slot, .. } => (Some(slot), 4, None, None),
-                _ => (None, 0, None, None),
+            // (control register, debug register)
+            let (cr, dr) = match *op {
+                Op::ReadCr { cr, .. } | Op::WriteCr { cr, .. } => (Some(cr), None),
+                Op::ReadDr { dr, .. } | Op::WriteDr { dr, .. } => (None, Some(dr)),
+                _ => (None, None),
             };
-            if let Some(slot) = slot {
+            if let Some((slot, n)) = op.writes() {
                 if !slot_ok(slot.saturating_add(n - 1)) {
                     return bad(format!("vector {k}: {op:?} writes past the extra words"));
                 }
+            }
+            if op.reads64().iter().any(|s| !slot_ok(s.saturating_add(1))) {
+                return bad(format!("vector {k}: {op:?} reads past the extra words"));
+            }
+            if let Some(why) = timer::problem(op) {
+                return bad(format!("vector {k}: {op:?}: {why}"));
             }
             if cr.is_some_and(|c| !matches!(c, 0 | 2 | 3 | 4)) {
                 return bad(format!("vector {k}: {op:?}: no such control register"));
@@ -881,6 +887,9 @@ impl Gen<'_> {
         let a = &mut self.a;
         let mut common = a.create_label();
         let mut stress_timer = a.create_label();
+        let mut external = a.create_label();
+        let mut alarm = a.create_label();
+        let mut timer_alarm = a.create_label();
         let mut stubs = Vec::with_capacity(l::IDT_ENTRIES);
         for v in 0..=u8::MAX {
             let mut s = a.create_label();
@@ -894,6 +903,8 @@ impl Gen<'_> {
                         a.cmp(dword_ptr(vars(var::STRESS_ACTIVE)).ss(), 0)?;
                         a.jne(stress_timer)?;
                     }
+                    a.cmp(dword_ptr(vars(var::ALARM_MODE)).ss(), 0)?;
+                    a.jne(timer_alarm)?;
                     a.push(eax)?;
                     a.mov(al, 0x20)?;
                     a.out(0x20, al)?;
@@ -901,6 +912,12 @@ impl Gen<'_> {
                     a.iretd()?;
                 }
                 SPURIOUS_VECTOR => a.iretd()?,
+                v if v > TIMER_VECTOR && v != l::test::USER_RETURN_VECTOR => {
+                    // An external interrupt: the alarm handler's while it records.
+                    a.push(0)?;
+                    a.push(i32::from(v))?;
+                    a.jmp(external)?;
+                }
                 _ => {
                     if !idt::has_error_code(v) {
                         a.push(0)?;
@@ -911,6 +928,21 @@ impl Gen<'_> {
             }
             stubs.push(s);
         }
+        // Flags untouched on the way: the common handler reports them as the gate left them.
+        let mut fatal_external = a.create_label();
+        a.set_label(&mut external)?;
+        a.push(ecx)?;
+        a.mov(ecx, dword_ptr(vars(var::ALARM_MODE)).ss())?;
+        a.jecxz(fatal_external)?;
+        a.pop(ecx)?;
+        a.jmp(alarm)?;
+        a.set_label(&mut fatal_external)?;
+        a.pop(ecx)?;
+        a.jmp(common)?;
+        a.set_label(&mut timer_alarm)?;
+        a.push(0)?;
+        a.push(i32::from(TIMER_VECTOR))?;
+        a.jmp(alarm)?;
         a.set_label(&mut common)?;
         a.pushad()?;
         for s in [ds, es, fs, gs] {
@@ -1000,6 +1032,7 @@ impl Gen<'_> {
         if with_stress {
             self.stress_timer(&mut stress_timer)?;
         }
+        self.alarm_handler(&mut alarm)?;
         Ok(stubs)
     }
 }

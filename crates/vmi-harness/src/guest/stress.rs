@@ -126,9 +126,11 @@ impl Stress {
         )
     }
 
-    /// Whether the timer handler may make `c` (nothing that enables interrupts inside it).
+    /// Whether the timer handler may make `c` (nothing that enables interrupts inside it; the
+    /// counter and local-APIC calls as a kernel's interrupt path makes them: [`inputs`]).
     pub fn handler_supported(c: Call) -> bool {
-        Stress::mix_supported(c) && !matches!(c, Call::EnableInterrupts | Call::SetInterruptMask)
+        (Stress::mix_supported(c) && !matches!(c, Call::EnableInterrupts | Call::SetInterruptMask))
+            || matches!(c, Call::GetCycleCounter | Call::APICRead | Call::APICWrite)
     }
 
     /// Every call the configuration makes (DisableInterrupts in the mix brings
@@ -184,12 +186,15 @@ impl Stress {
 }
 
 /// The register inputs the guest gives call `c` in a stress step (CPUID leaf 0, DR7,
-/// interrupts on).
+/// interrupts on, the REAL counter, the local-APIC version register, an EOI).
 pub fn inputs(c: Call) -> &'static [(Reg, u32)] {
     match c {
         Call::CPUID => &[(Reg::Eax, 0), (Reg::Ecx, 0)],
         Call::GetDR => &[(Reg::Eax, 7)],
         Call::SetInterruptMask => &[(Reg::Eax, 0x200)],
+        Call::GetCycleCounter => &[(Reg::Eax, 0)],
+        Call::APICRead => &[(Reg::Eax, 0x30)],
+        Call::APICWrite => &[(Reg::Eax, 0xB0), (Reg::Edx, 0)],
         _ => &[],
     }
 }

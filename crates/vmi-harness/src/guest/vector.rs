@@ -27,6 +27,7 @@
 //! (physical for the guest's own data: the identity map stays; window addresses for the test
 //! window).
 
+use crate::protocol::PmTimer;
 use crate::protocol::vector_result::EXTRA_WORDS;
 use vmi_abi::calls::Reg;
 
@@ -224,6 +225,184 @@ pub enum Op {
     /// Arm an expected trap: the next exception or interrupt writes `TRAP` (not `EXCEPTION`)
     /// and continues at the vector's resume point.
     ArmTrap,
+    /// Call the ROM routine of `call` (counted like every invocation) with these EAX, EDX, ECX
+    /// and the first `stack_words` of `stack` pushed (word 0 at `[esp + 4]` on entry); then
+    /// extra words `out`, `out + 1` = EDX:EAX, if given. Interrupts stay as they are.
+    Rom {
+        /// The call whose relocation target is called.
+        call: u8,
+        /// EAX.
+        eax: Val,
+        /// EDX.
+        edx: Val,
+        /// ECX.
+        ecx: Val,
+        /// Stack words.
+        stack: [Val; 2],
+        /// How many of them are pushed (0–2).
+        stack_words: u8,
+        /// First extra word of the result.
+        out: Option<u8>,
+    },
+    /// 64-bit extra words `dst` = `src` / `by` (low word first; `by` ≠ 0).
+    Div64 {
+        /// First extra word of the dividend.
+        src: u8,
+        /// Divisor.
+        by: u32,
+        /// First extra word of the quotient.
+        dst: u8,
+    },
+    /// 64-bit extra words `dst` = `a` + `b` (low word first).
+    Add64 {
+        /// First extra word of one addend.
+        a: u8,
+        /// First extra word of the other.
+        b: u8,
+        /// First extra word of the sum.
+        dst: u8,
+    },
+    /// Start counting interrupts with the alarm handler (interrupts must be off): zero its
+    /// counters, expect `vector`, handle as `mode` says ([`alarm`](super::layout::alarm)
+    /// flags). Vector 0x20: IRQ0 requests left pending in the PIC are acknowledged, then IRQ0 is
+    /// unmasked. Any other vector: the local APIC is software-enabled (SVR bit 8). The first
+    /// CPU's APIC ID is noted.
+    AlarmStart {
+        /// The expected vector.
+        vector: u8,
+        /// Mode flags.
+        mode: u32,
+    },
+    /// Stop every timer natively and stop counting: LVTT masked and its initial count 0, PIT
+    /// channel 0 switched off (mode 5 without a count, as Linux does) and IRQ0 masked; then,
+    /// with interrupts briefly on, whatever is still pending is delivered and acknowledged
+    /// without being counted, eight native EOIs clear any in-service bit left, and recording
+    /// ends.
+    AlarmQuiesce,
+    /// A stretch of time measured by the ACPI PM timer, with interrupts on (`sti`) or off: the
+    /// guest reads the timer in a loop until the *effective* time reaches `run` ticks or the
+    /// total reaches `max` ticks. A step between two readings longer than `period` (the alarm
+    /// period being counted) is a stall: the host did not run the vCPU, and of the alarms due
+    /// meanwhile one is delivered late and the others are coalesced — so a stall of `g`
+    /// ticks costs `g − period` ticks of effective time. Extra words from `slot`: hits at the
+    /// expected vector in the window, hits of the reference timer, effective ticks, total
+    /// ticks, stalls.
+    Window {
+        /// The timer.
+        pm: PmTimer,
+        /// Effective ticks wanted.
+        run: u32,
+        /// Total ticks at most.
+        max: u32,
+        /// The alarm period in PM-timer ticks (`u32::MAX`: no alarm, nothing is a stall).
+        period: u32,
+        /// Interrupts on while it runs.
+        sti: bool,
+        /// First of the 5 extra words.
+        slot: u8,
+    },
+    /// Start a reference timer the guest programs itself at `rate` Hz, counted by the alarm
+    /// handler beside the alarm (start recording first): `pit` — PIT channel 0 as a rate
+    /// generator on IRQ0 (1.193182 MHz / `rate`; stale IRQ0 requests acknowledged, IRQ0
+    /// unmasked); else the RTC's periodic interrupt on IRQ8 (vector 0x28; `rate` a power of
+    /// two, 2–8192 Hz). Whatever makes the host deliver the alarm's interrupts late or
+    /// coalesce them does the same to a reference on the same path (the PIC).
+    /// [`Op::AlarmQuiesce`] stops it.
+    RefTimer {
+        /// PIT channel 0 (else the RTC).
+        pit: bool,
+        /// Interrupts per second.
+        rate: u32,
+    },
+    /// A counter reading paired with the PM timer: 16 tries of (counter, PM timer, counter),
+    /// keeping the one whose counter readings are closest. The counter is the TSC (`rdtsc`)
+    /// or, with `real`, GetCycleCounter(REAL) through the ROM. Extra words from `slot`: the
+    /// counter before (2 words), after (2 words), the PM timer.
+    TimePair {
+        /// The timer.
+        pm: PmTimer,
+        /// GetCycleCounter(REAL) instead of the TSC.
+        real: bool,
+        /// First of the 5 extra words.
+        slot: u8,
+    },
+    /// The CMOS real-time clock, read when no update is in progress, twice alike. Extra word
+    /// `slot`: seconds, minutes, hours, day of month (a byte each, low first); `slot + 1`:
+    /// month, year, century (register 0x32), status register B — as the RTC holds them
+    /// (BCD or binary, 12 or 24 hours, as register B says).
+    ReadRtc {
+        /// First of the 2 extra words.
+        slot: u8,
+    },
+    /// A fixed interrupt of `vector` to this CPU through the local APIC's ICR (destination
+    /// shorthand "self"), taken with interrupts briefly on.
+    SelfIpi {
+        /// The vector.
+        vector: u8,
+    },
+    /// Send a `SAMPLES` record: the TSC at each alarm and reference-timer interrupt of the
+    /// last [`Op::Window`].
+    SendSamples,
+    /// Start the second CPU (INIT-SIPI-SIPI; needs `-smp 2`) on the alarm scenario: it
+    /// software-enables its local APIC, writes `vector` to its LVTT (through APICWrite with
+    /// `via_rom`, else natively), reads GetCycleCounter(REAL) and calls SetAlarm(`flags`,
+    /// that count, the period in extra words `period`, `period + 1`), reports it armed and
+    /// waits with interrupts on until [`Op::ApAlarmStop`]; then CancelAlarm(`flags`), stops
+    /// its timer natively and halts. The first CPU waits (bounded by the PM timer) for it to
+    /// come up and to arm. Extra words from `slot`: 1 if it came up, 1 if it armed.
+    ApAlarmStart {
+        /// SetAlarm's and CancelAlarm's flags.
+        flags: u32,
+        /// The LVTT vector.
+        vector: u8,
+        /// Write LVTT with APICWrite (else natively).
+        via_rom: bool,
+        /// First extra word of the period.
+        period: u8,
+        /// The timer bounding the waits.
+        pm: PmTimer,
+        /// First of the 2 extra words.
+        slot: u8,
+    },
+    /// Tell the second CPU of [`Op::ApAlarmStart`] to cancel and finish, and wait for it
+    /// (bounded). Extra words from `slot`: 1 if it finished, its CancelAlarm's EAX, how often
+    /// it polled while it waited (how much it ran).
+    ApAlarmStop {
+        /// The timer bounding the wait.
+        pm: PmTimer,
+        /// First of the 3 extra words.
+        slot: u8,
+    },
+}
+
+impl Op {
+    /// The extra words the op writes: (first, how many).
+    pub const fn writes(&self) -> Option<(u8, u8)> {
+        match *self {
+            Op::Load { slot, .. } | Op::Hash { slot, .. } | Op::In { slot, .. } => Some((slot, 1)),
+            Op::ReadCr { slot, .. } | Op::ReadDr { slot, .. } => Some((slot, 1)),
+            Op::Rdmsr { slot, .. } | Op::Rdtsc { slot } => Some((slot, 2)),
+            Op::Cpuid { slot, .. } => Some((slot, 4)),
+            Op::Rom {
+                out: Some(slot), ..
+            } => Some((slot, 2)),
+            Op::Div64 { dst, .. } | Op::Add64 { dst, .. } => Some((dst, 2)),
+            Op::Window { slot, .. } | Op::TimePair { slot, .. } => Some((slot, 5)),
+            Op::ReadRtc { slot } | Op::ApAlarmStart { slot, .. } => Some((slot, 2)),
+            Op::ApAlarmStop { slot, .. } => Some((slot, 3)),
+            _ => None,
+        }
+    }
+
+    /// The extra words the op reads as 64-bit operands (first word of each).
+    pub fn reads64(&self) -> Vec<u8> {
+        match *self {
+            Op::Div64 { src, .. } => vec![src],
+            Op::Add64 { a, b, .. } => vec![a, b],
+            Op::ApAlarmStart { period, .. } => vec![period],
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// One call vector.

@@ -209,6 +209,11 @@ impl Gen<'_> {
             a.mov(d(xslot(slot(m::APIC_VERSION))), eax)?;
             Ok(())
         })?;
+        // (a fault while reading the tables leaves no timer: its vector goes to a spare word)
+        let spare = slot(p::vector_result::EXTRA_WORDS - 1);
+        self.guarded(spare, |a| {
+            super::timer::find_pm_timer(a, slot(m::PM_TIMER_PORT), slot(m::PM_TIMER_FLAGS))
+        })?;
         let a = &mut self.a;
         a.cld()?;
         a.mov(esi, xslot(0))?;
@@ -468,6 +473,19 @@ impl Gen<'_> {
                 a.mov(eax, d(vars(var::RESUME)))?;
                 a.mov(d(vars(var::TRAP_RESUME)), eax)?;
             }
+            Op::Rom { .. }
+            | Op::Div64 { .. }
+            | Op::Add64 { .. }
+            | Op::AlarmStart { .. }
+            | Op::AlarmQuiesce
+            | Op::Window { .. }
+            | Op::TimePair { .. }
+            | Op::RefTimer { .. }
+            | Op::SendSamples
+            | Op::ReadRtc { .. }
+            | Op::SelfIpi { .. }
+            | Op::ApAlarmStart { .. }
+            | Op::ApAlarmStop { .. } => self.timer_op(op)?,
         }
         Ok(())
     }

@@ -135,7 +135,7 @@ impl Gen<'_> {
         // 2. The second CPU, if any: started now, waiting for the go.
         if s.ap_loops > 0 {
             let no_start = exit(a, 0, st::CHECK_AP_START);
-            start_ap(a, self.map.apic(), s, no_start)?;
+            start_ap(a, self.map.apic(), no_start, |a| ap_loop(a, s))?;
         }
         // 3. Timer, TSC, go.
         a.mov(esp, stack_top)?;
@@ -275,10 +275,35 @@ impl Gen<'_> {
     }
 }
 
-/// Copies the trampoline down, points it at the second CPU's code (emitted right here), wakes
-/// the second CPU with INIT-SIPI-SIPI (to all but self, through the local APIC at linear
-/// `apic`) and waits for it to report in; jumps to `no_start` if it does not.
-fn start_ap(a: &mut CodeAssembler, apic: u32, s: &Stress, no_start: CodeLabel) -> R {
+/// Wakes the second CPU on `body` ([`launch_ap`], pausing 1M times after each IPI) and waits
+/// for it to report in ([`var::AP_READY`]); jumps to `no_start` if it does not.
+pub(super) fn start_ap(
+    a: &mut CodeAssembler,
+    apic: u32,
+    no_start: CodeLabel,
+    body: impl FnOnce(&mut CodeAssembler) -> R,
+) -> R {
+    launch_ap(a, apic, body, |a| {
+        let mut idle = a.create_label();
+        a.mov(ecx, 1_000_000u32)?;
+        a.set_label(&mut idle)?;
+        a.pause()?;
+        a.dec(ecx)?;
+        a.jnz(idle)?;
+        Ok(())
+    })?;
+    wait_nonzero(a, var::AP_READY, no_start)
+}
+
+/// Copies the trampoline down, points it at the second CPU's code (`body`, emitted right here)
+/// and wakes the second CPU with INIT-SIPI-SIPI (to all but self, through the local APIC at
+/// linear `apic`), running `delay` after each IPI.
+pub(super) fn launch_ap(
+    a: &mut CodeAssembler,
+    apic: u32,
+    body: impl FnOnce(&mut CodeAssembler) -> R,
+    delay: impl Fn(&mut CodeAssembler) -> R,
+) -> R {
     for v in [var::AP_READY, var::AP_DONE, var::AP_LOOPS] {
         a.mov(d(vars(v)), 0u32)?;
     }
@@ -290,7 +315,7 @@ fn start_ap(a: &mut CodeAssembler, apic: u32, s: &Stress, no_start: CodeLabel) -
     // `call` over the second CPU's code pushes its (physical) address.
     let mut after = a.create_label();
     a.call(after)?;
-    ap_loop(a, s)?;
+    body(a)?;
     a.set_label(&mut after)?;
     a.pop(eax)?;
     a.mov(d(vars(var::AP_ENTRY)), eax)?;
@@ -299,15 +324,10 @@ fn start_ap(a: &mut CodeAssembler, apic: u32, s: &Stress, no_start: CodeLabel) -
     a.mov(d(apic + 0x310), 0u32)?;
     let sipi = 0x000C_4600 | l::AP_TRAMPOLINE >> 12;
     for icr in [0x000C_4500, sipi, sipi] {
-        let mut idle = a.create_label();
         a.mov(d(apic + 0x300), icr)?;
-        a.mov(ecx, 1_000_000u32)?;
-        a.set_label(&mut idle)?;
-        a.pause()?;
-        a.dec(ecx)?;
-        a.jnz(idle)?;
+        delay(a)?;
     }
-    wait_nonzero(a, var::AP_READY, no_start)
+    Ok(())
 }
 
 /// Spins (with `pause`, at most [`AP_SPINS`] times) until guest variable `v` is non-zero and
