@@ -4,7 +4,7 @@
 use super::vectors::{Ctx, Flow, Spec};
 use super::{CallVerdict, Verdict};
 use crate::guest::Val;
-use crate::protocol::{Exception, Regs, VectorResult};
+use crate::protocol::{Exception, Regs, Samples, VectorResult};
 use vmi_abi::calls::{CallSpec, Reg, RegClass, RelocType};
 use vmi_abi::consts::{LINUX_KERNEL_CS, LINUX_KERNEL_DS, LINUX_PERCPU, LINUX_USER_DS};
 
@@ -91,6 +91,9 @@ pub(crate) struct Findings {
     pub problems: Vec<String>,
     /// Observations worth reporting either way.
     pub notes: Vec<String>,
+    /// Why the vector could not be judged although it ran (the platform could not measure
+    /// what it checks, e.g. a host too busy to time an alarm): it neither passes nor fails.
+    pub inconclusive: Option<String>,
 }
 
 impl Findings {
@@ -132,6 +135,11 @@ impl Findings {
         }
     }
 
+    /// Records why the vector cannot be judged (the first reason counts).
+    pub(crate) fn inconclusive(&mut self, why: impl Into<String>) {
+        self.inconclusive.get_or_insert_with(|| why.into());
+    }
+
     /// Fails with `why` unless `ok`.
     pub(crate) fn ensure(&mut self, ok: bool, why: impl FnOnce() -> String) {
         if !ok {
@@ -147,6 +155,8 @@ pub(crate) struct Seen<'a> {
     pub r: &'a VectorResult,
     /// The first `TRAP` the vector caused.
     pub trap: Option<&'a Exception>,
+    /// Its `SAMPLES` (alarm scenarios).
+    pub samples: Option<&'a Samples>,
     /// Results of the same call's earlier vectors, in order.
     pub earlier: &'a [&'a VectorResult],
     /// The reference run right before this vector (a spec marked
@@ -327,6 +337,19 @@ pub(crate) enum Judged {
     Failed(String),
     /// The engine cannot run it (kvm-pvm cannot emulate an instruction), because …
     Unsupported(String),
+    /// It ran, but the platform could not measure what it checks, because …
+    Inconclusive(String),
+}
+
+impl Judged {
+    /// A vector's findings: checked, or inconclusive when nothing failed but it could not be
+    /// judged.
+    pub(crate) fn of(f: Findings) -> Judged {
+        match (&f.inconclusive, f.problems.is_empty()) {
+            (Some(why), true) => Judged::Inconclusive(why.clone()),
+            _ => Judged::Checked(f),
+        }
+    }
 }
 
 /// The verdict of a call from its vectors' outcomes.
@@ -338,6 +361,7 @@ pub(crate) fn aggregate(
     let mut v = base;
     let mut problems = Vec::new();
     let mut unsupported = Vec::new();
+    let mut inconclusive = Vec::new();
     let mut passed = Vec::new();
     let mut all_notes: Vec<String> = notes.to_vec();
     for (what, o) in outcomes {
@@ -358,6 +382,7 @@ pub(crate) fn aggregate(
             }
             Judged::Failed(why) => problems.push(format!("{what}: {why}")),
             Judged::Unsupported(why) => unsupported.push(format!("{what}: {why}")),
+            Judged::Inconclusive(why) => inconclusive.push(format!("{what}: {why}")),
         }
     }
     v.checks = outcomes
@@ -369,7 +394,17 @@ pub(crate) fn aggregate(
         v.detail = problems.join("; ");
     } else if passed.is_empty() {
         v.verdict = Verdict::Skipped;
-        v.detail = format!("the engine cannot run it: {}", unsupported.join("; "));
+        let mut why = Vec::new();
+        if !unsupported.is_empty() {
+            why.push(format!(
+                "the engine cannot run it: {}",
+                unsupported.join("; ")
+            ));
+        }
+        if !inconclusive.is_empty() {
+            why.push(format!("inconclusive: {}", inconclusive.join("; ")));
+        }
+        v.detail = why.join("; ");
     } else {
         v.verdict = Verdict::Pass;
         let mut detail = format!(
@@ -383,6 +418,9 @@ pub(crate) fn aggregate(
                 "; not run (the engine cannot): {}",
                 unsupported.join("; ")
             ));
+        }
+        if !inconclusive.is_empty() {
+            detail.push_str(&format!("; inconclusive: {}", inconclusive.join("; ")));
         }
         if !all_notes.is_empty() {
             detail.push_str("; ");

@@ -76,6 +76,9 @@ fn config(act: &Activated, selected: &dyn Fn(u8) -> bool) -> Stress {
                 .is_some_and(|a| a.kind == Some(RelocType::CallRel))
     };
     let mut s = Stress::with_second_cpu(LOOPS, TICKS, AP_LOOPS);
+    // A kernel's timer interrupt also reads the clock and acknowledges at the local APIC.
+    s.handler
+        .extend([Call::GetCycleCounter, Call::APICRead, Call::APICWrite]);
     let enable = ok(&Call::EnableInterrupts);
     s.mix
         .retain(|c| ok(c) && (*c != Call::DisableInterrupts || enable));

@@ -7,6 +7,7 @@
 
 use super::judge::{AC, Findings, ID, IF, IOPL, Seen, VEC_EFLAGS, ZF};
 use super::scenarios;
+use super::timer;
 use crate::engine::Engine;
 use crate::guest::gdt;
 use crate::guest::idt;
@@ -17,8 +18,7 @@ use crate::protocol::Machine;
 use vmi_abi::Call;
 use vmi_abi::calls::Reg::{self, Eax, Ecx, Edx};
 use vmi_abi::consts::{
-    LINUX_KERNEL_CS, LINUX_KERNEL_DS, LINUX_LDT, LINUX_TSS, VMI_ALARM_IS_ONESHOT,
-    VMI_CYCLES_AVAILABLE, VMI_CYCLES_REAL, VMI_CYCLES_STOLEN, VMI_PAGE_CLONE, VMI_PAGE_CURRENT_AS,
+    LINUX_KERNEL_CS, LINUX_KERNEL_DS, LINUX_LDT, LINUX_TSS, VMI_PAGE_CLONE, VMI_PAGE_CURRENT_AS,
     VMI_PAGE_L1, VMI_PAGE_L2, VMI_PAGE_PT,
 };
 
@@ -63,6 +63,8 @@ pub(crate) struct Spec {
     /// A reference run (the native instruction in place of the ROM call): the next vector of
     /// the same call is compared with it.
     pub reference: bool,
+    /// Needs a second CPU (the run gets `-smp 2`).
+    pub smp: bool,
 }
 
 impl std::fmt::Debug for Spec {
@@ -88,6 +90,8 @@ pub(crate) struct Ctx {
     pub stack_top: u32,
     /// Calls answered JUMP_REL (reached with `jmp`).
     pub jump: Vec<u8>,
+    /// Calls answered CALL_REL.
+    pub call_rel: Vec<u8>,
 }
 
 impl Ctx {
@@ -98,6 +102,11 @@ impl Ctx {
         } else {
             Invoke::Call
         }
+    }
+
+    /// Whether the ROM answered CALL_REL for `call`.
+    pub(crate) fn implements(&self, call: Call) -> bool {
+        self.call_rel.contains(&(call as u8))
     }
 
     /// Whether the engine has a PIC and a PIT (QEMU).
@@ -128,6 +137,7 @@ pub(crate) struct B {
     flow: Flow,
     may_change: u32,
     needs_paging: bool,
+    smp: bool,
 }
 
 /// Starts a vector of `call`: no inputs, [`VEC_EFLAGS`], a plain return.
@@ -147,6 +157,7 @@ pub(crate) fn b(ctx: &Ctx, call: Call, what: impl Into<String>) -> B {
         flow: Flow::Returns,
         may_change: 0,
         needs_paging: false,
+        smp: false,
     }
 }
 
@@ -211,6 +222,20 @@ impl B {
         self
     }
 
+    /// Marks the vector as needing a second CPU.
+    pub(crate) fn second_cpu(mut self) -> B {
+        self.smp = true;
+        self
+    }
+
+    /// Calls `call` at the site instead (the vector still judges the call it was started
+    /// for: a scenario of one call whose last step is another call).
+    pub(crate) fn site(mut self, ctx: &Ctx, call: Call) -> B {
+        self.v.call = call as u8;
+        self.v.invoke = ctx.invoke(call);
+        self
+    }
+
     /// Finishes with its own check.
     pub(crate) fn check(self, check: impl Fn(&Seen<'_>, &mut Findings) + 'static) -> Spec {
         let reference = self.v.invoke == Invoke::NativeIret;
@@ -223,6 +248,7 @@ impl B {
             check: Box::new(check),
             needs_paging: self.needs_paging,
             reference,
+            smp: self.smp,
         }
     }
 
@@ -323,9 +349,9 @@ pub(crate) fn plan(ctx: &Ctx, call: Call) -> Plan {
         ),
         SetIOPLMask => v(set_iopl(ctx)),
         SetInitialAPState => v(ap_state(ctx)),
-        APICWrite | APICRead => apic(ctx, call),
+        APICWrite | APICRead => timer::apic(ctx, call),
         GetCycleFrequency | GetCycleCounter | SetAlarm | CancelAlarm | GetWallclockTime
-        | WallclockUpdated => v(timer(ctx, call)),
+        | WallclockUpdated => timer::timer(ctx, call),
         SetLazyMode => v(lazy(ctx)),
     }
 }
@@ -1492,141 +1518,6 @@ fn ap_state(ctx: &Ctx) -> Vec<Spec> {
             })
         }),
     ]
-}
-
-fn apic(ctx: &Ctx, call: Call) -> Plan {
-    if !ctx.machine.has_apic() {
-        return Plan::Skip(format!(
-            "no local APIC answers at {:#x} on the {} engine",
-            l::APIC_PHYS,
-            ctx.engine
-        ));
-    }
-    let apic = ctx.map.apic();
-    let tpr = apic + 0x80;
-    let specs = if call == Call::APICWrite {
-        [0x20u32, 0x10]
-            .into_iter()
-            .map(|v| {
-                b(ctx, call, format!("APICWrite(0x80 TPR, {v:#x})"))
-                    .reg(Eax, 0x80)
-                    .reg(Edx, v)
-                    .post([
-                        Op::Load { addr: tpr, slot: 0 },
-                        Op::Store {
-                            addr: tpr,
-                            value: Val::Imm(0),
-                        },
-                    ])
-                    .check(move |s, f| {
-                        f.expect(
-                            "TPR (read directly)",
-                            v,
-                            s.r.x(0) & 0xFF,
-                            "the value written",
-                        )
-                    })
-            })
-            .collect()
-    } else {
-        vec![
-            b(ctx, call, "APICRead(0x30 version)")
-                .reg(Eax, 0x30)
-                .post([Op::Load {
-                    addr: apic + 0x30,
-                    slot: 0,
-                }])
-                .check(|s, f| f.expect("EAX", s.r.x(0), s.r.regs.eax, "a direct read")),
-            b(ctx, call, "APICRead(0x80 TPR) with TPR = 0x30")
-                .reg(Eax, 0x80)
-                .pre([Op::Store {
-                    addr: tpr,
-                    value: Val::Imm(0x30),
-                }])
-                .post([Op::Store {
-                    addr: tpr,
-                    value: Val::Imm(0),
-                }])
-                .check(|s, f| f.expect("EAX & 0xff", 0x30, s.r.regs.eax & 0xFF, "TPR")),
-        ]
-    };
-    Plan::Run(specs, Vec::new())
-}
-
-fn timer(ctx: &Ctx, call: Call) -> Vec<Spec> {
-    let edx_eax =
-        |r: &crate::protocol::VectorResult| u64::from(r.regs.eax) | u64::from(r.regs.edx) << 32;
-    match call {
-        Call::GetCycleFrequency => vec![b(ctx, call, "GetCycleFrequency()").check(move |s, f| {
-            let hz = edx_eax(s.r);
-            f.ensure(hz != 0 && hz < 1_000_000_000_000, || {
-                format!("{hz} Hz is not a sane cycle frequency (0 < f < 1 THz)")
-            });
-            f.ensure(hz / 1000 <= u64::from(u32::MAX), || {
-                format!("{hz} Hz / 1000 does not fit 32 bits (Linux's cpu_khz)")
-            });
-            f.note(format!("{hz} Hz"));
-        })],
-        Call::GetCycleCounter => {
-            let mut specs: Vec<Spec> = (1..=2)
-                .map(|k| {
-                    b(ctx, call, format!("GetCycleCounter(REAL) #{k}"))
-                        .reg(Eax, VMI_CYCLES_REAL)
-                        .check(move |s, f| {
-                            let now = edx_eax(s.r);
-                            for e in s.earlier {
-                                let prev = edx_eax(e);
-                                f.ensure(now >= prev, || {
-                                    format!("REAL went backwards: {now:#x} after {prev:#x}")
-                                });
-                            }
-                        })
-                })
-                .collect();
-            specs.push(
-                b(ctx, call, "GetCycleCounter(AVAILABLE)")
-                    .reg(Eax, VMI_CYCLES_AVAILABLE)
-                    .plain(),
-            );
-            specs.push(
-                b(ctx, call, "GetCycleCounter(STOLEN)")
-                    .reg(Eax, VMI_CYCLES_STOLEN)
-                    .check(move |s, f| {
-                        let stolen = edx_eax(s.r);
-                        let real = s.earlier.iter().map(|e| edx_eax(e)).max().unwrap_or(0);
-                        f.ensure(stolen == 0 || stolen <= real, || {
-                            format!("STOLEN {stolen:#x} exceeds REAL {real:#x}")
-                        });
-                    }),
-            );
-            specs
-        }
-        Call::SetAlarm => vec![
-            b(ctx, call, "SetAlarm(ONESHOT|REAL, far future, 0)")
-                .reg(Eax, VMI_ALARM_IS_ONESHOT | VMI_CYCLES_REAL)
-                .reg(Edx, 0xFFFF_FFFF)
-                .reg(Ecx, 0x7FFF_FFFF)
-                .stack([Val::Imm(0), Val::Imm(0)])
-                .plain(),
-        ],
-        Call::CancelAlarm => vec![
-            b(ctx, call, "CancelAlarm(REAL)")
-                .reg(Eax, VMI_CYCLES_REAL)
-                .check(|s, f| f.note(format!("EAX = {:#x}", s.r.regs.eax))),
-        ],
-        Call::GetWallclockTime => vec![b(ctx, call, "GetWallclockTime()").check(move |s, f| {
-            let ns = edx_eax(s.r);
-            const Y2000: u64 = 946_684_800 * 1_000_000_000;
-            const Y2200: u64 = 7_258_118_400 * 1_000_000_000;
-            f.ensure((Y2000..Y2200).contains(&ns), || {
-                format!("{ns} ns since 1970 is not between 2000 and 2200")
-            });
-        })],
-        _ => vec![
-            b(ctx, call, "WallclockUpdated()")
-                .check(|s, f| f.note(format!("EAX = {:#x}", s.r.regs.eax))),
-        ],
-    }
 }
 
 fn lazy(ctx: &Ctx) -> Vec<Spec> {

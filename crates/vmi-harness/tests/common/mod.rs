@@ -109,3 +109,5 @@ pub fn suite(image: &[u8], opts: &SuiteOptions) -> SuiteReport {
     }
     r
 }
+
+pub mod timer_rom;

@@ -1,0 +1,1603 @@
+//! The local-APIC calls (63 APICWrite, 64 APICRead) and the timer calls (66–71): the vectors and
+//! scenarios the suite runs for them and how it judges them against the ABI's semantics
+//! (vmi-abi.md §4.2, §5). Time is measured with the ACPI PM timer and the CMOS RTC, never with
+//! the ROM's own figures, so every ROM is judged alike whatever it does inside; the list of
+//! checks is in the [suite's documentation](super).
+//!
+//! Alarm scenarios count interrupts with the guest's alarm handler
+//! ([`Op::AlarmStart`]): the hits at the expected vector (IRQ0 = 0x20, or the vector the guest
+//! wrote to LVTT), stray ones at any other vector, the TSC at the handler's entry, the CPU
+//! that took them, and the in-service bit around the handler's EOI — through APICWrite(0xB0)
+//! like Linux when the ROM implements it. Rates are counted over [`Op::Window`]s: running
+//! time measured by the PM timer, with the stretches the host did not run the vCPU left out.
+
+use super::judge::{Findings, Seen};
+use super::vectors::{B, Ctx, Plan, Spec, b};
+use crate::guest::layout::{self as l, alarm, var};
+use crate::guest::vector::{Op, Val, xslot};
+use crate::protocol::{PmTimer, Samples, VectorResult};
+use vmi_abi::Call;
+use vmi_abi::calls::Reg::{Eax, Ecx, Edx};
+use vmi_abi::consts::{
+    VMI_ALARM_IS_ONESHOT, VMI_ALARM_IS_PERIODIC, VMI_ALARM_WIRED_IRQ0, VMI_ALARM_WIRED_LVTT,
+    VMI_CYCLES_AVAILABLE, VMI_CYCLES_REAL, VMI_CYCLES_STOLEN,
+};
+
+/// Local-APIC registers the checks use.
+const APIC_ID: u32 = 0x20;
+const APIC_VERSION: u32 = 0x30;
+const APIC_TPR: u32 = 0x80;
+const APIC_EOI: u32 = 0xB0;
+const APIC_ISR: u32 = 0x100;
+const APIC_LVTT: u32 = 0x320;
+/// LVTT bit 16.
+const LVT_MASKED: u32 = 0x1_0000;
+/// The two LVTT vectors the scenarios program (2.6.2x Linux uses 0x31, the 2.6.30-era headers
+/// 0x41).
+const VEC_A: u8 = 0x31;
+const VEC_B: u8 = 0x41;
+/// IRQ0 after the PIC remap.
+const IRQ0: u8 = 0x20;
+/// Rates are judged within this fraction (and one interrupt).
+const RATE_TOLERANCE: f64 = 0.10;
+/// The reference timer must keep its rate within this fraction for a rate to be judged.
+const PLATFORM_TOLERANCE: f64 = 0.05;
+/// Polls of its wait that show the second CPU ran through the window.
+const AP_RAN: u32 = 1000;
+/// Intervals are timed only when their middle half spans at most this fraction of the median.
+const REGULARITY: f64 = 0.10;
+/// GetCycleFrequency is judged within this fraction of the measured rate.
+const FREQ_TOLERANCE: f64 = 0.001;
+/// GetWallclockTime must agree with the RTC within this many seconds.
+const RTC_TOLERANCE_S: f64 = 2.0;
+
+/// Extra words of the alarm vectors.
+mod slot {
+    /// The first window (5 words).
+    pub const W1: u8 = 0;
+    /// The second window (5 words) …
+    pub const W2: u8 = 5;
+    /// … or, in a one-shot, the TSC right before and after the ROM's REAL reading …
+    pub const TSC_BEFORE: u8 = 5;
+    pub const TSC_AFTER: u8 = 7;
+    /// … or, on the second CPU, whether it finished, its CancelAlarm's EAX and how much it
+    /// ran.
+    pub const AP_END: u8 = 5;
+    /// CancelAlarm's EDX:EAX after the scenario.
+    pub const CANCEL: u8 = 10;
+    /// The alarm handler's counters (see [`super::loads`]).
+    pub const HITS: u8 = 12;
+    pub const HITS_AP: u8 = 13;
+    pub const STRAY: u8 = 14;
+    pub const STRAY_VEC: u8 = 15;
+    pub const FIRST_TSC: u8 = 16;
+    pub const FIRST_REAL: u8 = 18;
+    pub const ISR_IN: u8 = 20;
+    pub const ISR_STUCK: u8 = 21;
+    /// GetCycleFrequency, the period (or one-shot delay), GetCycleCounter(REAL), the expiry.
+    pub const FREQ: u8 = 22;
+    pub const PERIOD: u8 = 24;
+    pub const NOW: u8 = 26;
+    pub const EXPIRY: u8 = 28;
+    /// Whether the second CPU came up and armed its alarm.
+    pub const AP_START: u8 = 30;
+}
+
+/// Extra word `k` as a value.
+fn x(k: u8) -> Val {
+    Val::Mem(xslot(k))
+}
+
+/// A ROM call as an op.
+fn rom(call: Call, regs: [u32; 3], stack: [Val; 2], words: u8, out: Option<u8>) -> Op {
+    Op::Rom {
+        call: call as u8,
+        eax: Val::Imm(regs[0]),
+        edx: Val::Imm(regs[1]),
+        ecx: Val::Imm(regs[2]),
+        stack,
+        stack_words: words,
+        out,
+    }
+}
+
+/// A ROM call with register inputs only.
+fn rom0(call: Call, eax: u32, edx: u32, out: Option<u8>) -> Op {
+    rom(call, [eax, edx, 0], [Val::Imm(0); 2], 0, out)
+}
+
+/// GetCycleCounter(REAL) into `out`.
+fn now(out: u8) -> Op {
+    rom0(Call::GetCycleCounter, VMI_CYCLES_REAL, 0, Some(out))
+}
+
+/// GetCycleFrequency into FREQ, and FREQ / `div` into PERIOD.
+fn freq_div(div: u32) -> [Op; 2] {
+    [
+        rom0(Call::GetCycleFrequency, 0, 0, Some(slot::FREQ)),
+        Op::Div64 {
+            src: slot::FREQ,
+            by: div,
+            dst: slot::PERIOD,
+        },
+    ]
+}
+
+/// SetAlarm(`flags`, expiry in extra words `expiry`, period in PERIOD or 0) as an op.
+fn set_alarm_op(flags: u32, expiry: u8, periodic: bool) -> Op {
+    let (stack, words) = if periodic {
+        ([x(slot::PERIOD), x(slot::PERIOD + 1)], 2)
+    } else {
+        ([Val::Imm(0), Val::Imm(0)], 2)
+    };
+    Op::Rom {
+        call: Call::SetAlarm as u8,
+        eax: Val::Imm(flags),
+        edx: x(expiry),
+        ecx: x(expiry + 1),
+        stack,
+        stack_words: words,
+        out: None,
+    }
+}
+
+/// The handler's counters into the extra words from [`slot::HITS`].
+fn loads() -> Vec<Op> {
+    [
+        (var::ALARM_HITS, slot::HITS),
+        (var::ALARM_HITS_AP, slot::HITS_AP),
+        (var::ALARM_STRAY, slot::STRAY),
+        (var::ALARM_STRAY_VEC, slot::STRAY_VEC),
+        (var::ALARM_FIRST_TSC, slot::FIRST_TSC),
+        (var::ALARM_FIRST_TSC + 4, slot::FIRST_TSC + 1),
+        (var::ALARM_FIRST_REAL, slot::FIRST_REAL),
+        (var::ALARM_FIRST_REAL + 4, slot::FIRST_REAL + 1),
+        (var::ALARM_ISR_IN, slot::ISR_IN),
+        (var::ALARM_ISR_STUCK, slot::ISR_STUCK),
+    ]
+    .into_iter()
+    .map(|(v, slot)| Op::Load {
+        addr: l::VARS + v,
+        slot,
+    })
+    .collect()
+}
+
+/// Where an alarm is wired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wiring {
+    /// ISA IRQ0 (flags bit 16 clear): vector 0x20 through the PIC.
+    Irq0,
+    /// The calling CPU's LVTT, with this vector written to it.
+    Lvtt(u8),
+}
+
+impl Wiring {
+    fn flag(self) -> u32 {
+        match self {
+            Wiring::Irq0 => VMI_ALARM_WIRED_IRQ0,
+            Wiring::Lvtt(_) => VMI_ALARM_WIRED_LVTT,
+        }
+    }
+
+    fn vector(self) -> u8 {
+        match self {
+            Wiring::Irq0 => IRQ0,
+            Wiring::Lvtt(v) => v,
+        }
+    }
+
+    fn name(self) -> String {
+        match self {
+            Wiring::Irq0 => "IRQ0".into(),
+            Wiring::Lvtt(v) => format!("LVTT vector {v:#04x}"),
+        }
+    }
+
+    /// What the expected vector is, for a verdict.
+    fn expected(self) -> String {
+        match self {
+            Wiring::Irq0 => "vector 0x20 (IRQ0 through the PIC)".into(),
+            Wiring::Lvtt(v) => format!("vector {v:#04x} (the vector written to LVTT)"),
+        }
+    }
+}
+
+/// What the alarm scenarios need: QEMU (PIC, PIT, local APIC) and the PM timer.
+#[derive(Clone, Copy, Debug)]
+struct Timing {
+    pm: PmTimer,
+    /// The handler acknowledges through APICWrite (the ROM implements it), else natively.
+    rom_eoi: bool,
+    /// LVTT is written through APICWrite, else natively.
+    rom_lvtt: bool,
+    apic: u32,
+}
+
+impl Timing {
+    fn of(ctx: &Ctx) -> Result<Timing, String> {
+        if !ctx.has_pic() {
+            return Err(format!(
+                "no interrupt controller, timer or RTC on the {} engine",
+                ctx.engine
+            ));
+        }
+        if !ctx.machine.has_apic() {
+            return Err(format!("no local APIC answers at {:#x}", l::APIC_PHYS));
+        }
+        let pm = ctx.machine.pm_timer.ok_or_else(|| {
+            "no ACPI PM timer found (FADT in the low 64 MiB) to measure time without the ROM"
+                .to_string()
+        })?;
+        Ok(Timing {
+            pm,
+            rom_eoi: ctx.implements(Call::APICWrite),
+            rom_lvtt: ctx.implements(Call::APICWrite),
+            apic: ctx.map.apic(),
+        })
+    }
+
+    /// Writes `value` to LVTT like Linux: through APICWrite, or natively without it.
+    fn lvtt(&self, value: u32) -> Op {
+        if self.rom_lvtt {
+            rom0(Call::APICWrite, APIC_LVTT, value, None)
+        } else {
+            Op::Store {
+                addr: self.apic + APIC_LVTT,
+                value: Val::Imm(value),
+            }
+        }
+    }
+
+    /// The handler's mode for `wiring`: EOI like Linux (IRQ0 at the PIC), the in-service bit
+    /// checked around an APIC EOI.
+    fn mode(&self, wiring: Wiring, native_eoi: bool) -> u32 {
+        match wiring {
+            Wiring::Irq0 => alarm::EOI_NATIVE,
+            Wiring::Lvtt(_) if native_eoi || !self.rom_eoi => alarm::EOI_NATIVE | alarm::CHECK_ISR,
+            Wiring::Lvtt(_) => alarm::EOI_ROM | alarm::CHECK_ISR,
+        }
+    }
+
+    /// The ops that start recording and program LVTT for `wiring`.
+    fn start(&self, wiring: Wiring, mode: u32, lvtt: u32) -> Vec<Op> {
+        let mut ops = vec![Op::AlarmStart {
+            vector: wiring.vector(),
+            mode,
+        }];
+        if let Wiring::Lvtt(_) = wiring {
+            ops.push(self.lvtt(lvtt));
+        }
+        ops
+    }
+
+    /// A window of interrupts on while an alarm of `rate` Hz runs (None: none should fire):
+    /// `secs` of effective time, at most 2.5 times as long (and 1 s) in all.
+    fn window(&self, secs: f64, rate: Option<u32>, slot: u8) -> Op {
+        Op::Window {
+            pm: self.pm,
+            run: PmTimer::ticks(secs),
+            max: PmTimer::ticks((2.5 * secs).clamp(secs, 1.0)),
+            period: rate.map_or(u32::MAX, |r| PmTimer::HZ / r.max(1)),
+            sti: true,
+            slot,
+        }
+    }
+
+    /// The reference timer for an alarm of `rate` Hz wired as `wiring` ([`Reference::of`]).
+    fn reference(&self, wiring: Wiring, rate: u32) -> Op {
+        let r = Reference::of(wiring, rate);
+        Op::RefTimer {
+            pit: r.pit,
+            rate: r.rate,
+        }
+    }
+
+    /// The end of every alarm scenario: CancelAlarm(`flags`), everything stopped natively,
+    /// the handler's counters.
+    fn finish(&self, flags: u32) -> Vec<Op> {
+        let mut ops = vec![
+            rom0(Call::CancelAlarm, flags, 0, Some(slot::CANCEL)),
+            Op::AlarmQuiesce,
+        ];
+        ops.extend(loads());
+        ops
+    }
+}
+
+/// The reference timer beside an alarm: a timer the guest programs itself on hardware the
+/// alarm does not use, delivered through the PIC like the most fragile path — PIT channel 0
+/// at the same rate beside an LVTT alarm, the RTC's periodic interrupt at the next power of
+/// two beside an IRQ0 alarm (the PIT is the ROM's then).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Reference {
+    pit: bool,
+    rate: u32,
+}
+
+impl Reference {
+    fn of(wiring: Wiring, rate: u32) -> Reference {
+        match wiring {
+            Wiring::Lvtt(_) => Reference { pit: true, rate },
+            Wiring::Irq0 => Reference {
+                pit: false,
+                rate: rate.next_power_of_two().clamp(2, 8192),
+            },
+        }
+    }
+
+    fn name(&self) -> String {
+        if self.pit {
+            format!("PIT channel 0 at {} Hz", self.rate)
+        } else {
+            format!("the RTC's periodic interrupt at {} Hz", self.rate)
+        }
+    }
+}
+
+/// What a [`Op::Window`] measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Win {
+    hits: u32,
+    reference: u32,
+    effective: u32,
+    total: u32,
+    stalls: u32,
+}
+
+impl Win {
+    fn at(r: &VectorResult, slot: u8) -> Win {
+        let w = |k: u8| r.x(usize::from(slot + k));
+        Win {
+            hits: w(0),
+            reference: w(1),
+            effective: w(2),
+            total: w(3),
+            stalls: w(4),
+        }
+    }
+
+    fn total_ms(&self) -> f64 {
+        PmTimer::secs(self.total) * 1e3
+    }
+
+    /// The time the window had, for a verdict.
+    fn running(&self) -> String {
+        let eff = PmTimer::secs(self.effective) * 1e3;
+        if self.stalls == 0 {
+            format!("{eff:.1} ms (PM timer)")
+        } else {
+            format!(
+                "{eff:.1} ms effective of {:.1} ms (PM timer, {} stall(s) of the vCPU)",
+                self.total_ms(),
+                self.stalls
+            )
+        }
+    }
+}
+
+/// The quartiles of the intervals between consecutive entries of `tsc` (TSC cycles, low 32
+/// bits; None: fewer than 4 intervals).
+fn quartiles(tsc: &[u32]) -> Option<Quartiles> {
+    let mut d: Vec<u32> = tsc
+        .iter()
+        .zip(tsc.iter().skip(1))
+        .map(|(a, b)| b.wrapping_sub(*a))
+        .collect();
+    if d.len() < 4 {
+        return None;
+    }
+    d.sort_unstable();
+    let n = d.len();
+    Some(Quartiles {
+        q1: *d.get(n / 4)?,
+        median: *d.get(n / 2)?,
+        q3: *d.get(3 * n / 4)?,
+        n,
+    })
+}
+
+/// Quartiles of a list of intervals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Quartiles {
+    q1: u32,
+    median: u32,
+    q3: u32,
+    n: usize,
+}
+
+impl Quartiles {
+    /// Whether the middle half lies within [`REGULARITY`] of the median: a periodic source
+    /// the host delivered on time (a busy host spreads the intervals wide).
+    fn regular(&self) -> bool {
+        f64::from(self.q3.saturating_sub(self.q1)) <= REGULARITY * f64::from(self.median)
+    }
+
+    fn describe(&self, ms: impl Fn(u32) -> f64) -> String {
+        format!(
+            "median {:.3} ms, middle half {:.3}–{:.3} ms, of {} intervals",
+            ms(self.median),
+            ms(self.q1),
+            ms(self.q3),
+            self.n
+        )
+    }
+}
+
+/// Judges a periodic alarm's rate: the median interval between its interrupts (the TSC at the
+/// handler's entry) against the period in TSC cycles — the TSC's rate measured with the PM
+/// timer over the window, so time comes without the ROM — within [`RATE_TOLERANCE`]. The
+/// count must also agree with the reference timer's within a factor of two (an alarm that
+/// stops, or fires twice per period). Timing needs a host that delivers interrupts on time:
+/// when the [`Reference`] — the guest's own timer in the same window — strays from its rate
+/// by more than [`PLATFORM_TOLERANCE`], or its intervals or the alarm's spread wider than
+/// [`REGULARITY`] (a busy host delivers late and in bursts), the vector is inconclusive (and
+/// the suite runs it again).
+fn judge_rate(
+    f: &mut Findings,
+    w: Win,
+    samples: Option<&Samples>,
+    rate: u32,
+    wiring: Wiring,
+    what: &str,
+) {
+    let reference = Reference::of(wiring, rate);
+    let name = reference.name();
+    let period_ms = 1e3 / f64::from(rate);
+    let (Some(s), Some(hz)) = (samples, samples.and_then(Samples::tsc_hz)) else {
+        f.fail(format!(
+            "{what}: set-up: the guest sent no SAMPLES record with a measured window"
+        ));
+        return;
+    };
+    let ms = |cycles: u32| f64::from(cycles) * 1e3 / hz;
+    let ref_period = 1e3 / f64::from(reference.rate);
+    let busy = |why: String| {
+        format!(
+            "the host was too busy to time interrupts: {why} ({} and {} interrupts in {})",
+            w.hits,
+            w.reference,
+            w.running()
+        )
+    };
+    let r = match quartiles(&s.reference) {
+        Some(r) if r.regular() && (ms(r.median) / ref_period - 1.0).abs() <= PLATFORM_TOLERANCE => {
+            r
+        }
+        r => {
+            f.inconclusive(busy(format!(
+                "{name}, programmed by the guest, came at {}, not every {ref_period:.3} ms ± {} %",
+                r.map_or("too few times to time".into(), |r| r.describe(ms)),
+                PLATFORM_TOLERANCE * 100.0
+            )));
+            return;
+        }
+    };
+    let Some(a) = quartiles(&s.alarm) else {
+        f.fail(format!(
+            "{what}: expected interrupts every {period_ms:.3} ms ({rate} Hz), got {} in {} \
+             ({name}: {})",
+            w.hits,
+            w.running(),
+            w.reference
+        ));
+        return;
+    };
+    if !a.regular() {
+        f.inconclusive(busy(format!(
+            "the alarm's interrupts came at {}, {name} at {}",
+            a.describe(ms),
+            r.describe(ms)
+        )));
+        return;
+    }
+    let measured = hz / f64::from(a.median);
+    // What the reference's count says the alarm's should be.
+    let due = f64::from(w.reference) * f64::from(rate) / f64::from(reference.rate);
+    if (measured / f64::from(rate) - 1.0).abs() > RATE_TOLERANCE {
+        f.fail(format!(
+            "{what}: interrupts every {:.3} ms (median of {} intervals), expected every \
+             {period_ms:.3} ms ± {} % (the TSC runs at {:.1} MHz by the PM timer, {name} came \
+             every {:.3} ms): {measured:.1} Hz",
+            ms(a.median),
+            a.n,
+            RATE_TOLERANCE * 100.0,
+            hz / 1e6,
+            ms(r.median)
+        ));
+    } else if f64::from(w.hits) < due / 2.0 || f64::from(w.hits) > due * 2.0 {
+        f.fail(format!(
+            "{what}: {} interrupts in {}, while {name}, programmed by the guest, delivered {} \
+             (about {due:.0} at {rate} Hz)",
+            w.hits,
+            w.running(),
+            w.reference
+        ));
+    } else {
+        f.note(format!(
+            "{what}: every {:.3} ms (median of {}), {measured:.1} Hz, {} interrupts in {} \
+             ({name}: {})",
+            ms(a.median),
+            a.n,
+            w.hits,
+            w.running(),
+            w.reference
+        ));
+    }
+}
+
+/// Fails for interrupts at other vectors than `wiring`'s.
+fn judge_vector(f: &mut Findings, r: &VectorResult, wiring: Wiring) {
+    let stray = r.x(usize::from(slot::STRAY));
+    if stray > 0 {
+        f.fail(format!(
+            "{stray} interrupt(s) arrived at vector {:#04x} (the last one), expected them at {}, \
+             where {} arrived",
+            r.x(usize::from(slot::STRAY_VEC)),
+            wiring.expected(),
+            r.x(usize::from(slot::HITS))
+        ));
+    }
+}
+
+/// Fails when the handler's EOI left the vector in service (LVTT alarms).
+fn judge_eoi(f: &mut Findings, r: &VectorResult, t: Timing, native: bool, wiring: Wiring) {
+    let Wiring::Lvtt(v) = wiring else { return };
+    let stuck = r.x(usize::from(slot::ISR_STUCK));
+    if stuck > 0 {
+        let how = if native || !t.rom_eoi {
+            "a native EOI".to_string()
+        } else {
+            "APICWrite(0xB0, 0)".to_string()
+        };
+        f.fail(format!(
+            "after {how} in the handler the in-service bit of vector {v:#04x} was still set \
+             ({stuck} of {} interrupts)",
+            r.x(usize::from(slot::HITS))
+        ));
+    }
+}
+
+/// A periodic alarm at `rate` Hz wired as `wiring`: the expected number of interrupts over a
+/// window measured by the PM timer, at the expected vector, and acknowledged.
+fn periodic(ctx: &Ctx, t: Timing, wiring: Wiring, rate: u32, native_eoi: bool) -> Spec {
+    let flags = VMI_ALARM_IS_PERIODIC | VMI_CYCLES_REAL | wiring.flag();
+    let eoi = match wiring {
+        Wiring::Lvtt(_) if native_eoi || !t.rom_eoi => ", native EOI",
+        Wiring::Lvtt(_) => ", EOI through APICWrite",
+        Wiring::Irq0 => "",
+    };
+    let what = format!(
+        "SetAlarm(PERIODIC|REAL, now, freq/{rate}) on {}{eoi}",
+        wiring.name()
+    );
+    let secs = if rate >= 1000 { 0.15 } else { 0.4 };
+    let mut pre = t.start(
+        wiring,
+        t.mode(wiring, native_eoi),
+        u32::from(wiring.vector()),
+    );
+    pre.push(t.reference(wiring, rate));
+    pre.extend(freq_div(rate));
+    pre.push(now(slot::NOW));
+    let mut post = vec![t.window(secs, Some(rate), slot::W1), Op::SendSamples];
+    post.extend(t.finish(flags));
+    b(ctx, Call::SetAlarm, what)
+        .reg(Eax, flags)
+        .regv(Edx, x(slot::NOW))
+        .regv(Ecx, x(slot::NOW + 1))
+        .stack([x(slot::PERIOD), x(slot::PERIOD + 1)])
+        .pre(pre)
+        .post(post)
+        .check(move |s, f| {
+            judge_rate(f, Win::at(s.r, slot::W1), s.samples, rate, wiring, "rate");
+            judge_vector(f, s.r, wiring);
+            judge_eoi(f, s.r, t, native_eoi, wiring);
+        })
+}
+
+/// Seconds of counter cycles at the ROM's frequency (for notes).
+fn ms(cycles: i128, hz: u64) -> f64 {
+    if hz == 0 {
+        0.0
+    } else {
+        cycles as f64 * 1e3 / hz as f64
+    }
+}
+
+/// A one-shot alarm `1/div` s ahead wired as `wiring`: exactly one interrupt, never before
+/// the expiry (the TSC at the handler's entry when REAL is the TSC, else REAL read through
+/// the ROM right after the entry).
+fn one_shot(ctx: &Ctx, t: Timing, wiring: Wiring, div: u32) -> Spec {
+    let flags = VMI_ALARM_IS_ONESHOT | VMI_CYCLES_REAL | wiring.flag();
+    let what = format!(
+        "SetAlarm(ONESHOT|REAL, now + freq/{div}, 0) on {}",
+        wiring.name()
+    );
+    let mode = t.mode(wiring, false) | alarm::READ_REAL;
+    let mut pre = t.start(wiring, mode, u32::from(wiring.vector()));
+    pre.extend(freq_div(div));
+    pre.extend([
+        Op::Rdtsc {
+            slot: slot::TSC_BEFORE,
+        },
+        now(slot::NOW),
+        Op::Rdtsc {
+            slot: slot::TSC_AFTER,
+        },
+        Op::Add64 {
+            a: slot::NOW,
+            b: slot::PERIOD,
+            dst: slot::EXPIRY,
+        },
+    ]);
+    let mut post = vec![t.window(0.15, None, slot::W1)];
+    post.extend(t.finish(flags));
+    b(ctx, Call::SetAlarm, what)
+        .reg(Eax, flags)
+        .regv(Edx, x(slot::EXPIRY))
+        .regv(Ecx, x(slot::EXPIRY + 1))
+        .stack([Val::Imm(0), Val::Imm(0)])
+        .pre(pre)
+        .post(post)
+        .check(move |s, f| judge_one_shot(s, f, wiring))
+}
+
+fn judge_one_shot(s: &Seen<'_>, f: &mut Findings, wiring: Wiring) {
+    let r = s.r;
+    let hits = r.x(usize::from(slot::HITS));
+    let w = Win::at(r, slot::W1);
+    judge_vector(f, r, wiring);
+    if hits != 1 {
+        f.fail(format!(
+            "expected exactly 1 interrupt at {} within {:.1} ms, got {hits}",
+            wiring.expected(),
+            w.total_ms()
+        ));
+    }
+    if hits == 0 {
+        return;
+    }
+    let hz = r.x64(usize::from(slot::FREQ));
+    let expiry = r.x64(usize::from(slot::EXPIRY));
+    let now = r.x64(usize::from(slot::NOW));
+    let tsc_is_real =
+        (r.x64(usize::from(slot::TSC_BEFORE))..=r.x64(usize::from(slot::TSC_AFTER))).contains(&now);
+    let (entry, by) = if tsc_is_real {
+        (
+            r.x64(usize::from(slot::FIRST_TSC)),
+            "the TSC at the handler's entry",
+        )
+    } else {
+        (
+            r.x64(usize::from(slot::FIRST_REAL)),
+            "GetCycleCounter(REAL) right after the handler's entry",
+        )
+    };
+    let late = i128::from(entry) - i128::from(expiry);
+    if late < 0 {
+        f.fail(format!(
+            "fired {:.3} ms before its expiry: {by} {entry:#x} < expiry {expiry:#x}",
+            ms(-late, hz)
+        ));
+    } else {
+        f.note(format!(
+            "fired {:.3} ms after its expiry ({by}, set {:.3} ms ahead)",
+            ms(late, hz),
+            ms(i128::from(expiry) - i128::from(now), hz)
+        ));
+    }
+}
+
+/// LVTT masked through APICWrite holds a periodic alarm back; unmasking releases it.
+fn masked(ctx: &Ctx, t: Timing) -> Spec {
+    let wiring = Wiring::Lvtt(VEC_B);
+    let flags = VMI_ALARM_IS_PERIODIC | VMI_CYCLES_REAL | wiring.flag();
+    let rate = 1000;
+    let via = if t.rom_lvtt { "APICWrite" } else { "MMIO" };
+    let what = format!(
+        "SetAlarm(PERIODIC|REAL, now, freq/{rate}) on LVTT {VEC_B:#04x} masked ({via}), then \
+         unmasked"
+    );
+    let mut pre = t.start(wiring, t.mode(wiring, false), LVT_MASKED | u32::from(VEC_B));
+    pre.push(t.reference(wiring, rate));
+    pre.extend(freq_div(rate));
+    pre.push(now(slot::NOW));
+    let mut post = vec![
+        t.window(0.05, Some(rate), slot::W1),
+        t.lvtt(u32::from(VEC_B)),
+        t.window(0.1, Some(rate), slot::W2),
+        Op::SendSamples,
+    ];
+    post.extend(t.finish(flags));
+    b(ctx, Call::SetAlarm, what)
+        .reg(Eax, flags)
+        .regv(Edx, x(slot::NOW))
+        .regv(Ecx, x(slot::NOW + 1))
+        .stack([x(slot::PERIOD), x(slot::PERIOD + 1)])
+        .pre(pre)
+        .post(post)
+        .check(move |s, f| {
+            let held = Win::at(s.r, slot::W1);
+            if held.hits > 0 {
+                f.fail(format!(
+                    "{} interrupt(s) in {:.1} ms while LVTT was masked (bit 16), expected none",
+                    held.hits,
+                    held.total_ms()
+                ));
+            }
+            judge_rate(
+                f,
+                Win::at(s.r, slot::W2),
+                s.samples,
+                rate,
+                wiring,
+                "after unmasking",
+            );
+            judge_vector(f, s.r, wiring);
+        })
+}
+
+/// A periodic alarm the second CPU sets on its own LVTT arrives there, not on the first CPU,
+/// whose CancelAlarm finds nothing armed (alarms are per CPU).
+fn second_cpu(ctx: &Ctx, t: Timing) -> Spec {
+    let wiring = Wiring::Lvtt(VEC_B);
+    let flags = VMI_ALARM_IS_PERIODIC | VMI_CYCLES_REAL | wiring.flag();
+    let rate = 1000;
+    let what = format!(
+        "SetAlarm(PERIODIC|REAL, now, freq/{rate}) on the second CPU's LVTT {VEC_B:#04x}, \
+         CancelAlarm on the first"
+    );
+    let mut pre = t.start(
+        wiring,
+        t.mode(wiring, false) | alarm::PER_CPU,
+        u32::from(VEC_B),
+    );
+    pre.extend(freq_div(rate));
+    pre.push(Op::ApAlarmStart {
+        flags,
+        vector: VEC_B,
+        via_rom: t.rom_lvtt,
+        period: slot::PERIOD,
+        pm: t.pm,
+        slot: slot::AP_START,
+    });
+    let mut post = vec![
+        t.window(0.1, Some(rate), slot::W1),
+        Op::ApAlarmStop {
+            pm: t.pm,
+            slot: slot::AP_END,
+        },
+    ];
+    post.extend(t.finish(flags));
+    b(ctx, Call::SetAlarm, what)
+        .site(ctx, Call::CancelAlarm)
+        .reg(Eax, flags)
+        .pre(pre)
+        .post(post)
+        .second_cpu()
+        .check(move |s, f| judge_second_cpu(s, f, rate))
+}
+
+fn judge_second_cpu(s: &Seen<'_>, f: &mut Findings, rate: u32) {
+    let r = s.r;
+    let w = |k: u8| r.x(usize::from(k));
+    if w(slot::AP_START) != 1 {
+        f.note("the second CPU did not come up (INIT-SIPI-SIPI): not checked");
+        return;
+    }
+    if w(slot::AP_START + 1) != 1 {
+        f.fail("SetAlarm on the second CPU did not return within 0.5 s");
+        return;
+    }
+    let win = Win::at(r, slot::W1);
+    let on_ap = w(slot::HITS_AP);
+    let on_bsp = w(slot::HITS).saturating_sub(on_ap);
+    let polls = w(slot::AP_END + 2);
+    if on_bsp > 0 {
+        f.fail(format!(
+            "{on_bsp} interrupt(s) of the second CPU's alarm arrived on the first CPU (and \
+             {on_ap} on the second)"
+        ));
+    }
+    // The rate is judged on the first CPU; here: that the alarm runs on the second.
+    if on_ap > 0 {
+        f.note(format!(
+            "the second CPU took {on_ap} interrupts in {:.1} ms ({rate} Hz), the first none",
+            win.total_ms()
+        ));
+    } else if polls < AP_RAN {
+        f.inconclusive(format!(
+            "the host hardly ran the second CPU: it polled {polls} times in {:.1} ms and took no \
+             interrupt",
+            win.total_ms()
+        ));
+    } else {
+        f.fail(format!(
+            "the second CPU took no interrupt at {VEC_B:#04x} in {:.1} ms ({rate} Hz), while it \
+             ran (it polled {polls} times)",
+            win.total_ms()
+        ));
+    }
+    if r.regs.eax != 0 {
+        f.fail(format!(
+            "CancelAlarm on the first CPU returned EAX {:#x}, expected 0: only the second CPU \
+             had an alarm (alarms are per CPU)",
+            r.regs.eax
+        ));
+    }
+    if w(slot::AP_END) != 1 {
+        f.fail("the second CPU did not finish (its CancelAlarm did not return within 0.5 s)");
+    } else {
+        f.note(format!(
+            "CancelAlarm on the second CPU returned {:#x}",
+            w(slot::AP_END + 1)
+        ));
+    }
+    judge_vector(f, r, Wiring::Lvtt(VEC_B));
+}
+
+/// The alarm scenarios of SetAlarm.
+fn set_alarm(ctx: &Ctx, t: Timing) -> Vec<Spec> {
+    vec![
+        periodic(ctx, t, Wiring::Irq0, 100, false),
+        periodic(ctx, t, Wiring::Irq0, 1000, false),
+        periodic(ctx, t, Wiring::Lvtt(VEC_A), 100, false),
+        periodic(ctx, t, Wiring::Lvtt(VEC_B), 1000, false),
+        periodic(ctx, t, Wiring::Lvtt(VEC_B), 1000, true),
+        one_shot(ctx, t, Wiring::Irq0, 20),
+        one_shot(ctx, t, Wiring::Lvtt(VEC_A), 20),
+        masked(ctx, t),
+        second_cpu(ctx, t),
+    ]
+}
+
+/// CancelAlarm stops a running periodic alarm and says it was armed; it says 0 for a counter
+/// with nothing armed, 1 for an armed one-shot, 0 for a one-shot that already fired.
+fn cancel_alarm(ctx: &Ctx, t: Timing) -> Vec<Spec> {
+    let wiring = Wiring::Lvtt(VEC_B);
+    let periodic = VMI_ALARM_IS_PERIODIC | VMI_CYCLES_REAL | wiring.flag();
+    let oneshot = VMI_ALARM_IS_ONESHOT | VMI_CYCLES_REAL | wiring.flag();
+    let start = |extra: &[Op]| -> Vec<Op> {
+        let mut ops = t.start(wiring, t.mode(wiring, false), u32::from(VEC_B));
+        ops.extend_from_slice(extra);
+        ops
+    };
+    let end = || -> Vec<Op> {
+        let mut ops = vec![Op::AlarmQuiesce];
+        ops.extend(loads());
+        ops
+    };
+    let [freq, div1000] = freq_div(1000);
+    let running = b(
+        ctx,
+        Call::CancelAlarm,
+        "CancelAlarm(PERIODIC|REAL|LVTT) of a running 1000 Hz alarm",
+    )
+    .reg(Eax, periodic)
+    .pre(start(&[
+        freq,
+        div1000,
+        now(slot::NOW),
+        set_alarm_op(periodic, slot::NOW, true),
+        t.window(0.03, Some(1000), slot::W1),
+    ]))
+    .post({
+        let mut ops = vec![t.window(0.06, None, slot::W2)];
+        ops.extend(end());
+        ops
+    })
+    .check(|s, f| {
+        let before = Win::at(s.r, slot::W1);
+        let after = Win::at(s.r, slot::W2);
+        f.expect("EAX", 1, s.r.regs.eax, "it was armed");
+        if before.hits == 0 {
+            f.note(
+                "set-up: the alarm never fired before it was cancelled (see SetAlarm): whether \
+                 it stops is not judged",
+            );
+        } else if after.hits > 1 {
+            f.fail(format!(
+                "{} interrupts in {:.1} ms after CancelAlarm, expected at most the one already \
+                 pending",
+                after.hits,
+                after.total_ms()
+            ));
+        }
+    });
+    let [freq, div200] = freq_div(200);
+    let fired = b(
+        ctx,
+        Call::CancelAlarm,
+        "CancelAlarm(ONESHOT|REAL|LVTT) after the one-shot fired",
+    )
+    .reg(Eax, oneshot)
+    .pre(start(&[
+        freq,
+        div200,
+        now(slot::NOW),
+        Op::Add64 {
+            a: slot::NOW,
+            b: slot::PERIOD,
+            dst: slot::EXPIRY,
+        },
+        set_alarm_op(oneshot, slot::EXPIRY, false),
+        t.window(0.04, None, slot::W1),
+    ]))
+    .post(end())
+    .check(|s, f| {
+        let hits = s.r.x(usize::from(slot::HITS));
+        if hits != 1 {
+            f.note(format!(
+                "set-up: the one-shot fired {hits} times (see SetAlarm): not judged"
+            ));
+            return;
+        }
+        f.expect(
+            "EAX",
+            0,
+            s.r.regs.eax,
+            "a one-shot is disarmed when it fires",
+        );
+    });
+    let [freq, _] = freq_div(1);
+    let armed = b(
+        ctx,
+        Call::CancelAlarm,
+        "CancelAlarm(ONESHOT|REAL|LVTT) of a one-shot 1 s ahead",
+    )
+    .reg(Eax, oneshot)
+    .pre(start(&[
+        freq,
+        now(slot::NOW),
+        Op::Add64 {
+            a: slot::NOW,
+            b: slot::FREQ,
+            dst: slot::EXPIRY,
+        },
+        set_alarm_op(oneshot, slot::EXPIRY, false),
+    ]))
+    .post(end())
+    .check(|s, f| {
+        f.expect("EAX", 1, s.r.regs.eax, "it was armed");
+        let hits = s.r.x(usize::from(slot::HITS));
+        if hits > 0 {
+            f.fail(format!(
+                "the one-shot 1 s ahead fired {hits} time(s) at once"
+            ));
+        }
+    });
+    let idle = [VMI_CYCLES_REAL, VMI_CYCLES_AVAILABLE].map(|counter| {
+        let name = if counter == VMI_CYCLES_REAL {
+            "REAL"
+        } else {
+            "AVAILABLE"
+        };
+        b(
+            ctx,
+            Call::CancelAlarm,
+            format!("CancelAlarm({name}|LVTT) with nothing armed"),
+        )
+        .reg(Eax, counter | VMI_ALARM_WIRED_LVTT)
+        .pre([rom0(
+            Call::CancelAlarm,
+            counter | VMI_ALARM_WIRED_LVTT,
+            0,
+            None,
+        )])
+        .post([Op::AlarmQuiesce])
+        .check(|s, f| f.expect("EAX", 0, s.r.regs.eax, "nothing was armed"))
+    });
+    let mut specs = vec![running, fired, armed];
+    specs.extend(idle);
+    specs
+}
+
+/// GetCycleFrequency against the rate of GetCycleCounter(REAL) measured with the PM timer over
+/// ~200 ms, each end a (REAL, PM timer, REAL) bracket; the TSC's rate is noted too.
+fn frequency(ctx: &Ctx, pm: PmTimer) -> Spec {
+    let pair = |real: bool, slot: u8| Op::TimePair { pm, real, slot };
+    b(
+        ctx,
+        Call::GetCycleFrequency,
+        "GetCycleFrequency() against GetCycleCounter(REAL) over 200 ms of the PM timer",
+    )
+    .pre([
+        pair(true, 0),
+        pair(false, 5),
+        Op::Window {
+            pm,
+            run: PmTimer::ticks(0.2),
+            max: PmTimer::ticks(0.6),
+            period: u32::MAX,
+            sti: false,
+            slot: 10,
+        },
+        pair(true, 15),
+        pair(false, 20),
+    ])
+    .check(move |s, f| judge_frequency(s, f, pm))
+}
+
+/// The rate of a counter between two [`Op::TimePair`]s: (lowest, highest) Hz it can be.
+fn rate_bounds(r: &VectorResult, pm: PmTimer, start: u8, end: u8) -> Option<(f64, f64)> {
+    let at = |k: u8| r.x64(usize::from(k));
+    let ticks = pm.elapsed(r.x(usize::from(start + 4)), r.x(usize::from(end + 4)));
+    if ticks < 2 {
+        return None;
+    }
+    let (before_start, after_start) = (at(start), at(start + 2));
+    let (before_end, after_end) = (at(end), at(end + 2));
+    let least = before_end.checked_sub(after_start)? as f64;
+    let most = after_end.checked_sub(before_start)? as f64;
+    let hz = f64::from(PmTimer::HZ);
+    Some((
+        least * hz / f64::from(ticks + 1),
+        most * hz / f64::from(ticks - 1),
+    ))
+}
+
+fn judge_frequency(s: &Seen<'_>, f: &mut Findings, pm: PmTimer) {
+    let hz = u64::from(s.r.regs.eax) | u64::from(s.r.regs.edx) << 32;
+    let Some((low, high)) = rate_bounds(s.r, pm, 0, 15) else {
+        f.fail(
+            "GetCycleCounter(REAL) went backwards, or the PM timer did not advance, over the \
+             measurement",
+        );
+        return;
+    };
+    let got = hz as f64;
+    let mid = (low + high) / 2.0;
+    if got < low * (1.0 - FREQ_TOLERANCE) || got > high * (1.0 + FREQ_TOLERANCE) {
+        f.fail(format!(
+            "{hz} Hz, but GetCycleCounter(REAL) advanced at {mid:.0} Hz (between {low:.0} and \
+             {high:.0}) against the PM timer: {:+.3} %, more than ±{} %",
+            (got / mid - 1.0) * 100.0,
+            FREQ_TOLERANCE * 100.0
+        ));
+    } else {
+        f.note(format!(
+            "REAL measured at {mid:.0} Hz (±{:.4} %) against the PM timer: {:+.4} %",
+            (high - low) / mid * 50.0,
+            (got / mid - 1.0) * 100.0
+        ));
+    }
+    if let Some((tl, th)) = rate_bounds(s.r, pm, 5, 20) {
+        f.note(format!("the TSC ran at {:.0} Hz", (tl + th) / 2.0));
+    }
+}
+
+/// Unix time of the RTC reading in extra words `slot`, `slot + 1` ([`Op::ReadRtc`]), or why it
+/// cannot be decoded.
+pub(crate) fn rtc_unix(lo: u32, hi: u32) -> Result<i64, String> {
+    let [sec, min, hour, day] = lo.to_le_bytes();
+    let [month, year, century, reg_b] = hi.to_le_bytes();
+    let binary = reg_b & 0x04 != 0;
+    let h24 = reg_b & 0x02 != 0;
+    let num = |v: u8| -> Option<i64> {
+        if binary {
+            Some(i64::from(v))
+        } else if v >> 4 < 10 && v & 0xF < 10 {
+            Some(i64::from(v >> 4) * 10 + i64::from(v & 0xF))
+        } else {
+            None
+        }
+    };
+    let bad =
+        |what: &str, v: u8| format!("RTC {what} {v:#04x} is not a number (status B {reg_b:#04x})");
+    let pm = !h24 && hour & 0x80 != 0;
+    let hour_raw = if h24 { hour } else { hour & 0x7F };
+    let mut h = num(hour_raw).ok_or_else(|| bad("hours", hour))?;
+    if !h24 {
+        h %= 12;
+        if pm {
+            h += 12;
+        }
+    }
+    let y = num(year).ok_or_else(|| bad("year", year))?;
+    let c = match num(century) {
+        Some(c) if (19..=21).contains(&c) => c,
+        _ if y < 70 => 20,
+        _ => 19,
+    };
+    let (sec, min, day, month) = (
+        num(sec).ok_or_else(|| bad("seconds", sec))?,
+        num(min).ok_or_else(|| bad("minutes", min))?,
+        num(day).ok_or_else(|| bad("day", day))?,
+        num(month).ok_or_else(|| bad("month", month))?,
+    );
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || min > 59 || sec > 60 {
+        return Err(format!(
+            "RTC date {}-{month:02}-{day:02} {h:02}:{min:02}:{sec:02} is not a date",
+            c * 100 + y
+        ));
+    }
+    Ok(days_from_civil(c * 100 + y, month, day) * 86_400 + h * 3600 + min * 60 + sec)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// GetWallclockTime against the RTC, and advancing with GetCycleCounter(REAL).
+fn wallclock(ctx: &Ctx, t: Option<Timing>) -> Vec<Spec> {
+    let edx_eax = |r: &VectorResult| u64::from(r.regs.eax) | u64::from(r.regs.edx) << 32;
+    let sane = move |s: &Seen<'_>, f: &mut Findings| {
+        let ns = edx_eax(s.r);
+        const Y2000: u64 = 946_684_800 * 1_000_000_000;
+        const Y2200: u64 = 7_258_118_400 * 1_000_000_000;
+        f.ensure((Y2000..Y2200).contains(&ns), || {
+            format!("{ns} ns since 1970 is not between 2000 and 2200")
+        });
+    };
+    let Some(t) = t else {
+        return vec![b(ctx, Call::GetWallclockTime, "GetWallclockTime()").check(sane)];
+    };
+    let rtc = b(
+        ctx,
+        Call::GetWallclockTime,
+        "GetWallclockTime() against the CMOS RTC",
+    )
+    .pre([Op::ReadRtc { slot: 0 }])
+    .check(move |s, f| {
+        sane(s, f);
+        let ns = edx_eax(s.r);
+        match rtc_unix(s.r.x(0), s.r.x(1)) {
+            Err(why) => f.fail(format!("set-up: {why}")),
+            Ok(unix) => {
+                // The RTC shows whole seconds: the time is in [unix, unix + 1).
+                let off = ns as f64 / 1e9 - (unix as f64 + 0.5);
+                if off.abs() > RTC_TOLERANCE_S + 0.5 {
+                    f.fail(format!(
+                        "{:.3} s since 1970, but the RTC reads {unix} s: {off:+.3} s off (at most \
+                         ±{RTC_TOLERANCE_S} s)",
+                        ns as f64 / 1e9
+                    ));
+                } else {
+                    f.note(format!("{off:+.3} s from the RTC"));
+                }
+            }
+        }
+    });
+    let real = |slot| now(slot);
+    let advance = b(
+        ctx,
+        Call::GetWallclockTime,
+        "GetWallclockTime() 150 ms later, against GetCycleCounter(REAL)",
+    )
+    .pre([
+        real(0),
+        rom0(Call::GetWallclockTime, 0, 0, Some(2)),
+        real(4),
+        rom0(Call::GetCycleFrequency, 0, 0, Some(6)),
+        Op::Window {
+            pm: t.pm,
+            run: PmTimer::ticks(0.15),
+            max: PmTimer::ticks(0.5),
+            period: u32::MAX,
+            sti: false,
+            slot: 8,
+        },
+        real(14),
+    ])
+    .post([real(16)])
+    .check(move |s, f| judge_advance(s, f, edx_eax(s.r)));
+    vec![rtc, advance]
+}
+
+fn judge_advance(s: &Seen<'_>, f: &mut Findings, second: u64) {
+    let r = s.r;
+    let at = |k: usize| r.x64(k);
+    let hz = at(6);
+    let first = at(2);
+    if hz == 0 {
+        f.fail("set-up: GetCycleFrequency returned 0");
+        return;
+    }
+    let ns = |cycles: u64| cycles as f64 * 1e9 / hz as f64;
+    let (Some(least), Some(most)) = (at(14).checked_sub(at(4)), at(16).checked_sub(at(0))) else {
+        f.fail("set-up: GetCycleCounter(REAL) went backwards");
+        return;
+    };
+    let (least, most) = (ns(least), ns(most));
+    let moved = second as f64 - first as f64;
+    // The two wallclock readings lie within their REAL brackets; allow 0.1 % and 1 ms.
+    let slack = 1e6 + most * 0.001;
+    if moved < least - slack || moved > most + slack {
+        f.fail(format!(
+            "advanced {:.3} ms between two calls, while GetCycleCounter(REAL) advanced between \
+             {:.3} and {:.3} ms (at GetCycleFrequency {hz} Hz)",
+            moved / 1e6,
+            least / 1e6,
+            most / 1e6
+        ));
+    } else {
+        f.note(format!(
+            "advanced {:.3} ms with REAL ({:.3}–{:.3} ms)",
+            moved / 1e6,
+            least / 1e6,
+            most / 1e6
+        ));
+    }
+}
+
+/// The existing sanity vectors of the counter calls.
+fn counter(ctx: &Ctx) -> Vec<Spec> {
+    let edx_eax = |r: &VectorResult| u64::from(r.regs.eax) | u64::from(r.regs.edx) << 32;
+    let call = Call::GetCycleCounter;
+    let mut specs: Vec<Spec> = (1..=2)
+        .map(|k| {
+            b(ctx, call, format!("GetCycleCounter(REAL) #{k}"))
+                .reg(Eax, VMI_CYCLES_REAL)
+                .check(move |s, f| {
+                    let now = edx_eax(s.r);
+                    for e in s.earlier {
+                        let prev = edx_eax(e);
+                        f.ensure(now >= prev, || {
+                            format!("REAL went backwards: {now:#x} after {prev:#x}")
+                        });
+                    }
+                })
+        })
+        .collect();
+    specs.push(
+        b(ctx, call, "GetCycleCounter(AVAILABLE)")
+            .reg(Eax, VMI_CYCLES_AVAILABLE)
+            .plain(),
+    );
+    specs.push(
+        b(ctx, call, "GetCycleCounter(STOLEN)")
+            .reg(Eax, VMI_CYCLES_STOLEN)
+            .check(move |s, f| {
+                let stolen = edx_eax(s.r);
+                let real = s.earlier.iter().map(|e| edx_eax(e)).max().unwrap_or(0);
+                f.ensure(stolen == 0 || stolen <= real, || {
+                    format!("STOLEN {stolen:#x} exceeds REAL {real:#x}")
+                });
+            }),
+    );
+    specs
+}
+
+/// The vectors of the timer calls (66–71), or why none can run.
+pub(crate) fn timer(ctx: &Ctx, call: Call) -> Plan {
+    let timing = Timing::of(ctx);
+    let notes = match &timing {
+        Ok(_) => Vec::new(),
+        Err(why) => vec![format!("not measured: {why}")],
+    };
+    let t = timing.ok();
+    let edx_eax = |r: &VectorResult| u64::from(r.regs.eax) | u64::from(r.regs.edx) << 32;
+    let specs = match call {
+        Call::GetCycleFrequency => {
+            let mut v = vec![b(ctx, call, "GetCycleFrequency()").check(move |s, f| {
+                let hz = edx_eax(s.r);
+                f.ensure(hz != 0 && hz < 1_000_000_000_000, || {
+                    format!("{hz} Hz is not a sane cycle frequency (0 < f < 1 THz)")
+                });
+                f.ensure(hz / 1000 <= u64::from(u32::MAX), || {
+                    format!("{hz} Hz / 1000 does not fit 32 bits (Linux's cpu_khz)")
+                });
+                f.note(format!("{hz} Hz"));
+            })];
+            v.extend(t.map(|t| frequency(ctx, t.pm)));
+            v
+        }
+        Call::GetCycleCounter => counter(ctx),
+        Call::SetAlarm => {
+            let far = b(ctx, call, "SetAlarm(ONESHOT|REAL, far future, 0)")
+                .reg(Eax, VMI_ALARM_IS_ONESHOT | VMI_CYCLES_REAL)
+                .reg(Edx, 0xFFFF_FFFF)
+                .reg(Ecx, 0x7FFF_FFFF)
+                .stack([Val::Imm(0), Val::Imm(0)]);
+            let far = match t {
+                Some(_) => far.post([
+                    rom0(Call::CancelAlarm, VMI_CYCLES_REAL, 0, None),
+                    Op::AlarmQuiesce,
+                ]),
+                None => far,
+            };
+            let mut v = vec![far.plain()];
+            v.extend(t.map(|t| set_alarm(ctx, t)).unwrap_or_default());
+            v
+        }
+        Call::CancelAlarm => {
+            let mut v = vec![
+                b(ctx, call, "CancelAlarm(REAL)")
+                    .reg(Eax, VMI_CYCLES_REAL)
+                    .check(|s, f| f.note(format!("EAX = {:#x}", s.r.regs.eax))),
+            ];
+            v.extend(t.map(|t| cancel_alarm(ctx, t)).unwrap_or_default());
+            v
+        }
+        Call::GetWallclockTime => wallclock(ctx, t),
+        _ => vec![
+            b(ctx, call, "WallclockUpdated()")
+                .check(|s, f| f.note(format!("EAX = {:#x}", s.r.regs.eax))),
+        ],
+    };
+    let measured = matches!(
+        call,
+        Call::GetCycleFrequency | Call::SetAlarm | Call::CancelAlarm | Call::GetWallclockTime
+    );
+    let notes = if measured { notes } else { Vec::new() };
+    Plan::Run(specs, notes)
+}
+
+/// The vectors of APICWrite and APICRead.
+pub(crate) fn apic(ctx: &Ctx, call: Call) -> Plan {
+    if !ctx.machine.has_apic() {
+        return Plan::Skip(format!(
+            "no local APIC answers at {:#x} on the {} engine",
+            l::APIC_PHYS,
+            ctx.engine
+        ));
+    }
+    let apic = ctx.map.apic();
+    let tpr = apic + APIC_TPR;
+    let specs = if call == Call::APICWrite {
+        let mut specs: Vec<Spec> = [0x20u32, 0x10]
+            .into_iter()
+            .map(|v| {
+                b(ctx, call, format!("APICWrite(0x80 TPR, {v:#x})"))
+                    .reg(Eax, APIC_TPR)
+                    .reg(Edx, v)
+                    .post([
+                        Op::Load { addr: tpr, slot: 0 },
+                        Op::Store {
+                            addr: tpr,
+                            value: Val::Imm(0),
+                        },
+                    ])
+                    .check(move |s, f| {
+                        f.expect(
+                            "TPR (read directly)",
+                            v,
+                            s.r.x(0) & 0xFF,
+                            "the value written",
+                        )
+                    })
+            })
+            .collect();
+        if ctx.implements(Call::APICRead) {
+            specs.push(lvtt_read_back(ctx, apic));
+        }
+        if ctx.has_pic() {
+            specs.push(eoi(ctx, apic));
+        }
+        specs
+    } else {
+        let direct = |reg: u32, name: &str| -> Spec {
+            b(ctx, call, format!("APICRead({reg:#x} {name})"))
+                .reg(Eax, reg)
+                .post([Op::Load {
+                    addr: apic + reg,
+                    slot: 0,
+                }])
+                .check(|s, f| f.expect("EAX", s.r.x(0), s.r.regs.eax, "a direct read"))
+        };
+        vec![
+            direct(APIC_ID, "ID"),
+            direct(APIC_VERSION, "version"),
+            b(ctx, call, "APICRead(0x80 TPR) with TPR = 0x30")
+                .reg(Eax, APIC_TPR)
+                .pre([Op::Store {
+                    addr: tpr,
+                    value: Val::Imm(0x30),
+                }])
+                .post([Op::Store {
+                    addr: tpr,
+                    value: Val::Imm(0),
+                }])
+                .check(|s, f| f.expect("EAX & 0xff", 0x30, s.r.regs.eax & 0xFF, "TPR")),
+        ]
+    };
+    Plan::Run(specs, Vec::new())
+}
+
+/// APICWrite(0x320 LVTT, masked vector 0x41) reads back through APICRead (vector and mask
+/// bit: Linux's mask and unmask of the timer are a read-modify-write through the ROM).
+fn lvtt_read_back(ctx: &Ctx, apic: u32) -> Spec {
+    let value = LVT_MASKED | u32::from(VEC_B);
+    b(
+        ctx,
+        Call::APICWrite,
+        format!("APICWrite(0x320 LVTT, {value:#x}) read back with APICRead"),
+    )
+    .reg(Eax, APIC_LVTT)
+    .reg(Edx, value)
+    .pre([Op::Or {
+        addr: apic + 0xF0,
+        bits: 0x100,
+    }])
+    .post([
+        rom0(Call::APICRead, APIC_LVTT, 0, Some(0)),
+        Op::AlarmQuiesce,
+    ])
+    .check(move |s, f| {
+        f.expect(
+            "APICRead(0x320) & 0x100ff",
+            value,
+            s.r.x(0) & 0x1_00FF,
+            "vector and mask as written",
+        )
+    })
+}
+
+/// APICWrite(0xB0 EOI, 0) clears the in-service bit of an interrupt the guest took and left
+/// unacknowledged (a self-IPI at [`VEC_B`]).
+fn eoi(ctx: &Ctx, apic: u32) -> Spec {
+    let isr = apic + APIC_ISR + 0x10 * (u32::from(VEC_B) / 32);
+    let bit = 1u32 << (VEC_B % 32);
+    let b: B = b(
+        ctx,
+        Call::APICWrite,
+        format!("APICWrite(0xb0 EOI, 0) after an interrupt at {VEC_B:#04x}"),
+    );
+    b.reg(Eax, APIC_EOI)
+        .reg(Edx, 0)
+        .pre([
+            Op::AlarmStart {
+                vector: VEC_B,
+                mode: alarm::EOI_NONE,
+            },
+            Op::SelfIpi { vector: VEC_B },
+            Op::Load { addr: isr, slot: 0 },
+            Op::Load {
+                addr: l::VARS + var::ALARM_HITS,
+                slot: 1,
+            },
+        ])
+        .post([Op::Load { addr: isr, slot: 2 }, Op::AlarmQuiesce])
+        .check(move |s, f| {
+            if s.r.x(1) != 1 || s.r.x(0) & bit == 0 {
+                f.fail(format!(
+                    "set-up: the self-IPI at {VEC_B:#04x} was taken {} time(s), in service {}",
+                    s.r.x(1),
+                    s.r.x(0) & bit != 0
+                ));
+                return;
+            }
+            if s.r.x(2) & bit != 0 {
+                f.fail(format!(
+                    "the in-service bit of vector {VEC_B:#04x} (ISR {:#x}, bit {}) is still set \
+                     after the call: the EOI did not reach the local APIC",
+                    isr - apic,
+                    VEC_B % 32
+                ));
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::StepId;
+
+    #[test]
+    fn rtc_readings_decode() {
+        // 2026-11-29 18:37:02 in BCD, 24 h, century 0x20.
+        let lo = u32::from_le_bytes([0x02, 0x37, 0x18, 0x29]);
+        let hi = u32::from_le_bytes([0x11, 0x26, 0x20, 0x02]);
+        assert_eq!(rtc_unix(lo, hi), Ok(1_795_977_422));
+        // The same in binary, 12 h (6 PM), no century register.
+        let lo = u32::from_le_bytes([2, 37, 0x86, 29]);
+        let hi = u32::from_le_bytes([11, 26, 0, 0x04]);
+        assert_eq!(rtc_unix(lo, hi), Ok(1_795_977_422));
+        // 12 AM is hour 0.
+        let lo = u32::from_le_bytes([0, 0, 12, 1]);
+        let hi = u32::from_le_bytes([1, 70, 19, 0x04]);
+        assert_eq!(rtc_unix(lo, hi), Ok(0));
+        assert!(
+            rtc_unix(0xFFFF_FFFF, 0x02)
+                .unwrap_err()
+                .contains("not a number")
+        );
+        let lo = u32::from_le_bytes([0, 0, 0, 0x32]);
+        assert!(
+            rtc_unix(lo, 0x0220_2601)
+                .unwrap_err()
+                .contains("not a date")
+        );
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+    }
+
+    #[test]
+    fn rates_are_judged_by_median_intervals() {
+        let w = Win {
+            hits: 90,
+            reference: 92,
+            effective: PmTimer::ticks(0.1),
+            total: PmTimer::ticks(0.2),
+            stalls: 4,
+        };
+        // A TSC at 1 MHz: the reference every 1000 cycles; the alarm every 1000 with a stall
+        // and a burst.
+        let reference: Vec<u32> = (0..20).map(|k| 1000 * k).collect();
+        let mut alarm: Vec<u32> = (0..20).map(|k| 500 + 1000 * k).collect();
+        alarm[5] += 4000;
+        alarm[6] = alarm[5] + 10;
+        let samples = |alarm: Vec<u32>, reference: Vec<u32>| Samples {
+            step: StepId::Vector(0),
+            tsc_span: 1_000_000,
+            pm_ticks: PmTimer::HZ,
+            alarm,
+            reference,
+        };
+        let lvtt = Wiring::Lvtt(VEC_B);
+        let judge = |w: Win, s: &Samples, rate: u32, wiring: Wiring| {
+            let mut f = Findings::default();
+            judge_rate(&mut f, w, Some(s), rate, wiring, "rate");
+            f
+        };
+        let f = judge(w, &samples(alarm.clone(), reference.clone()), 1000, lvtt);
+        assert!(f.problems.is_empty(), "{:?}", f.problems);
+        assert!(
+            f.notes[0].starts_with("rate: every 1.000 ms (median of 19), 1000.0 Hz, 90 interrupts"),
+            "{:?}",
+            f.notes
+        );
+        // 1.3 times the period.
+        let slow: Vec<u32> = (0..20).map(|k| 1300 * k).collect();
+        let f = judge(w, &samples(slow, reference.clone()), 1000, lvtt);
+        assert_eq!(
+            f.problems,
+            [
+                "rate: interrupts every 1.300 ms (median of 19 intervals), expected every 1.000 ms \
+              ± 10 % (the TSC runs at 1.0 MHz by the PM timer, PIT channel 0 at 1000 Hz came \
+              every 1.000 ms): 769.2 Hz"
+            ]
+        );
+        // The right period, but a quarter of the interrupts.
+        let f = judge(
+            Win { hits: 20, ..w },
+            &samples(alarm.clone(), reference.clone()),
+            1000,
+            lvtt,
+        );
+        assert!(
+            f.problems[0].starts_with("rate: 20 interrupts in 100.0 ms effective of 200.0 ms"),
+            "{:?}",
+            f.problems
+        );
+        let f = judge(w, &samples(vec![1, 2], reference.clone()), 1000, lvtt);
+        assert!(
+            f.problems[0].starts_with("rate: expected interrupts every 1.000 ms (1000 Hz), got 90"),
+            "{:?}",
+            f.problems
+        );
+        // Beside an IRQ0 alarm the reference is the RTC, at 1024 Hz.
+        let rtc: Vec<u32> = (0..20).map(|k| 977 * k).collect();
+        let f = judge(w, &samples(alarm.clone(), rtc), 1000, Wiring::Irq0);
+        assert!(f.problems.is_empty() && f.inconclusive.is_none(), "{f:?}");
+        assert!(
+            f.notes[0].ends_with("(the RTC's periodic interrupt at 1024 Hz: 92)"),
+            "{f:?}"
+        );
+        // A reference that ran 1.4 ms apart: the host could not time 1000 Hz.
+        let late: Vec<u32> = (0..20).map(|k| 1400 * k).collect();
+        let f = judge(w, &samples(vec![1, 2], late), 1000, lvtt);
+        assert!(f.problems.is_empty(), "{:?}", f.problems);
+        assert!(
+            f.inconclusive
+                .as_deref()
+                .unwrap()
+                .starts_with("the host was too busy to time interrupts: PIT channel 0 at 1000 Hz"),
+            "{:?}",
+            f.inconclusive
+        );
+        let mut f = Findings::default();
+        judge_rate(&mut f, w, None, 100, Wiring::Irq0, "rate");
+        assert_eq!(
+            f.problems,
+            ["rate: set-up: the guest sent no SAMPLES record with a measured window"]
+        );
+    }
+}
