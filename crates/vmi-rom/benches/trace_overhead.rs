@@ -27,6 +27,7 @@ fn main() {
             &Trace {
                 inner: Native,
                 ring,
+                sites: 0,
             },
             &opts,
         )
