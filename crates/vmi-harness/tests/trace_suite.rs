@@ -19,6 +19,7 @@ fn traced(ring: u32) -> vmi_rom::generate::Generated {
         &Trace {
             inner: Native,
             ring,
+            sites: area::DEFAULT_SITES,
         },
         &BuildOptions::default(),
     )

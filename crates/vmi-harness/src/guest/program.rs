@@ -113,6 +113,8 @@ pub struct GuestImage {
     pub code_len: usize,
     /// Physical addresses of the 256 interrupt stubs.
     pub stubs: Vec<u32>,
+    /// Every place the stress steps call the ROM from, by configuration, call and role.
+    pub call_sites: Vec<super::CallSite>,
 }
 
 /// Offsets of the host data (from [`HOST_DATA`](l::HOST_DATA)).
@@ -241,6 +243,7 @@ pub fn build(cfg: &GuestConfig) -> Result<GuestImage, HarnessError> {
         entry: l::CODE,
         code_len: code.len(),
         stubs: syms.stubs,
+        call_sites: syms.call_sites,
     })
 }
 
@@ -348,6 +351,7 @@ struct Symbols {
     boot_reload: u32,
     kernel_entry: u32,
     stubs: Vec<u32>,
+    call_sites: Vec<super::CallSite>,
 }
 
 /// Address of a word in the record buffer's payload.
@@ -383,6 +387,8 @@ struct Gen<'a> {
     x: executor::Subs,
     /// The stress configurations (the timer handler serves them).
     stress: &'a [Stress],
+    /// Where the stress code calls the ROM from.
+    sites: stress::Sites,
 }
 
 fn assemble(
@@ -406,6 +412,7 @@ fn assemble(
         snapshot,
         x,
         stress: &cfg.stress,
+        sites: stress::Sites::default(),
     };
     let (mut boot_reload, mut kernel_entry) = g.boot()?;
     g.hello(cfg)?;
@@ -453,6 +460,7 @@ fn assemble(
         boot_reload: ip(&mut boot_reload)?,
         kernel_entry: ip(&mut kernel_entry)?,
         stubs: stubs.iter_mut().map(ip).collect::<Result<_, _>>()?,
+        call_sites: g.sites.resolve(&res, map)?,
     };
     Ok((res.inner.code_buffer, syms))
 }
@@ -980,6 +988,7 @@ impl Gen<'_> {
         self.exit_with_al(Some(EXIT_NESTED))?;
         if with_stress {
             self.stress_timer(&mut stress_timer)?;
+            self.sites.emit_shared(&mut self.a)?;
         }
         Ok(stubs)
     }
@@ -1046,6 +1055,49 @@ mod tests {
             &(0..=80).collect::<Vec<_>>(),
         ))
         .unwrap()
+    }
+
+    /// A guest with one stress step of `s`.
+    fn stressed(s: Stress) -> GuestImage {
+        let mut cfg = GuestConfig::linux(0xC000_0000, true, &[]);
+        cfg.steps.push(Step::Stress(0));
+        cfg.stress = vec![s];
+        build(&cfg).unwrap()
+    }
+
+    #[test]
+    fn every_stress_call_site_is_the_return_address_of_a_call_to_its_slot() {
+        use crate::guest::{SiteRole, stress::CallSite};
+        let at = |phys: u32| (phys - l::IMAGE_BASE) as usize;
+        let s = Stress::with_second_cpu(10, 1, 10);
+        let g = stressed(s.clone());
+        let roles = |r| g.call_sites.iter().filter(|c| c.role == r).count();
+        // The mix's DisableInterrupts brings an EnableInterrupts of its own.
+        assert_eq!(roles(SiteRole::Loop), s.mix.len() + 1);
+        assert_eq!(roles(SiteRole::Handler), s.handler.len());
+        assert_eq!(roles(SiteRole::SecondCpu), s.ap_mix.len());
+        let mut rets: Vec<u32> = g.call_sites.iter().map(|c| c.ret).collect();
+        rets.sort_unstable();
+        rets.dedup();
+        assert_eq!(rets.len(), g.call_sites.len(), "distinct sites");
+        // `call dword [RELOC_EIPS + 4 * call]` (FF 15 disp32) ends at each return address.
+        let ends_a_call_to_its_slot = |g: &GuestImage, c: &CallSite| {
+            let end = at(c.ret - 0xC000_0000);
+            let slot = l::VARS + var::RELOC_EIPS + 4 * c.call as u32;
+            g.image[end - 6..end - 4] == [0xFF, 0x15] && g.image[end - 4..end] == slot.to_le_bytes()
+        };
+        assert!(g.call_sites.iter().all(|c| ends_a_call_to_its_slot(&g, c)));
+        // Shared sites: one per call number, each `call [slot]` inside its subroutine.
+        let g = stressed(Stress {
+            shared_sites: true,
+            ..s.clone()
+        });
+        let mut calls: Vec<vmi_abi::Call> = s.calls().collect();
+        calls.sort();
+        calls.dedup();
+        assert_eq!(g.call_sites.len(), calls.len());
+        assert!(g.call_sites.iter().all(|c| c.role == SiteRole::Shared));
+        assert!(g.call_sites.iter().all(|c| ends_a_call_to_its_slot(&g, c)));
     }
 
     #[test]
