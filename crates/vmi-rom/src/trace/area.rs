@@ -684,6 +684,91 @@ fn ring(ram: &[u8], phys: usize, layout: &Layout, total: u32) -> Result<Vec<Even
     Ok(events)
 }
 
+/// The area a trace ROM with `layout`, at `rom_phys` with build id `build_id`, leaves after
+/// the calls in `calls` (each added where the ROM adds it: to its site's slot — the first of
+/// its probes that is free or already its own — or, for caller 0 or when every probe is taken,
+/// to its call's overflow) and the ring events `events` (oldest first). An executable
+/// description of the layout, for tests and tools that need an area without a guest.
+pub fn encode(
+    layout: &Layout,
+    rom_phys: u32,
+    build_id: u32,
+    calls: &[Site],
+    events: &[Event],
+) -> Vec<u8> {
+    let mut a = vec![0u8; layout.kib() as usize * 1024];
+    let put = |a: &mut Vec<u8>, o: u32, v: &[u8]| {
+        if let Some(d) = a.get_mut(o as usize..o as usize + v.len()) {
+            d.copy_from_slice(v);
+        }
+    };
+    for (o, v) in [
+        (off::VERSION, VERSION),
+        (off::BUILD_ID, build_id),
+        (off::HEADER_SIZE, HEADER_SIZE),
+        (off::SLOTS, layout.slots),
+        (off::COUNTERS, layout.counters()),
+        (off::SLOT_SIZE, SLOT_SIZE),
+        (off::RING, layout.ring_offset()),
+        (off::RING_ENTRIES, layout.ring),
+        (off::EVENT_SIZE, EVENT_SIZE),
+        (off::ROM_PHYS, rom_phys),
+        (off::AREA_SIZE, layout.kib() * 1024),
+        (off::SITES, layout.sites_offset()),
+        (off::SITE_SLOTS, layout.sites),
+        (off::PROBES, layout.probes()),
+        (off::SITE_SIZE, SITE_SIZE),
+    ] {
+        put(&mut a, o, &v.to_le_bytes());
+    }
+    let check = check_word(CHECKED.iter().filter_map(|o| word(&a, *o as usize)));
+    put(&mut a, off::CHECK, &check.to_le_bytes());
+    put(&mut a, off::MAGIC, &MAGIC);
+    for c in calls {
+        let at = site_for(&mut a, layout, c).unwrap_or(layout.count_at(c.call) as usize);
+        let add = |a: &mut Vec<u8>, o: usize, v: u64| {
+            let sum = qword(a, o).unwrap_or(0).wrapping_add(v);
+            put(a, o as u32, &sum.to_le_bytes());
+        };
+        add(&mut a, at, c.count);
+        add(&mut a, at + 8, c.cycles);
+    }
+    for (i, e) in events.iter().enumerate() {
+        let o = layout.ring_offset() + (i as u32 % layout.ring.max(1)) * EVENT_SIZE;
+        put(&mut a, o, &e.call.to_le_bytes());
+        put(&mut a, o + 4, &e.caller.to_le_bytes());
+        put(&mut a, o + 8, &e.start.to_le_bytes());
+        put(&mut a, o + 16, &e.cycles.to_le_bytes());
+    }
+    if layout.ring > 0 {
+        put(&mut a, off::RING_NEXT, &(events.len() as u32).to_le_bytes());
+    }
+    a
+}
+
+/// Where the ROM counts `c`'s calls in the table (claiming a slot if needed): the offset of
+/// the slot's count, or `None` for overflow.
+fn site_for(a: &mut [u8], layout: &Layout, c: &Site) -> Option<usize> {
+    if layout.sites == 0 || c.caller == 0 {
+        return None;
+    }
+    let tag = SITE_TAG + c.call;
+    let home = layout.first_slot(c.caller);
+    for k in 0..layout.probes() {
+        let o = layout.site_at((home + k) % layout.sites) as usize;
+        let caller = word(a, o)?;
+        if caller == 0 {
+            a.get_mut(o..o + 4)?
+                .copy_from_slice(&c.caller.to_le_bytes());
+            a.get_mut(o + 4..o + 8)?.copy_from_slice(&tag.to_le_bytes());
+        }
+        if word(a, o)? == c.caller && word(a, o + 4)? == tag {
+            return Some(o + site_off::COUNT as usize);
+        }
+    }
+    None
+}
+
 /// Finds and decodes the trace area in a guest-RAM image (`ram[0]` = physical address 0). The
 /// highest candidate with a valid header wins; if there are candidates but none is valid, the
 /// first one's error is returned.
@@ -716,35 +801,9 @@ mod tests {
         a[o as usize..o as usize + 8].copy_from_slice(&v.to_le_bytes());
     }
 
-    /// An area as the 16-bit init writes it, with some counts.
+    /// An area as the 16-bit init writes it.
     pub(crate) fn sample(layout: Layout, rom_phys: u32, build_id: u32) -> Vec<u8> {
-        let mut a = vec![0u8; layout.kib() as usize * 1024];
-        for (o, v) in [
-            (off::VERSION, VERSION),
-            (off::BUILD_ID, build_id),
-            (off::HEADER_SIZE, HEADER_SIZE),
-            (off::SLOTS, layout.slots),
-            (off::COUNTERS, layout.counters()),
-            (off::SLOT_SIZE, SLOT_SIZE),
-            (off::RING, layout.ring_offset()),
-            (off::RING_ENTRIES, layout.ring),
-            (off::EVENT_SIZE, EVENT_SIZE),
-            (off::ROM_PHYS, rom_phys),
-            (off::AREA_SIZE, layout.kib() * 1024),
-            (off::SITES, layout.sites_offset()),
-            (off::SITE_SLOTS, layout.sites),
-            (off::PROBES, layout.probes()),
-            (off::SITE_SIZE, SITE_SIZE),
-        ] {
-            put(&mut a, o, v);
-        }
-        let words: Vec<u32> = CHECKED
-            .iter()
-            .map(|o| u32::from_le_bytes(a[*o as usize..*o as usize + 4].try_into().unwrap()))
-            .collect();
-        put(&mut a, off::CHECK, check_word(words));
-        a[..8].copy_from_slice(&MAGIC);
-        a
+        encode(&layout, rom_phys, build_id, &[], &[])
     }
 
     /// Writes call-site slot `i` as a trace ROM would.
@@ -1075,5 +1134,54 @@ mod tests {
             assert!(a.sites.len() <= a.site_slots_used as usize);
         }
         assert!(ok > 0 && bad > 0, "{ok} decoded, {bad} refused");
+    }
+
+    #[test]
+    fn what_encode_writes_decodes_to_the_same_calls() {
+        let l = Layout {
+            slots: 74,
+            ring: 4,
+            sites: 4,
+        };
+        let site = |call, caller, count, cycles| Site {
+            call,
+            caller,
+            count,
+            cycles,
+        };
+        // Six sites for four slots (all homed within reach): two overflow, as do caller-0 calls.
+        let calls: Vec<Site> = (0..6)
+            .map(|i| site(19 + i % 2, 0xC010_0005 + 0x40 * i, 10 + u64::from(i), 7))
+            .chain([site(33, 0, 3, 0)])
+            .collect();
+        let ev = |call| Event {
+            call,
+            caller: 0xC010_0005,
+            start: u64::from(call) * 100,
+            cycles: 9,
+        };
+        let events: Vec<Event> = (0..6).map(ev).collect();
+        let a = decode(&encode(&l, 0xC_8000, 5, &calls, &events), 0).unwrap();
+        assert_eq!(
+            (a.rom_phys, a.build_id, a.site_slots_used),
+            (0xC_8000, 5, 4)
+        );
+        assert_eq!(a.sites.len(), 4);
+        for s in &a.sites {
+            assert!(calls.contains(s), "{s:?}");
+        }
+        for n in [19u32, 20, 33] {
+            let want: u64 = calls.iter().filter(|c| c.call == n).map(|c| c.count).sum();
+            assert_eq!(a.counters[n as usize].count, want);
+        }
+        let overflow: u64 = a.overflow.iter().map(|c| c.count).sum();
+        assert_eq!(
+            overflow,
+            calls.iter().map(|c| c.count).sum::<u64>()
+                - a.sites.iter().map(|s| s.count).sum::<u64>()
+        );
+        assert_eq!(a.overflow[33].count, 3);
+        assert_eq!(a.events, events[2..]);
+        assert_eq!(a.events_total, 6);
     }
 }
