@@ -6,6 +6,7 @@ mod cmd;
 mod disasm;
 mod header;
 mod svg;
+mod symbols;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
