@@ -195,7 +195,7 @@ pub fn timeline(title: &str, series: &[Series]) -> String {
     let legend_x = left + plot_w + 20.0;
     let legend_w = widest(series.iter().map(|s| s.label.as_str())) + 40.0;
     let width = legend_x + legend_w.max(80.0);
-    let height = top + plot_h + 60.0;
+    let height = top + plot_h + 64.0;
     let t_max = series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.0))
@@ -266,6 +266,11 @@ pub fn timeline(title: &str, series: &[Series]) -> String {
         o,
         r#"<text transform="translate(16 {}) rotate(-90)" text-anchor="middle">calls per second (log scale)</text>"#,
         top + plot_h / 2.0
+    );
+    let _ = writeln!(
+        o,
+        r##"<text x="{left}" y="{}" font-size="10" fill="#666666">an interval without calls is drawn on the bottom edge</text>"##,
+        top + plot_h + 52.0
     );
     for (i, s) in series.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];

@@ -117,6 +117,42 @@ pub struct GuestImage {
     pub call_sites: Vec<super::CallSite>,
 }
 
+impl GuestImage {
+    /// A System.map (`ADDRESS T NAME` lines, linear addresses) with a function at each stress
+    /// call site's `call` instruction (6 bytes before its return address) named after who
+    /// makes the call — `stress_loop_GetCR0`, `timer_handler_RDTSC`, `second_cpu_GetCR3`,
+    /// `shared_site_RDTSC`, with `_2`, `_3` … for further sites of one name — and `_etext`
+    /// after the last: a trace report then names each site `NAME+0x6`.
+    pub fn system_map(&self) -> String {
+        use super::SiteRole;
+        let mut sites = self.call_sites.clone();
+        sites.sort_by_key(|c| c.ret);
+        let mut seen: std::collections::BTreeMap<String, u32> = Default::default();
+        let mut out = String::new();
+        for c in &sites {
+            let role = match c.role {
+                SiteRole::Loop => "stress_loop",
+                SiteRole::Handler => "timer_handler",
+                SiteRole::SecondCpu => "second_cpu",
+                SiteRole::Shared => "shared_site",
+            };
+            let name = format!("{role}_{}", c.call.spec().name);
+            let n = seen.entry(name.clone()).or_insert(0);
+            *n += 1;
+            let suffix = if *n > 1 {
+                format!("_{n}")
+            } else {
+                String::new()
+            };
+            out.push_str(&format!("{:08x} T {name}{suffix}\n", c.ret.wrapping_sub(6)));
+        }
+        if let Some(last) = sites.last() {
+            out.push_str(&format!("{:08x} T _etext\n", last.ret.wrapping_add(64)));
+        }
+        out
+    }
+}
+
 /// Offsets of the host data (from [`HOST_DATA`](l::HOST_DATA)).
 pub mod host_data {
     /// The 8-byte stream header.
@@ -1087,6 +1123,19 @@ mod tests {
             g.image[end - 6..end - 4] == [0xFF, 0x15] && g.image[end - 4..end] == slot.to_le_bytes()
         };
         assert!(g.call_sites.iter().all(|c| ends_a_call_to_its_slot(&g, c)));
+        let map = g.system_map();
+        for name in [
+            "stress_loop_EnableInterrupts",
+            "stress_loop_EnableInterrupts_2",
+            "timer_handler_RDTSC",
+            "second_cpu_GetCR3",
+        ] {
+            assert_eq!(
+                map.matches(&format!(" T {name}\n")).count(),
+                1,
+                "{name}: {map}"
+            );
+        }
         // Shared sites: one per call number, each `call [slot]` inside its subroutine.
         let g = stressed(Stress {
             shared_sites: true,
@@ -1098,6 +1147,9 @@ mod tests {
         assert_eq!(g.call_sites.len(), calls.len());
         assert!(g.call_sites.iter().all(|c| c.role == SiteRole::Shared));
         assert!(g.call_sites.iter().all(|c| ends_a_call_to_its_slot(&g, c)));
+        let map = g.system_map();
+        assert_eq!(map.lines().count(), calls.len() + 1);
+        assert!(map.contains(" T shared_site_RDTSC\n") && map.ends_with(" T _etext\n"));
     }
 
     #[test]

@@ -375,6 +375,16 @@ struct Watch<'a> {
 }
 
 impl Watch<'_> {
+    /// The interval from the last reading to the end of the run (`end` after QEMU started),
+    /// read from the final RAM, if it lasted 10 ms or more.
+    fn last_interval(&mut self, counters: &[Counter], end: Duration) {
+        let dt = end.saturating_sub(self.prev.0);
+        if dt >= Duration::from_millis(10) {
+            let lines = live::lines(&self.prev.1, counters, dt);
+            self.intervals.push(Interval::of(end.as_secs_f64(), &lines));
+        }
+    }
+
     fn header(&self, at: Duration) -> String {
         let t = at.as_secs_f64();
         if self.view.is_some_and(|v| v.redraw) {
@@ -581,6 +591,7 @@ pub fn run(a: &RunArgs) -> Result<ExitCode, CliError> {
             return Ok(failed(&e.0, &ended));
         }
     }
+    w.last_interval(&found.counters, run.wall);
     let r = build_report(found, symbols.as_ref(), &a.out.profile());
     super::write_outputs(&r, &a.out, symbols.as_ref(), &w.intervals)?;
     if let Some(p) = &a.timeline {
