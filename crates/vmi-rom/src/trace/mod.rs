@@ -677,4 +677,42 @@ mod tests {
             assert!(e.contains(why), "ring {ring}, sites {sites}: {e}");
         }
     }
+
+    #[test]
+    fn a_jump_rel_iret_is_wrapped_without_a_lookup_and_keeps_its_frame() {
+        use crate::backend::Override;
+        let jumped = Override {
+            base: Native,
+            call: Call::IRET,
+            emit: |e| {
+                e.a.iretd()?;
+                Ok(Answer::Jump)
+            },
+        };
+        for (ring, sites) in [(0, 0), (0, 64), (64, 64)] {
+            let t = generate(
+                &Trace {
+                    inner: jumped,
+                    ring,
+                    sites,
+                },
+                &BuildOptions::default(),
+            )
+            .unwrap();
+            let iret = &t.calls[Call::IRET as usize];
+            assert_eq!(iret.answer, Answer::Jump);
+            // No return address to look up: counted as IRET's unattributed calls.
+            let code = &t.image[iret.offset as usize..(iret.offset + iret.size) as usize];
+            let decoded: Vec<iced_x86::Instruction> =
+                iced_x86::Decoder::with_ip(32, code, 0, iced_x86::DecoderOptions::NONE)
+                    .into_iter()
+                    .collect();
+            assert!(
+                decoded
+                    .iter()
+                    .all(|i| i.mnemonic() != iced_x86::Mnemonic::Imul)
+            );
+            assert!(decoded.iter().any(|i| i.has_lock_prefix()));
+        }
+    }
 }
