@@ -88,7 +88,7 @@ impl Symbols {
                 || s.section_index()
                     .and_then(|i| file.section_by_index(i).ok())
                     .is_some_and(|sec| sec.kind() == SectionKind::Text);
-            if !code || s.address() == 0 || s.kind() == SymbolKind::Section {
+            if !code || s.is_undefined() || s.kind() == SymbolKind::Section {
                 continue;
             }
             let name = s.name().map_err(|e| {
@@ -288,5 +288,46 @@ mod tests {
             .0;
         assert!(e.starts_with("vmlinux: not a readable ELF file"), "{e}");
         assert!(Symbols::from_elf(&[], "v").is_err());
+    }
+
+    /// A small gcc-built ELF with DWARF lines, damaged byte by byte and cut at every length:
+    /// loading it is an answer or an error, never a panic, and so is every lookup.
+    #[test]
+    fn a_damaged_elf_is_an_error_or_symbols_never_a_panic() {
+        use vmirom_testkit::toolchain;
+        if !toolchain::available(&["gcc"]) {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let src = "int g(int);\nint f(int x)\n{\n\treturn g(x) + 1;\n}\n";
+        let obj = toolchain::gcc(dir.path(), "f", src, &["-g", "-fno-pic"]).unwrap();
+        let good = std::fs::read(obj).unwrap();
+        let s = Symbols::from_elf(&good, "f.o").unwrap();
+        assert!(s.has_lines());
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let probe = |elf: &[u8]| {
+            if let Ok(s) = Symbols::from_elf(elf, "f.o") {
+                for a in [0u32, 1, 4, 9, 0x20, u32::MAX] {
+                    let _ = (s.place(a), s.line(a));
+                }
+            }
+        };
+        for _ in 0..1500 {
+            let mut elf = good.clone();
+            for _ in 0..1 + rnd() % 3 {
+                let at = (rnd() % elf.len() as u64) as usize;
+                elf[at] = rnd() as u8;
+            }
+            probe(&elf);
+        }
+        for len in (0..good.len()).step_by(7) {
+            probe(&good[..len]);
+        }
     }
 }
