@@ -360,7 +360,12 @@ impl<B: Backend> Trace<B> {
         };
         let slow = account(e, &layout, &acc, bias)?;
         if layout.ring > 0 {
-            let bias = reload_area(e)?;
+            // (a site lookup leaves ECX elsewhere)
+            let bias = if slow.is_some() {
+                reload_area(e)?
+            } else {
+                bias
+            };
             log_event(e, &layout, call, None, depth, bias)?;
         }
         e.a.set_label(&mut skip)?;
@@ -431,7 +436,12 @@ impl<B: Backend> Trace<B> {
         };
         let slow = account(e, &layout, &acc, bias)?;
         if layout.ring > 0 {
-            let bias = reload_area(e)?;
+            // (a site lookup leaves ECX elsewhere)
+            let bias = if slow.is_some() {
+                reload_area(e)?
+            } else {
+                bias
+            };
             log_event(e, &layout, call, Some(start), start + frame, bias)?;
         }
         e.a.set_label(&mut skip)?;
