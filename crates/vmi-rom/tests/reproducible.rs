@@ -29,6 +29,7 @@ fn same_inputs_same_bytes_and_a_verifiable_build_id() {
         &Trace {
             inner: Native,
             ring: 16,
+            sites: 64,
         },
         &BuildOptions::default(),
     )
@@ -37,6 +38,7 @@ fn same_inputs_same_bytes_and_a_verifiable_build_id() {
         &Trace {
             inner: Native,
             ring: 16,
+            sites: 64,
         },
         &BuildOptions::default(),
     )

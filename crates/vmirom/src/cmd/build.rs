@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use vmi_rom::audit::{RoutineStats, audit};
 use vmi_rom::generate::{BuildOptions, Generated, generate};
 use vmi_rom::native::Native;
-use vmi_rom::trace::Trace;
+use vmi_rom::trace::{Trace, area};
 
 fn parse_ring(s: &str) -> Result<u32, String> {
     let n: u32 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
@@ -15,6 +15,18 @@ fn parse_ring(s: &str) -> Result<u32, String> {
     } else {
         Err(format!(
             "{n}: the ring size must be 0 or a power of two up to 65536"
+        ))
+    }
+}
+
+fn parse_sites(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if n == 0 || (n.is_power_of_two() && n <= area::MAX_SITES) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "{n}: the call-site slots must be 0 or a power of two up to {}",
+            area::MAX_SITES
         ))
     }
 }
@@ -59,6 +71,11 @@ pub struct Args {
     /// With --trace: also keep a ring of the last N events (a power of two; 0 = none).
     #[arg(long, default_value_t = 0, value_parser = parse_ring)]
     ring: u32,
+    /// With --trace: slots of the call-site table, counts and cycles per (call, caller) (a
+    /// power of two up to 1024, 32 bytes each; 0 = none; default 1024). Sites that find no
+    /// slot are counted per call as overflow.
+    #[arg(long, value_name = "N", value_parser = parse_sites)]
+    sites: Option<u32>,
     /// Print the layout as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -82,6 +99,9 @@ pub fn run(a: &Args) -> Result<ExitCode, CliError> {
     if a.ring != 0 && !a.trace {
         return Err(CliError("--ring needs --trace".into()));
     }
+    if a.sites.is_some() && !a.trace {
+        return Err(CliError("--sites needs --trace".into()));
+    }
     let inner = match a.backend {
         BackendName::Native => Native,
     };
@@ -90,6 +110,7 @@ pub fn run(a: &Args) -> Result<ExitCode, CliError> {
             &Trace {
                 inner,
                 ring: a.ring,
+                sites: a.sites.unwrap_or(area::DEFAULT_SITES),
             },
             &opts,
         )
@@ -187,4 +208,21 @@ fn print_summary(g: &Generated, stats: &[RoutineStats]) {
         paths.last().copied().unwrap_or(0),
         max_stack
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sites_option_accepts_what_the_area_allows_and_its_help_is_true() {
+        assert_eq!(parse_sites("0"), Ok(0));
+        assert_eq!(parse_sites("16"), Ok(16));
+        assert_eq!(parse_sites("1024"), Ok(1024));
+        for bad in ["12", "2048", "-1", "many"] {
+            assert!(parse_sites(bad).is_err(), "{bad}");
+        }
+        // The --sites help names these numbers.
+        assert_eq!((area::MAX_SITES, area::DEFAULT_SITES), (1024, 1024));
+    }
 }
