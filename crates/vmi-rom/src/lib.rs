@@ -23,6 +23,8 @@ pub mod generate;
 pub mod iret;
 pub mod manifest;
 pub mod native;
+pub mod ram;
+
 pub mod trace;
 
 pub use backend::{Answer, Backend, Override};

@@ -2,9 +2,10 @@
 //! timed (TSC cycles) per call site — the call number and the return address the caller
 //! pushed — with an optional ring of the last N events.
 //!
-//! Where the counters live is described in [`area`]: the 16-bit init carves them out of
-//! conventional memory and records their position relative to the ROM in the image's private
-//! data word; a ROM whose 16-bit init never ran (no BIOS) finds that word 0 and counts nothing.
+//! Where the counters live is described in [`area`]: a region of the ROM's private RAM
+//! ([`crate::ram`], taken from conventional memory at POST), after the regions of the backend
+//! it wraps; a ROM whose 16-bit init never ran (no BIOS) has no private RAM and counts
+//! nothing.
 //!
 //! Wrapper shapes (the inner routine follows its wrapper in the same routine):
 //! - **returning calls** (class C and X): save what `rdtsc` would destroy — the argument
@@ -30,17 +31,13 @@ pub mod area;
 use crate::backend::{Answer, Backend};
 use crate::emit::{Emit, assemble};
 use crate::error::GenError;
-use crate::manifest;
 use iced_x86::code_asm::*;
 use vmi_abi::Call;
 use vmi_abi::calls::NUM_CALLS;
 use vmi_abi::calls::{Loc, Reg, RegClass, RegSet};
 
-/// Size of the private data the trace backend keeps in the image: the area's offset from the
-/// ROM's own physical address (a u32, 0 = no area), then one byte that balances the image's
-/// checksum after the 16-bit init wrote that offset (SeaBIOS checks ROMs again after their
-/// init, when it collects boot vectors).
-pub const DATA_SIZE: usize = 5;
+/// Tag of the trace area's private-RAM region.
+pub const REGION: [u8; 4] = *b"trce";
 
 /// The trace backend around `inner`.
 #[derive(Debug, Clone, Copy)]
@@ -113,32 +110,24 @@ fn r32(r: Reg) -> AsmRegister32 {
 }
 
 /// Loads the trace area's linear address plus the returned bias into ECX (address area offset
-/// `o` as `[ecx + o - bias]`), or jumps to `skip` when there is no area.
+/// `o` as `[ecx + o - bias]`), or jumps to `skip` when there is no private RAM.
 fn area_pointer(e: &mut Emit, skip: CodeLabel) -> Result<i32, GenError> {
-    let slot = data_word(e)?;
-    let bias = e.image_base_biased(ecx)? as i32;
-    e.a.cmp(dword_ptr(ecx + (slot - bias)), 0)?;
-    e.a.je(skip)?;
-    e.a.add(ecx, dword_ptr(ecx + (slot - bias)))?;
-    Ok(bias)
+    let region = e.ram_region(&REGION)?.offset as i32;
+    Ok(crate::ram::pointer(e, ecx, skip)? - region)
 }
 
 /// [`area_pointer`] when the area is known to exist (ECX := area + the returned bias).
 fn reload_area(e: &mut Emit) -> Result<i32, GenError> {
-    let slot = data_word(e)?;
-    let bias = e.image_base_biased(ecx)? as i32;
-    e.a.add(ecx, dword_ptr(ecx + (slot - bias)))?;
-    Ok(bias)
-}
-
-/// Image offset of the private data word.
-fn data_word(e: &Emit) -> Result<i32, GenError> {
-    Ok(e.data_offset().ok_or(GenError::Inconsistent {
+    let region = e.ram_region(&REGION)?.offset as i32;
+    let link = e.data_offset().ok_or(GenError::Inconsistent {
         backend: "trace".into(),
         call: 0,
         name: "-",
-        problem: "the trace backend needs its private data word",
-    })? as i32)
+        problem: "the trace backend needs the private-RAM link",
+    })? as i32;
+    let bias = e.image_base_biased(ecx)? as i32;
+    e.a.add(ecx, dword_ptr(ecx + (link - bias)))?;
+    Ok(bias - region)
 }
 
 /// `lock add` 1, and the cycles in EDX:EAX if `cycles`, to the 64-bit counter pair at
@@ -480,7 +469,7 @@ impl<B: Backend> Backend for Trace<B> {
     fn emit(&self, call: Call, e: &mut Emit) -> Result<Answer, GenError> {
         self.check_sizes()?;
         // What does the inner backend do here, and can its routine return?
-        let (probe, answer) = assemble("trace probe", 0, e.data_offset(), |s| {
+        let (probe, answer) = assemble("trace probe", 0, &e.shared().clone(), |s| {
             self.inner.emit(call, s)
         })?;
         if !answer.has_code() {
@@ -510,12 +499,51 @@ impl<B: Backend> Backend for Trace<B> {
     }
 
     fn init16(&self, a: &mut CodeAssembler) -> Result<(), GenError> {
-        init16(a, &self.layout())?;
         self.inner.init16(a)
     }
 
-    fn data_size(&self) -> usize {
-        DATA_SIZE
+    fn ram(&self) -> Result<Vec<crate::ram::Region>, GenError> {
+        self.check_sizes()?;
+        let mut regions = self.inner.ram()?;
+        regions.push(crate::ram::Region {
+            tag: REGION,
+            size: self.layout().kib() * 1024,
+            align: area::ALIGN as u32,
+            per_cpu: false,
+        });
+        Ok(regions)
+    }
+
+    fn ram_init16(
+        &self,
+        a: &mut CodeAssembler,
+        layout: &crate::ram::Layout,
+    ) -> Result<(), GenError> {
+        a.push(ecx)?;
+        a.push(edx)?;
+        self.inner.ram_init16(a, layout)?;
+        a.pop(edx)?;
+        a.pop(ecx)?;
+        let at = layout
+            .region(&REGION)
+            .ok_or(GenError::Ram {
+                tag: "trce".into(),
+                problem: "the trace area's region is missing from the layout",
+            })?
+            .offset;
+        init16(a, &self.layout(), at)
+    }
+
+    fn needs_ram(&self, call: Call) -> bool {
+        self.inner.needs_ram(call)
+    }
+
+    fn helper_names(&self) -> Vec<&'static str> {
+        self.inner.helper_names()
+    }
+
+    fn emit_helper(&self, name: &str, e: &mut Emit) -> Result<(), GenError> {
+        self.inner.emit_helper(name, e)
     }
 }
 
@@ -528,40 +556,10 @@ const _: () = assert!(
     "MAGIC_LO/HI spell area::MAGIC"
 );
 
-/// Offset of the private data word, known to the 16-bit init through the manifest.
-fn manifest_field(f: &vmi_abi::layout::Field) -> u32 {
-    (manifest::OFFSET + f.offset) as u32
-}
-
-/// The 16-bit part: take memory below 640 KiB, write the area header, record the position.
-/// Runs at POST with CS = the ROM's segment and the image writable; preserves every register.
-fn init16(a: &mut CodeAssembler, layout: &area::Layout) -> Result<(), GenError> {
+/// The area's header, written by the private-RAM init at POST (ES = the block's segment, the
+/// area at `at` in it, ECX = the build id, EDX = the ROM's physical address).
+fn init16(a: &mut CodeAssembler, layout: &area::Layout, at: u32) -> Result<(), GenError> {
     let kib = layout.kib();
-    let mut done = a.create_label();
-    a.pushad()?;
-    a.push(ds)?;
-    a.push(es)?;
-    a.cld()?;
-    // Where is the private data word? The manifest says (its offset field at 0x70).
-    a.xor(ebx, ebx)?;
-    a.mov(bx, word_ptr(manifest_field(&manifest::F_DATA)).cs())?;
-    a.test(bx, bx)?;
-    a.jz(done)?;
-    // Already initialised (a second call as a boot-connection vector): keep the first area.
-    a.cmp(dword_ptr(bx).cs(), 0)?;
-    a.jne(done)?;
-    a.xor(ax, ax)?;
-    a.mov(ds, ax)?;
-    a.mov(ax, word_ptr(0x413))?;
-    a.sub(ax, kib as i32)?;
-    a.jc(done)?;
-    a.mov(word_ptr(0x413), ax)?;
-    a.shl(ax, 6)?;
-    a.mov(es, ax)?;
-    a.xor(di, di)?;
-    a.mov(cx, (kib * 512) as i32)?;
-    a.xor(ax, ax)?;
-    a.rep().stosw()?;
     let constants = [
         (area::off::VERSION, area::VERSION),
         (area::off::HEADER_SIZE, area::HEADER_SIZE),
@@ -577,46 +575,25 @@ fn init16(a: &mut CodeAssembler, layout: &area::Layout) -> Result<(), GenError> 
         (area::off::PROBES, layout.probes()),
         (area::off::SITE_SIZE, area::SITE_SIZE),
     ];
+    let w = |off: u32| dword_ptr(at + off).es();
     for (off, v) in constants {
-        a.mov(dword_ptr(off).es(), v as i32)?;
+        a.mov(w(off), v as i32)?;
     }
-    // Build id from the manifest, ROM physical address from CS.
-    a.mov(eax, dword_ptr(manifest_field(&manifest::F_BUILD_ID)).cs())?;
-    a.mov(dword_ptr(area::off::BUILD_ID).es(), eax)?;
-    a.xor(edx, edx)?;
-    a.mov(dx, cs)?;
-    a.shl(edx, 4)?;
-    a.mov(dword_ptr(area::off::ROM_PHYS).es(), edx)?;
+    a.mov(w(area::off::BUILD_ID), ecx)?;
+    a.mov(w(area::off::ROM_PHYS), edx)?;
     // Check word: ~(constant words + build id + ROM address).
     let fixed: u32 = constants
         .iter()
         .filter(|(o, _)| area::CHECKED.contains(o))
         .fold(0u32, |s, (_, v)| s.wrapping_add(*v));
+    a.mov(eax, ecx)?;
     a.add(eax, edx)?;
     a.add(eax, fixed as i32)?;
     a.not(eax)?;
-    a.mov(dword_ptr(area::off::CHECK).es(), eax)?;
+    a.mov(w(area::off::CHECK), eax)?;
     // Magic last: a host never sees a signed but half-written header.
-    a.mov(dword_ptr(0).es(), MAGIC_LO as i32)?;
-    a.mov(dword_ptr(4).es(), MAGIC_HI as i32)?;
-    // Private data word := area physical − ROM physical; the byte after it := minus the sum
-    // of its bytes, so the image still sums to zero.
-    a.xor(eax, eax)?;
-    a.mov(ax, es)?;
-    a.shl(eax, 4)?;
-    a.sub(eax, edx)?;
-    a.mov(dword_ptr(bx).cs(), eax)?;
-    a.mov(dl, al)?;
-    a.add(dl, ah)?;
-    a.shr(eax, 16)?;
-    a.add(dl, al)?;
-    a.add(dl, ah)?;
-    a.neg(dl)?;
-    a.mov(byte_ptr(bx + 4).cs(), dl)?;
-    a.set_label(&mut done)?;
-    a.pop(es)?;
-    a.pop(ds)?;
-    a.popad()?;
+    a.mov(w(0), MAGIC_LO as i32)?;
+    a.mov(w(4), MAGIC_HI as i32)?;
     Ok(())
 }
 
