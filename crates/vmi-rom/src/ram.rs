@@ -146,7 +146,7 @@ impl Layout {
                 slots,
             });
             at = at
-                .checked_add(r.size.checked_mul(slots).unwrap_or(u32::MAX))
+                .checked_add(r.size.saturating_mul(slots))
                 .filter(|end| *end <= MAX_BYTES)
                 .ok_or_else(|| {
                     bad_layout(
