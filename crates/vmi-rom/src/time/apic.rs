@@ -278,16 +278,27 @@ pub fn emit_read(e: &mut Emit) -> Result<(), GenError> {
 }
 
 /// APICWrite: EAX = register offset, EDX = value (class C). After an EOI, a CPU whose alarms
-/// need service gets it ([`super::alarm::after_eoi`]).
-pub fn emit_write(e: &mut Emit) -> Result<(), GenError> {
+/// need service gets it ([`super::alarm::after_eoi`]). `slot`: the helper that finds the
+/// calling CPU's slot; `pv_eoi`: an EOI first tries the hypervisor's paravirtual EOI (a bit
+/// in the CPU's slot that the hypervisor set when it needs no APIC write: clearing it is the
+/// EOI, no VM exit), where Init enabled it.
+pub fn emit_write(e: &mut Emit, slot: &str, pv_eoi: bool) -> Result<(), GenError> {
     let mut none = e.a.create_label();
     let mut done = e.a.create_label();
+    let mut store = e.a.create_label();
+    let mut serviced = e.a.create_label();
     e.a.push(edx)?;
     apic_base(e, none)?;
     // Stack: the caller's ESI, then the value.
-    let mut store = e.a.create_label();
     e.a.mov(edx, dword_ptr(esp + 4))?;
     e.a.and(eax, 0xFF0)?;
+    if pv_eoi {
+        let mut not_eoi = e.a.create_label();
+        e.a.cmp(eax, EOI)?;
+        e.a.jne(not_eoi)?;
+        crate::kvm::pv_eoi(e, slot, serviced)?;
+        e.a.set_label(&mut not_eoi)?;
+    }
     e.a.cmp(eax, LVTT)?;
     e.a.jne(store)?;
     // The kernel programs the LVTT's vector and mask; its timer mode is the alarm's.
@@ -300,7 +311,8 @@ pub fn emit_write(e: &mut Emit) -> Result<(), GenError> {
     e.a.mov(dword_ptr(ecx + eax), edx)?;
     e.a.cmp(eax, EOI)?;
     e.a.jne(done)?;
-    super::alarm::after_eoi(e)?;
+    e.a.set_label(&mut serviced)?;
+    super::alarm::after_eoi(e, slot)?;
     e.a.set_label(&mut done)?;
     e.a.pop(esi)?;
     e.a.lea(esp, ptr(esp + 4))?;
