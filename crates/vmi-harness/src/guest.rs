@@ -97,5 +97,5 @@ pub mod vector;
 
 pub use layout::{Invocations, MemoryMap};
 pub use program::{GuestConfig, GuestImage, LAYOUT_VERSION, Step, build};
-pub use stress::Stress;
+pub use stress::{CallSite, SiteRole, Stress};
 pub use vector::{Invoke, Op, Val, Vector};

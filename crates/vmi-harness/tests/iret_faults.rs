@@ -94,8 +94,8 @@ fn native_rom_reports_every_iret_fault_at_the_call_site() {
 #[test]
 fn trace_rom_reports_every_iret_fault_at_the_call_site() {
     assert_passes_every_case(&iret_only(&Trace {
-        inner: Native,
         ring: 64,
+        ..Trace::new(Native)
     }));
 }
 

@@ -177,6 +177,13 @@ fn forbidden_relocation_answers() {
         vmi_rom::manifest::entry(vmi_abi::RelocType::CallRel, 0xF000),
     );
     // 66 implemented without 67-70.
+    for n in 67..=70 {
+        patch_entry(
+            &mut g,
+            n,
+            vmi_rom::manifest::entry(vmi_abi::RelocType::None, 0),
+        );
+    }
     let get_cr0 = g.calls[19].offset;
     patch_entry(
         &mut g,

@@ -8,6 +8,7 @@
 mod common;
 
 use vmi_abi::calls::NUM_CALLS;
+use vmi_harness::guest;
 use vmi_harness::suite::{SuiteOptions, SuiteReport, Verdict};
 use vmi_harness::{Engine, kvm};
 use vmi_rom::generate::{BuildOptions, generate};
@@ -19,6 +20,7 @@ fn traced(ring: u32) -> vmi_rom::generate::Generated {
         &Trace {
             inner: Native,
             ring,
+            sites: area::DEFAULT_SITES,
         },
         &BuildOptions::default(),
     )
@@ -62,6 +64,7 @@ fn the_trace_rom_passes_the_suite_and_counts_exactly_what_the_suite_called() {
         );
         same_verdicts(&r, &native);
         let mut from_areas = vec![0u64; NUM_CALLS];
+        let mut sited = vec![0u64; NUM_CALLS];
         for run in &r.run_log {
             let low = run.low_ram.as_ref().expect("RAM kept");
             let invoked = run.invoked.as_ref().expect("guest counters read");
@@ -76,6 +79,18 @@ fn the_trace_rom_passes_the_suite_and_counts_exactly_what_the_suite_called() {
                 );
                 from_areas[n] += a.counters[n].count;
             }
+            // Every call came with a return address in the guest's code (IRET and SYSEXIT,
+            // reached by `call`, too): all attributed to sites, none unattributed.
+            assert!(a.overflow.iter().all(|c| c.count == 0), "{}", run.purpose);
+            for s in &a.sites {
+                sited[s.call as usize] += s.count;
+                let phys = s.caller.checked_sub(0xC000_0000).unwrap_or(s.caller);
+                assert!(
+                    (guest::layout::CODE..guest::layout::CODE_END).contains(&phys),
+                    "{}: {s:?} is not a return address in the guest's code",
+                    run.purpose
+                );
+            }
             if ring > 0 {
                 // The ring holds the newest events (all of them when fewer than its size).
                 let total: u32 = invoked.iter().sum();
@@ -86,6 +101,13 @@ fn the_trace_rom_passes_the_suite_and_counts_exactly_what_the_suite_called() {
         let sum = r.invocations.clone().expect("every run's RAM was read");
         let sum: Vec<u64> = sum.into_iter().map(u64::from).collect();
         assert_eq!(from_areas, sum);
+        assert_eq!(sited, sum, "every call attributed to its site");
+        for c in [vmi_abi::Call::IRET, vmi_abi::Call::SYSEXIT] {
+            assert!(
+                sited[c as usize] > 0,
+                "{c:?}: the suite calls it, from a site"
+            );
+        }
         let called = sum.iter().filter(|c| **c > 0).count();
         let passed = r.with(Verdict::Pass).count();
         eprintln!(

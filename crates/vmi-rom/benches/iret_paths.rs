@@ -55,13 +55,6 @@ fn main() {
         false,
     );
     row("native, after (faults at the call site)", &Native, true);
-    row(
-        "trace(native), before",
-        &Trace {
-            inner: iret_in_rom(),
-            ring: 0,
-        },
-        false,
-    );
+    row("trace(native), before", &Trace::new(iret_in_rom()), false);
     row("trace(native), after", &Trace::new(Native), true);
 }

@@ -160,6 +160,25 @@ struct Walk<'a> {
     failed: bool,
     /// Whether some path returns to the caller.
     returned: bool,
+    /// Registers changed at some `ret` of this routine (for a callee's summary).
+    exit_changed: RegSet,
+    /// Summaries of the routines it calls (by entry), computed once each.
+    callees: BTreeMap<u32, Summary>,
+    /// Extra path length of a call instruction: its callee's (min, max).
+    weight: BTreeMap<u32, (u32, u32)>,
+    /// Calls being summarised (a callee on this list is recursion).
+    stack_of_calls: Vec<u32>,
+}
+
+/// What a `call` to a routine of the image does, seen from its call site.
+#[derive(Clone, Copy, Debug)]
+struct Summary {
+    /// Registers it may change.
+    changed: RegSet,
+    /// Its stack use below the return address.
+    max_stack: u32,
+    /// Its shortest and longest path.
+    paths: (u32, u32),
 }
 
 /// The instruction as AT&T text, for messages.
@@ -202,7 +221,66 @@ impl<'a> Walk<'a> {
             max_stack: 0,
             failed: false,
             returned: false,
+            exit_changed: RegSet::EMPTY,
+            callees: BTreeMap::new(),
+            weight: BTreeMap::new(),
+            stack_of_calls: Vec::new(),
         }
+    }
+
+    /// The summary of the routine at `target` (a helper shared by several routines): walked
+    /// once on its own, from a fresh state; it must return with its stack balanced. A callee
+    /// that cannot be walked (outside the image, no `ret`) fails the audit and counts as
+    /// changing every register.
+    fn summary(&mut self, at: u32, target: u32) -> Summary {
+        if let Some(s) = self.callees.get(&target) {
+            return *s;
+        }
+        let everything = Summary {
+            changed: RegSet::of(&Reg::ALL),
+            max_stack: 0,
+            paths: (1, 1),
+        };
+        if self.stack_of_calls.contains(&target) || self.stack_of_calls.len() > 8 {
+            self.fail(
+                "bounded",
+                at,
+                format!("call at {at:#x} to {target:#x}: recursion"),
+            );
+            return everything;
+        }
+        let rules = Rules {
+            clobbers: RegSet::of(&Reg::ALL),
+            no_return: None,
+            bitness: self.rules.bitness,
+        };
+        let name = format!("{} (helper at {target:#x})", self.name);
+        let mut calls = self.stack_of_calls.clone();
+        calls.push(target);
+        let (summary, failed) = {
+            let mut w = Walk::new(self.image, name, rules, self.report);
+            w.stack_of_calls = calls;
+            w.callees = std::mem::take(&mut self.callees);
+            w.run(target);
+            let paths = w.paths(target);
+            let s = Summary {
+                changed: w.exit_changed,
+                max_stack: w.max_stack,
+                paths,
+            };
+            let ok = w.returned && !w.failed;
+            self.callees = std::mem::take(&mut w.callees);
+            (if ok { s } else { everything }, !ok)
+        };
+        if failed {
+            self.fail(
+                "call-returns",
+                at,
+                format!("call at {at:#x} to {target:#x}: the callee does not return cleanly"),
+            );
+        }
+        self.callees.insert(target, summary);
+        summary
     }
 
     fn fail(&mut self, rule: &'static str, at: u32, msg: String) {
@@ -359,10 +437,21 @@ impl<'a> Walk<'a> {
                 return Vec::new();
             }
             FlowControl::Interrupt | FlowControl::Exception => return Vec::new(),
-            FlowControl::Call => {
+            FlowControl::Call if ins.near_branch32() == next => {
+                // `call next; next: pop reg`: the position-independent base idiom.
                 s.stack.push(Val::Ret(next));
                 self.note_stack(&s);
-                return vec![(ins.near_branch32(), s)];
+                return vec![(next, s)];
+            }
+            FlowControl::Call => {
+                let callee = self.summary(at, ins.near_branch32());
+                for r in callee.changed.iter() {
+                    s.set(r, made);
+                }
+                let depth = 4 * s.stack.len() as u32 + 4 + callee.max_stack;
+                self.max_stack = self.max_stack.max(depth);
+                self.weight.insert(at, callee.paths);
+                return vec![(next, s)];
             }
             FlowControl::UnconditionalBranch => return vec![(ins.near_branch32(), s)],
             FlowControl::ConditionalBranch => {
@@ -435,6 +524,15 @@ impl<'a> Walk<'a> {
             | Code::Popd_DS
             | Code::Popd_FS
             | Code::Popd_GS => {
+                if s.stack.pop().is_none() {
+                    self.fail(
+                        "stack-balanced",
+                        at,
+                        format!("pop at {at:#x} reads the caller's stack"),
+                    );
+                }
+            }
+            Code::Pop_rm32 | Code::Pop_rm16 if ins.op0_kind() == OpKind::Memory => {
                 if s.stack.pop().is_none() {
                     self.fail(
                         "stack-balanced",
@@ -598,6 +696,11 @@ impl<'a> Walk<'a> {
 
     fn exit_checks(&mut self, at: u32, s: &State, how: &str) {
         self.returned = true;
+        let changed: Vec<Reg> = Reg::ALL
+            .into_iter()
+            .filter(|r| s.get(*r) != Val::Orig(*r))
+            .collect();
+        self.exit_changed = self.exit_changed.union(RegSet::of(&changed));
         if self.rules.no_return.is_some() {
             self.fail(
                 "no-return",
@@ -732,22 +835,39 @@ impl<'a> Walk<'a> {
     }
 
     fn paths(&self, entry: u32) -> (u32, u32) {
-        // Shortest: BFS; longest: DFS over the graph without back edges.
+        // Shortest: Dijkstra (an instruction costs 1, a call also its callee's path);
+        // longest: DFS over the graph without back edges.
+        let cost = |at: u32, longest: bool| {
+            1 + self
+                .weight
+                .get(&at)
+                .map_or(0, |(lo, hi)| if longest { *hi } else { *lo })
+        };
         let mut dist: BTreeMap<u32, u32> = BTreeMap::new();
-        let mut q = VecDeque::from([(entry, 1u32)]);
+        let mut q =
+            std::collections::BinaryHeap::from([std::cmp::Reverse((cost(entry, false), entry))]);
         let mut min = u32::MAX;
-        while let Some((at, d)) = q.pop_front() {
+        while let Some(std::cmp::Reverse((d, at))) = q.pop() {
             if dist.contains_key(&at) {
                 continue;
             }
             dist.insert(at, d);
             match self.succ.get(&at) {
-                Some(v) if !v.is_empty() => q.extend(v.iter().map(|t| (*t, d + 1))),
+                Some(v) if !v.is_empty() => q.extend(
+                    v.iter()
+                        .map(|t| std::cmp::Reverse((d + cost(*t, false), *t))),
+                ),
                 _ => min = min.min(d),
             }
         }
         let mut memo: BTreeMap<u32, u32> = BTreeMap::new();
-        let max = longest(entry, &self.succ, &mut memo, &mut Vec::new());
+        let max = longest(
+            entry,
+            &self.succ,
+            &|at| cost(at, true),
+            &mut memo,
+            &mut Vec::new(),
+        );
         (if min == u32::MAX { 0 } else { min }, max)
     }
 }
@@ -762,6 +882,7 @@ fn merge(a: Val, b: Val, at: u32) -> Val {
 fn longest(
     at: u32,
     succ: &BTreeMap<u32, Vec<u32>>,
+    cost: &dyn Fn(u32) -> u32,
     memo: &mut BTreeMap<u32, u32>,
     path: &mut Vec<u32>,
 ) -> u32 {
@@ -775,12 +896,12 @@ fn longest(
     let mut best = 0;
     for t in succ.get(&at).map(Vec::as_slice).unwrap_or_default() {
         if !path.contains(t) {
-            best = best.max(longest(*t, succ, memo, path));
+            best = best.max(longest(*t, succ, cost, memo, path));
         }
     }
     path.pop();
-    memo.insert(at, best + 1);
-    best + 1
+    memo.insert(at, best + cost(at));
+    best + cost(at)
 }
 
 #[allow(clippy::too_many_arguments)]

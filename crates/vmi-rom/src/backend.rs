@@ -69,9 +69,61 @@ pub trait Backend {
 
     /// Bytes of private data the backend wants reserved in the image (read-only after POST
     /// under SeaBIOS; the 16-bit init may still write it). Its offset is
-    /// [`Emit::data_offset`].
+    /// [`Emit::data_offset`]. A backend with private RAM ([`Backend::ram`]) asks for none:
+    /// the RAM link is the image's one data area.
     fn data_size(&self) -> usize {
         0
+    }
+
+    /// The private-RAM regions the backend needs ([`crate::ram`]); none by default. An error
+    /// when the backend's configuration cannot be laid out.
+    fn ram(&self) -> Result<Vec<crate::ram::Region>, GenError> {
+        Ok(Vec::new())
+    }
+
+    /// 16-bit code that initialises the backend's regions at POST (the block is zeroed and
+    /// its header written): ES = the block's segment (region offsets from
+    /// [`crate::ram::Layout::region`]), ECX = the build id, EDX = the ROM's physical address;
+    /// it may change the general registers but must keep ES.
+    fn ram_init16(
+        &self,
+        _a: &mut CodeAssembler,
+        _layout: &crate::ram::Layout,
+    ) -> Result<(), GenError> {
+        Ok(())
+    }
+
+    /// Whether `call`'s code needs the private RAM: GetRelocationInfo then answers NONE for it
+    /// when the ROM has none (no BIOS ran its 16-bit init).
+    fn needs_ram(&self, _call: Call) -> bool {
+        false
+    }
+
+    /// Whether `call` has nothing to do under the hypervisor this backend is for: its
+    /// GetRelocationInfo answer becomes NOP once Init found that hypervisor (marked in the
+    /// private RAM's ready word), and stays the emitted code elsewhere.
+    fn nop_on_hypervisor(&self, _call: Call) -> bool {
+        false
+    }
+
+    /// Routines shared by several calls (and Init), placed once in the image before the calls;
+    /// code reaches one with a relative `call` to [`Emit::helper`].
+    fn helper_names(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+
+    /// Emits helper `name` (one of [`Backend::helper_names`]).
+    fn emit_helper(&self, name: &str, _e: &mut Emit) -> Result<(), GenError> {
+        Err(GenError::Inconsistent {
+            backend: self.name(),
+            call: 0,
+            name: "-",
+            problem: if name.is_empty() {
+                "an unnamed helper"
+            } else {
+                "asked for a helper it does not have"
+            },
+        })
     }
 }
 
@@ -122,5 +174,33 @@ impl<B: Backend> Backend for Override<B> {
 
     fn data_size(&self) -> usize {
         self.base.data_size()
+    }
+
+    fn ram(&self) -> Result<Vec<crate::ram::Region>, GenError> {
+        self.base.ram()
+    }
+
+    fn ram_init16(
+        &self,
+        a: &mut CodeAssembler,
+        layout: &crate::ram::Layout,
+    ) -> Result<(), GenError> {
+        self.base.ram_init16(a, layout)
+    }
+
+    fn needs_ram(&self, call: Call) -> bool {
+        call != self.call && self.base.needs_ram(call)
+    }
+
+    fn nop_on_hypervisor(&self, call: Call) -> bool {
+        call != self.call && self.base.nop_on_hypervisor(call)
+    }
+
+    fn helper_names(&self) -> Vec<&'static str> {
+        self.base.helper_names()
+    }
+
+    fn emit_helper(&self, name: &str, e: &mut Emit) -> Result<(), GenError> {
+        self.base.emit_helper(name, e)
     }
 }

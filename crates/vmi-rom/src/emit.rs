@@ -13,6 +13,19 @@ use iced_x86::code_asm::{AsmRegister32, CodeAssembler, CodeLabel};
 /// Most assembly passes before giving up.
 const MAX_PASSES: usize = 4;
 
+/// What every routine of one image may refer to besides its own code.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Shared {
+    /// Image offset of the backend's private data in the image (the private-RAM link, or
+    /// the data [`Backend::data_size`](crate::Backend::data_size) asked for).
+    pub data: Option<u32>,
+    /// The private-RAM block's layout (empty: the ROM has none).
+    pub ram: crate::ram::Layout,
+    /// The backend's helper routines and their image offsets
+    /// ([`Backend::helper_names`](crate::Backend::helper_names)).
+    pub helpers: Vec<(&'static str, u64)>,
+}
+
 /// The context a backend emits one 32-bit routine into.
 pub struct Emit {
     /// The assembler; emit instructions with it directly.
@@ -20,7 +33,7 @@ pub struct Emit {
     start: u64,
     bases: Vec<CodeLabel>,
     resolved: Vec<u64>,
-    data: Option<u32>,
+    shared: Shared,
 }
 
 impl std::fmt::Debug for Emit {
@@ -34,13 +47,13 @@ impl std::fmt::Debug for Emit {
 }
 
 impl Emit {
-    fn new(start: u64, resolved: Vec<u64>, data: Option<u32>) -> Result<Emit, GenError> {
+    fn new(start: u64, resolved: Vec<u64>, shared: &Shared) -> Result<Emit, GenError> {
         Ok(Emit {
             a: CodeAssembler::new(32).map_err(asm("a 32-bit routine"))?,
             start,
             bases: Vec::new(),
             resolved,
-            data,
+            shared: shared.clone(),
         })
     }
 
@@ -52,7 +65,36 @@ impl Emit {
     /// Image offset of the backend's private data area (see
     /// [`Backend::data_size`](crate::Backend::data_size)), if it asked for one.
     pub fn data_offset(&self) -> Option<u32> {
-        self.data
+        self.shared.data
+    }
+
+    /// What the image's routines share (for assembling a nested routine the same way).
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// Image offset of helper `name`, for a direct `call` (`e.a.call(offset)`: a relative call,
+    /// position-independent like a branch inside the routine).
+    pub fn helper(&self, name: &str) -> Result<u64, GenError> {
+        self.shared
+            .helpers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, at)| *at)
+            .ok_or_else(|| GenError::Inconsistent {
+                backend: "generator".into(),
+                call: 0,
+                name: "-",
+                problem: "a routine calls a helper its backend does not list",
+            })
+    }
+
+    /// The private-RAM region tagged `tag`, or an error naming it when the layout lacks it.
+    pub fn ram_region(&self, tag: &[u8; 4]) -> Result<crate::ram::Placed, GenError> {
+        self.shared.ram.region(tag).ok_or_else(|| GenError::Ram {
+            tag: String::from_utf8_lossy(tag).into_owned(),
+            problem: "a routine uses a region the backend did not declare",
+        })
     }
 
     /// Loads the image's run-time linear address into `reg` (`call L; L: pop reg; sub reg, L`).
@@ -87,13 +129,19 @@ impl Emit {
 pub fn assemble<T>(
     what: &str,
     start: u64,
-    data: Option<u32>,
+    shared: &Shared,
     body: impl Fn(&mut Emit) -> Result<T, GenError>,
 ) -> Result<(Vec<u8>, T), GenError> {
     let mut resolved: Vec<u64> = Vec::new();
     for _ in 0..MAX_PASSES {
-        let mut e = Emit::new(start, resolved.clone(), data)?;
-        let out = body(&mut e)?;
+        let mut e = Emit::new(start, resolved.clone(), shared)?;
+        let out = body(&mut e).map_err(|err| match err {
+            GenError::Asm { what: w, source } if w == "an instruction" => GenError::Asm {
+                what: format!("an instruction of {what}"),
+                source,
+            },
+            other => other,
+        })?;
         if e.a.instructions().is_empty() {
             return Ok((Vec::new(), out));
         }
@@ -135,7 +183,7 @@ mod tests {
 
     #[test]
     fn image_base_resolves_to_the_label_offset() {
-        let (code, ()) = assemble("t", 0x200, None, |e| {
+        let (code, ()) = assemble("t", 0x200, &Shared::default(), |e| {
             e.a.nop().map_err(asm("t"))?;
             e.image_base(edx)?;
             e.a.ret().map_err(asm("t"))?;
@@ -153,7 +201,7 @@ mod tests {
 
     #[test]
     fn empty_routine_is_empty() {
-        let (code, v) = assemble("t", 0x100, None, |_| Ok(7)).unwrap();
+        let (code, v) = assemble("t", 0x100, &Shared::default(), |_| Ok(7)).unwrap();
         assert!(code.is_empty());
         assert_eq!(v, 7);
     }

@@ -50,6 +50,14 @@ pub enum GenError {
     /// The option-ROM layer rejected the image.
     #[error(transparent)]
     Image(#[from] optionrom::Error),
+    /// A private-RAM region cannot be placed.
+    #[error("private RAM region {tag:?}: {problem}")]
+    Ram {
+        /// The region's tag.
+        tag: String,
+        /// What is wrong.
+        problem: &'static str,
+    },
     /// A generated image failed its own audit.
     #[error("the generated image fails its audit: {0}")]
     Audit(String),

@@ -20,7 +20,7 @@
 //! any 2 KiB boundary under any PAGE_OFFSET, with or without a BIOS having run the 16-bit init.
 
 use crate::backend::{Answer, Backend};
-use crate::emit::{Emit, assemble, assemble16};
+use crate::emit::{Emit, Shared, assemble, assemble16};
 use crate::error::GenError;
 use crate::manifest;
 use iced_x86::code_asm::*;
@@ -122,6 +122,10 @@ pub struct Generated {
     pub init32: Span,
     /// 16-bit init.
     pub init16: Span,
+    /// The backend's helper routines.
+    pub helpers: Vec<(&'static str, Span)>,
+    /// The private-RAM block's layout (empty: none).
+    pub ram: crate::ram::Layout,
     /// Backend private data, if any.
     pub data: Option<Span>,
 }
@@ -166,14 +170,22 @@ fn check_answer(backend: &str, call: Call, answer: Answer, code: &[u8]) -> Resul
     }
 }
 
-/// GetRelocationInfo: EAX = call number → EAX = absolute address, EDX = type (class C).
+/// GetRelocationInfo: EAX = call number → EAX = absolute address, EDX = type (class C). An
+/// entry flagged [`ram::NEEDS_RAM`](crate::ram::NEEDS_RAM) answers NONE while the ROM has no
+/// private RAM (its 16-bit init never ran) or Init has not made it ready.
 fn get_reloc_code(e: &mut Emit, table: u32) -> Result<(), GenError> {
+    let has_ram = !e.shared().ram.regions.is_empty();
     let mut none = e.a.create_label();
     let mut no_addr = e.a.create_label();
+    let mut plain = e.a.create_label();
     e.a.cmp(eax, NUM_CALLS as i32)?;
     e.a.jae(none)?;
     e.image_base(edx)?;
     e.a.mov(ecx, dword_ptr(edx + eax * 4 + table as i32))?;
+    if has_ram {
+        ram_gate(e, none, &mut plain)?;
+    }
+    e.a.set_label(&mut plain)?;
     e.a.mov(eax, ecx)?;
     e.a.shr(eax, 8)?;
     e.a.jz(no_addr)?;
@@ -188,16 +200,62 @@ fn get_reloc_code(e: &mut Emit, table: u32) -> Result<(), GenError> {
     Ok(())
 }
 
+/// For a NEEDS_RAM entry (ECX, image base in EDX): NONE unless the block exists and is ready;
+/// otherwise clear the flag and go on at `plain`.
+fn ram_gate(e: &mut Emit, none: CodeLabel, plain: &mut CodeLabel) -> Result<(), GenError> {
+    use crate::ram::{NEEDS_RAM, NOP_ON_HYPERVISOR, ready};
+    let mut check_hv = e.a.create_label();
+    let mut as_nop = e.a.create_label();
+    let mut flags_done = e.a.create_label();
+    e.a.test(cl, (NEEDS_RAM | NOP_ON_HYPERVISOR) as i32)?;
+    e.a.jz(*plain)?;
+    let link = e.data_offset().ok_or(GenError::Inconsistent {
+        backend: "generator".into(),
+        call: 0,
+        name: "-",
+        problem: "a call needs private RAM but the image has no RAM link",
+    })?;
+    // The block: image base + link.
+    e.a.mov(eax, dword_ptr(edx + link as i32))?;
+    e.a.test(cl, NEEDS_RAM as i32)?;
+    e.a.jz(check_hv)?;
+    // NEEDS_RAM: the block must exist and be ready.
+    e.a.test(eax, eax)?;
+    e.a.jz(none)?;
+    e.a.test(
+        dword_ptr(edx + eax + crate::ram::off::READY as i32),
+        ready::READY,
+    )?;
+    e.a.jz(none)?;
+    e.a.set_label(&mut check_hv)?;
+    // NOP_ON_HYPERVISOR: NOP once Init found the hypervisor the backend is for.
+    e.a.test(cl, NOP_ON_HYPERVISOR as i32)?;
+    e.a.jz(flags_done)?;
+    e.a.test(eax, eax)?;
+    e.a.jz(flags_done)?;
+    e.a.test(
+        dword_ptr(edx + eax + crate::ram::off::READY as i32),
+        ready::HYPERVISOR,
+    )?;
+    e.a.jnz(as_nop)?;
+    e.a.set_label(&mut flags_done)?;
+    e.a.and(ecx, !u32::from(NEEDS_RAM | NOP_ON_HYPERVISOR) as i32)?;
+    e.a.jmp(*plain)?;
+    e.a.set_label(&mut as_nop)?;
+    e.a.mov(ecx, vmi_abi::RelocType::Nop as i32)?;
+    Ok(())
+}
+
 /// Appends one assembled routine at the next aligned offset.
 fn place<T>(
     b: &mut ImageBuilder,
     what: &str,
-    data: Option<u32>,
+    shared: &Shared,
     body: impl Fn(&mut Emit) -> Result<T, GenError>,
 ) -> Result<(Span, T), GenError> {
     b.align(CODE_ALIGN);
     let at = b.len();
-    let (code, out) = assemble(what, at as u64, data, body)?;
+    let (code, out) = assemble(what, at as u64, shared, body)?;
     if !code.is_empty() {
         b.append(&code, 1);
     }
@@ -243,22 +301,46 @@ pub fn generate_unaudited(
     // The table, filled in once every routine has its place.
     b.align(CODE_ALIGN);
     let table = b.append(&[0u8; 4 * NUM_CALLS], 1);
-    let data = match backend.data_size() {
-        0 => None,
-        n => {
-            b.align(CODE_ALIGN);
-            Some(span(b.append(&vec![0u8; n], 1), n))
+    let ram = crate::ram::Layout::of(&backend.ram()?)?;
+    let data = match (backend.data_size(), ram.regions.is_empty()) {
+        (0, true) => None,
+        (0, false) => Some(crate::ram::LINK_SIZE),
+        (n, true) => Some(n),
+        (_, false) => {
+            return Err(GenError::Inconsistent {
+                backend: name,
+                call: 0,
+                name: "-",
+                problem: "asks for image data and private RAM: the RAM link is the one data area",
+            });
         }
+    }
+    .map(|n| {
+        b.align(CODE_ALIGN);
+        span(b.append(&vec![0u8; n], 1), n)
+    });
+    let ram_template = (!ram.regions.is_empty()).then(|| {
+        let t = crate::ram::template(&ram);
+        b.align(CODE_ALIGN);
+        span(b.append(&t, 1), t.len())
+    });
+    let mut shared = Shared {
+        data: data.map(|d| d.offset),
+        ram: ram.clone(),
+        helpers: Vec::new(),
     };
-    let data_off = data.map(|d| d.offset);
+    let helpers = place_helpers(&mut b, backend, &mut shared)?;
 
-    let (get_reloc, ()) = place(&mut b, "GetRelocationInfo", data_off, |e| {
+    let (get_reloc, ()) = place(&mut b, "GetRelocationInfo", &shared, |e| {
         get_reloc_code(e, table as u32)
     })?;
-    let (init32, ()) = place(&mut b, "Init", data_off, |e| backend.init32(e))?;
+    let (init32, ()) = place(&mut b, "Init", &shared, |e| backend.init32(e))?;
     b.align(CODE_ALIGN);
     let init16_at = b.len();
-    let init16_code = assemble16(init16_at as u64, |a| backend.init16(a))?;
+    let init16_code = assemble16(init16_at as u64, |a| {
+        crate::ram::init16(a, &ram, &|a| backend.ram_init16(a, &ram))?;
+        backend.init16(a)
+    })?;
     b.append(&init16_code, 1);
     let init16 = span(init16_at, init16_code.len());
     b.set_init_entry(init16_at)?;
@@ -268,17 +350,29 @@ pub fn generate_unaudited(
         let what = format!("call {} ({})", call as u8, call.spec().name);
         b.align(CODE_ALIGN);
         let at = b.len();
-        let (code, answer) = assemble(&what, at as u64, data_off, |e| backend.emit(call, e))?;
+        let (code, answer) = assemble(&what, at as u64, &shared, |e| backend.emit(call, e))?;
         check_answer(&name, call, answer, &code)?;
         let offset = if code.is_empty() {
             0
         } else {
             b.append(&code, 1)
         };
-        b.write_at(
-            table + 4 * call as usize,
-            &manifest::entry(answer.reloc(), offset as u32).to_le_bytes(),
-        )?;
+        let mut entry = manifest::entry(answer.reloc(), offset as u32);
+        if answer.has_code() && backend.needs_ram(call) {
+            if ram.regions.is_empty() {
+                return Err(GenError::Inconsistent {
+                    backend: name,
+                    call: call as u8,
+                    name: call.spec().name,
+                    problem: "needs private RAM but the backend declares none",
+                });
+            }
+            entry |= u32::from(crate::ram::NEEDS_RAM);
+        }
+        if answer.has_code() && backend.nop_on_hypervisor(call) {
+            entry |= u32::from(crate::ram::NOP_ON_HYPERVISOR);
+        }
+        b.write_at(table + 4 * call as usize, &entry.to_le_bytes())?;
         calls.push(CallEntry {
             call,
             number: call as u8,
@@ -301,7 +395,7 @@ pub fn generate_unaudited(
         init32.offset as usize,
         get_reloc.offset as usize,
     )?;
-    write_manifest(&mut b, table, backend_name, data)?;
+    write_manifest(&mut b, table, backend_name, data, ram_template)?;
     let mut image = b.finish(&Finish::default())?;
     let build_id = stamp_build_id(&mut image);
     Ok(Generated {
@@ -313,8 +407,43 @@ pub fn generate_unaudited(
         get_reloc,
         init32,
         init16,
+        helpers,
+        ram,
         data,
     })
+}
+
+/// Places the backend's helpers (two passes: a relative `call` has one size whatever its
+/// target, so the first pass gives every helper's place) and records them in `shared`.
+fn place_helpers(
+    b: &mut ImageBuilder,
+    backend: &dyn Backend,
+    shared: &mut Shared,
+) -> Result<Vec<(&'static str, Span)>, GenError> {
+    let names = backend.helper_names();
+    let mut at = b.len();
+    shared.helpers = names.iter().map(|n| (*n, 0)).collect();
+    for (i, name) in names.iter().enumerate() {
+        at = at.next_multiple_of(CODE_ALIGN);
+        if let Some(slot) = shared.helpers.get_mut(i) {
+            slot.1 = at as u64;
+        }
+        let (code, ()) = assemble(name, at as u64, shared, |e| backend.emit_helper(name, e))?;
+        at += code.len();
+    }
+    let mut placed = Vec::with_capacity(names.len());
+    for name in names {
+        let (span, ()) = place(b, name, shared, |e| backend.emit_helper(name, e))?;
+        let planned = shared.helpers.iter().find(|(n, _)| *n == name).map(|h| h.1);
+        if planned != Some(u64::from(span.offset)) {
+            return Err(GenError::NoConvergence {
+                what: format!("helper {name}"),
+                passes: 2,
+            });
+        }
+        placed.push((name, span));
+    }
+    Ok(placed)
 }
 
 /// 66 ⇒ 67–70: a call whose `requires` list is non-empty drags those calls along.
@@ -340,6 +469,7 @@ fn write_manifest(
     table: usize,
     backend_name: u16,
     data: Option<Span>,
+    ram_template: Option<Span>,
 ) -> Result<(), GenError> {
     let mut block = vec![0u8; manifest::LAYOUT.size];
     let set = |block: &mut Vec<u8>, f: &vmi_abi::layout::Field, v: u64| {
@@ -362,6 +492,9 @@ fn write_manifest(
     if let Some(d) = data {
         set(&mut block, &manifest::F_DATA, u64::from(d.offset))?;
         set(&mut block, &manifest::F_DATA_SIZE, u64::from(d.size))?;
+    }
+    if let Some(t) = ram_template {
+        set(&mut block, &manifest::F_RAM, u64::from(t.offset))?;
     }
     b.write_at(manifest::OFFSET, &block)?;
     Ok(())

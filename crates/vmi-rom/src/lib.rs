@@ -3,7 +3,9 @@
 //! A [`Backend`] emits each call's 32-bit x86 code with iced-x86's `code_asm`; the
 //! [generator](generate::generate) lays out the header, the entry slots, the GetRelocationInfo
 //! table and code, the 16-bit init, and hands the bytes to `optionrom` for padding and
-//! checksum. Backends: [`native::Native`] (the native instructions). The
+//! checksum. Backends: [`native::Native`] (the native instructions, time and the local APIC
+//! through [`time`]), [`trace::Trace`] (around any backend). Shared machinery: [`ram`] (private
+//! RAM taken at POST), [`iret`] (IRET with faults reported at the call site), [`time`]. The
 //! [audit](audit::audit) checks a generated image statically.
 //!
 //! ```
@@ -21,8 +23,11 @@ pub mod emit;
 pub mod error;
 pub mod generate;
 pub mod iret;
+pub mod kvm;
 pub mod manifest;
 pub mod native;
+pub mod ram;
+pub mod time;
 pub mod trace;
 
 pub use backend::{Answer, Backend, Override};

@@ -12,10 +12,13 @@
 //! | 0x0C | 2 | offset of the NUL-terminated backend name |
 //! | 0x0E | 2 | size of the backend's private data area |
 //! | 0x10 | 2 | offset of the backend's private data area (0 = none) |
+//! | 0x12 | 2 | offset of the private-RAM header template (0 = no private RAM; [`crate::ram`]) |
 //!
-//! Each table entry is a little-endian u32: bits 0–7 the relocation type, bits 8–31 the image
-//! offset of the implementation (0 for NONE/NOP). GetRelocationInfo returns
-//! `image base + offset` in EAX and the type in EDX.
+//! Each table entry is a little-endian u32: bits 0–5 the relocation type, bit 6
+//! [`NOP_ON_HYPERVISOR`](crate::ram::NOP_ON_HYPERVISOR), bit 7
+//! [`NEEDS_RAM`](crate::ram::NEEDS_RAM), bits 8–31 the image offset of the implementation (0
+//! for NONE/NOP). GetRelocationInfo returns `image base + offset` in EAX and the type in EDX
+//! (NONE for a NEEDS_RAM entry while the ROM has no private RAM).
 
 use optionrom::bytes::{cstr_at, u32_at};
 use vmi_abi::RelocType;
@@ -44,6 +47,8 @@ pub const F_BACKEND: Field = Field::new("backend", 0x0C, Kind::U16, "backend nam
 pub const F_DATA_SIZE: Field = Field::new("data_size", 0x0E, Kind::U16, "private data size");
 /// Data area offset.
 pub const F_DATA: Field = Field::new("data", 0x10, Kind::U16, "private data offset");
+/// Private-RAM header template offset.
+pub const F_RAM: Field = Field::new("ram", 0x12, Kind::U16, "private-RAM header template offset");
 
 /// The whole block.
 pub const LAYOUT: Layout = Layout {
@@ -59,6 +64,7 @@ pub const LAYOUT: Layout = Layout {
         F_BACKEND,
         F_DATA_SIZE,
         F_DATA,
+        F_RAM,
     ],
 };
 
@@ -77,6 +83,8 @@ pub struct Manifest {
     pub backend: String,
     /// Private data area (offset, size), if any.
     pub data: Option<(u16, u16)>,
+    /// Image offset of the private-RAM header template, if the ROM takes private RAM.
+    pub ram: Option<u16>,
 }
 
 /// One table entry.
@@ -91,6 +99,12 @@ pub struct Entry {
     pub reloc: Option<RelocType>,
     /// Image offset of the implementation (0 for NONE/NOP).
     pub offset: u32,
+    /// The call needs the ROM's private RAM: GetRelocationInfo answers NONE without it
+    /// ([`crate::ram::NEEDS_RAM`]).
+    pub needs_ram: bool,
+    /// GetRelocationInfo answers NOP for it once Init found the backend's hypervisor
+    /// ([`crate::ram::NOP_ON_HYPERVISOR`]).
+    pub nop_on_hypervisor: bool,
 }
 
 impl Manifest {
@@ -126,6 +140,7 @@ impl Manifest {
             .map_err(|e| format!("backend name at {name_at:#x}: {e:?}"))?;
         let data_size = get(&F_DATA_SIZE) as u16;
         let data_at = get(&F_DATA) as u16;
+        let ram_at = get(&F_RAM) as u16;
         Ok(Manifest {
             version,
             count,
@@ -133,6 +148,7 @@ impl Manifest {
             build_id: get(&F_BUILD_ID) as u32,
             backend,
             data: (data_at != 0).then_some((data_at, data_size)),
+            ram: (ram_at != 0).then_some(ram_at),
         })
     }
 
@@ -141,12 +157,15 @@ impl Manifest {
         (0..self.count)
             .filter_map(|n| {
                 let raw = u32_at(image, usize::from(self.table) + 4 * usize::from(n))?;
-                let t = (raw & 0xFF) as u8;
+                let byte = (raw & 0xFF) as u8;
+                let t = byte & !(crate::ram::NEEDS_RAM | crate::ram::NOP_ON_HYPERVISOR);
                 Some(Entry {
                     call: n,
                     raw_type: t,
                     reloc: RelocType::from_u8(t),
                     offset: raw >> 8,
+                    needs_ram: byte & crate::ram::NEEDS_RAM != 0,
+                    nop_on_hypervisor: byte & crate::ram::NOP_ON_HYPERVISOR != 0,
                 })
             })
             .collect()

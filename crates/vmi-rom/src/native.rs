@@ -16,19 +16,23 @@
 //!   the entry is in memory), or there is nothing to tell (AllocatePage, ReleasePage,
 //!   SetLinearMapping, SetLazyMode; SetInitialAPState: the APs start through the kernel's own
 //!   INIT/STARTUP sequence).
-//! - **NONE** where the ROM cannot do it correctly or the convention is unknown: APICRead/Write
-//!   (the local APIC is MMIO mapped at a kernel fixmap address the ROM cannot know; Linux keeps
-//!   its own accessor), the timer calls 66–71 (an alarm needs the local-APIC timer, same reason;
-//!   Linux keeps PIT/LAPIC/TSC time), MachineToPhysical/PhysicalToMachine/SetCallbacks and the
-//!   port-I/O calls 49–60 (conventions unconfirmed; Linux never asks).
+//! - **CALL_REL through the private RAM** ([`crate::ram`]) for time and the local APIC
+//!   ([`crate::time`]): APICRead/APICWrite on the calling CPU's APIC through the kernel's own
+//!   mapping (found by walking the page tables), the TSC as the VMI counters with its rate
+//!   measured at Init, the CMOS RTC carried forward by the TSC, alarms on the CPU's LVTT or on
+//!   IRQ0. Without private RAM (no BIOS ran the 16-bit init) GetRelocationInfo answers NONE for
+//!   them and Linux keeps its own APIC accessors and clocks.
+//! - **NONE** where the convention is unknown: MachineToPhysical/PhysicalToMachine/
+//!   SetCallbacks and the port-I/O calls 49–60 (unconfirmed; Linux never asks).
 //!
 //! Register discipline: class-X calls (CPUID, the interrupt-flag quartet) touch nothing but
 //! their outputs and the arithmetic flags; class-C calls touch only EAX, ECX, EDX (SetPxELong
-//! saves EBX/ESI around `cmpxchg8b`). No FPU/MMX/SSE, DF never set, plain `ret`.
+//! and the time routines save what else they use). No FPU/MMX/SSE, DF never set, plain `ret`.
 
 use crate::backend::{Answer, Backend};
 use crate::emit::Emit;
 use crate::error::GenError;
+use crate::time;
 use iced_x86::code_asm::*;
 use vmi_abi::Call;
 
@@ -173,9 +177,46 @@ fn halt_forever(e: &mut Emit) -> R {
     Ok(Answer::Call)
 }
 
+/// A routine from the shared time machinery: CALL_REL.
+fn routine(e: &mut Emit, body: impl FnOnce(&mut Emit) -> Result<(), GenError>) -> R {
+    body(e)?;
+    Ok(Answer::Call)
+}
+
 impl Backend for Native {
     fn name(&self) -> String {
         "native".into()
+    }
+
+    fn init32(&self, e: &mut Emit) -> Result<(), GenError> {
+        time::clock::init32(e, time::clock::init_native)
+    }
+
+    fn ram(&self) -> Result<Vec<crate::ram::Region>, GenError> {
+        Ok(time::regions())
+    }
+
+    fn needs_ram(&self, call: Call) -> bool {
+        use Call::*;
+        matches!(
+            call,
+            APICWrite
+                | APICRead
+                | GetCycleFrequency
+                | GetCycleCounter
+                | SetAlarm
+                | CancelAlarm
+                | GetWallclockTime
+                | WallclockUpdated
+        )
+    }
+
+    fn helper_names(&self) -> Vec<&'static str> {
+        time::helper::ALL.to_vec()
+    }
+
+    fn emit_helper(&self, name: &str, e: &mut Emit) -> Result<(), GenError> {
+        time::emit_helper(name, e)
     }
 
     fn emit(&self, call: Call, e: &mut Emit) -> R {
@@ -246,10 +287,18 @@ impl Backend for Native {
             IODelay => one(e, |a| a.out(0x80, al)),
             UpdateKernelStack | UpdatePxE | UpdatePxELong | AllocatePage | ReleasePage
             | SetLinearMapping | SetInitialAPState | SetLazyMode => Ok(Answer::Nop),
+            APICWrite => routine(e, |e| {
+                time::apic::emit_write(e, time::helper::CPU_SLOT, false)
+            }),
+            APICRead => routine(e, time::apic::emit_read),
+            GetCycleFrequency => routine(e, time::clock::emit_frequency),
+            GetCycleCounter => routine(e, time::clock::emit_counter),
+            SetAlarm => routine(e, |e| time::alarm::emit_set(e, time::helper::CPU_SLOT)),
+            CancelAlarm => routine(e, |e| time::alarm::emit_cancel(e, time::helper::CPU_SLOT)),
+            GetWallclockTime => routine(e, time::clock::emit_wallclock),
+            WallclockUpdated => routine(e, time::clock::emit_updated),
             MachineToPhysical | PhysicalToMachine | INL | INB | INW | INSL | INSB | INSW | OUTL
-            | OUTB | OUTW | OUTSL | OUTSB | OUTSW | APICWrite | APICRead | GetCycleFrequency
-            | GetCycleCounter | SetAlarm | CancelAlarm | GetWallclockTime | WallclockUpdated
-            | SetCallbacks => Ok(Answer::None),
+            | OUTB | OUTW | OUTSL | OUTSB | OUTSW | SetCallbacks => Ok(Answer::None),
         }
     }
 
@@ -263,12 +312,14 @@ impl Backend for Native {
             SetInitialAPState => "APs start through the kernel's INIT/STARTUP sequence",
             SetLazyMode => "every update takes effect at once; nothing to batch",
             APICWrite | APICRead => {
-                "the local APIC is mapped at a kernel fixmap address the ROM cannot know"
+                "the calling CPU's APIC through the kernel's mapping (found by a page-table walk)"
             }
-            GetCycleFrequency | GetCycleCounter | SetAlarm | CancelAlarm | GetWallclockTime
-            | WallclockUpdated => {
-                "alarms need the local-APIC timer (kernel fixmap); Linux keeps PIT/LAPIC/TSC time"
+            GetCycleFrequency => "the TSC rate, measured at Init against PIT channel 2",
+            GetCycleCounter => "the TSC (REAL, AVAILABLE); STOLEN is 0",
+            SetAlarm | CancelAlarm => {
+                "per CPU and counter, on the CPU's LVTT (the kernel's vector) or IRQ0 (PIT)"
             }
+            GetWallclockTime | WallclockUpdated => "the CMOS RTC, carried forward by the TSC",
             MachineToPhysical | PhysicalToMachine | SetCallbacks => {
                 "semantics unconfirmed; Linux never asks"
             }

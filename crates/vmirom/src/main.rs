@@ -7,6 +7,7 @@ mod disasm;
 mod header;
 mod report;
 mod svg;
+mod symbols;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;

@@ -67,7 +67,9 @@ fn check_passes_a_built_rom_and_explains_each_bogus_one() {
         (
             "pcir.rom",
             Box::new(|i| {
-                i[0x18..0x1A].copy_from_slice(&0x7F0u16.to_le_bytes());
+                // Past the image's end.
+                let beyond = u16::try_from(i.len() + 0x10).unwrap();
+                i[0x18..0x1A].copy_from_slice(&beyond.to_le_bytes());
                 resum(i)
             }),
             "pci-header",

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use vmi_abi::Call;
-use vmi_harness::guest::{GuestConfig, Op, Step, Vector, build};
+use vmi_harness::guest::{CallSite, GuestConfig, Op, Step, Stress, Vector, build};
 use vmi_harness::protocol::EXIT_DONE;
 
 /// The slowest PIT rate (1.193182 MHz / 65535 ≈ 18.2 Hz): a Halt sleeps up to 55 ms.
@@ -117,6 +117,7 @@ fn json_counts_are_exactly_the_calls_the_guest_made() {
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let mut without_qemu = j.clone();
     without_qemu.as_object_mut().unwrap().remove("qemu");
+    without_qemu.as_object_mut().unwrap().remove("intervals");
     assert_eq!(r, without_qemu);
 
     // Another trace ROM's build id does not match the area.
@@ -292,4 +293,109 @@ fn bad_arguments_and_unusable_setups_are_refused_before_qemu_starts() {
         e.contains("-no-such-option") && e.contains("SeaBIOS never started"),
         "{e}"
     );
+}
+
+/// A stress guest (a loop of 10 checked calls from 10 call sites, `loops` times, no calls in
+/// the timer handler) and its call sites.
+fn stress_guest(dir: &Path, loops: u32) -> (PathBuf, Vec<CallSite>) {
+    let mut s = Stress::linux_like(loops, 0);
+    s.handler.clear();
+    let mut cfg = GuestConfig::linux(0xC000_0000, true, &(0..74).collect::<Vec<_>>());
+    cfg.steps.push(Step::Stress(0));
+    cfg.stress = vec![s];
+    let g = build(&cfg).unwrap();
+    let p = dir.join("stress.bin");
+    std::fs::write(&p, &g.image).unwrap();
+    (p, g.call_sites)
+}
+
+#[test]
+fn a_run_names_every_call_site_and_writes_the_timeline_chrome_trace_and_folded_stacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = rom(dir.path(), "trace.rom", &["--trace", "--ring", "64"]);
+    let loops = 50_000;
+    let (kernel, sites) = stress_guest(dir.path(), loops);
+    assert_eq!(sites.len(), 10);
+    // A System.map with a function starting at each call instruction (6 bytes before its
+    // return address) — except the first site's, which lies before every symbol.
+    let mut by_addr = sites.clone();
+    by_addr.sort_by_key(|c| c.ret);
+    let name = |c: &CallSite| format!("site_{:?}_{:x}", c.call, c.ret);
+    let mut map: String = by_addr[1..]
+        .iter()
+        .map(|c| format!("{:08x} T {}\n", c.ret - 6, name(c)))
+        .collect();
+    map.push_str(&format!("{:08x} T _etext\n", by_addr[9].ret + 64));
+    let system_map = dir.path().join("System.map");
+    std::fs::write(&system_map, map).unwrap();
+    let (chrome, folded, timeline) = (
+        dir.path().join("trace.json"),
+        dir.path().join("calls.folded"),
+        dir.path().join("timeline.svg"),
+    );
+    let (o, wall) = vmirom(&[
+        "trace",
+        "run",
+        s(&trace),
+        "--kernel",
+        s(&kernel),
+        "--interval",
+        "0.05",
+        "--timeout",
+        "60",
+        "--json",
+        "-q",
+        "--system-map",
+        s(&system_map),
+        "--chrome-trace",
+        s(&chrome),
+        "--folded",
+        s(&folded),
+        "--timeline",
+        s(&timeline),
+    ]);
+    eprintln!("trace run with a System.map: {wall:.2} s");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["qemu"]["how"], "guest-exit");
+    // Every site: named right, with exactly the loop's calls.
+    let got = j["sites"].as_array().unwrap();
+    assert_eq!(got.len(), sites.len(), "{got:?}");
+    for c in &sites {
+        let g = got
+            .iter()
+            .find(|g| g["caller"] == c.ret && g["call"] == c.call as u32)
+            .unwrap_or_else(|| panic!("{c:?} missing from {got:?}"));
+        assert_eq!(g["count"], loops, "{c:?}");
+        if c.ret == by_addr[0].ret {
+            assert!(g["function"].is_null(), "{g}");
+        } else {
+            assert_eq!(
+                (g["function"].as_str(), g["offset"].as_u64()),
+                (Some(name(c).as_str()), Some(6))
+            );
+        }
+    }
+    assert!(j["unattributed"].as_array().unwrap().is_empty());
+    // The Chrome trace: one complete event per ring event kept, one counter event per reading.
+    let t: serde_json::Value = serde_json::from_slice(&std::fs::read(&chrome).unwrap()).unwrap();
+    let events = t["traceEvents"].as_array().unwrap();
+    let count = |ph: &str| events.iter().filter(|e| e["ph"] == ph).count();
+    assert_eq!(count("X"), 64);
+    assert_eq!(count("X"), j["area"]["events"].as_array().unwrap().len());
+    let intervals = j["intervals"].as_array().unwrap();
+    assert!(intervals.len() >= 2, "{intervals:?}");
+    assert_eq!(count("C"), intervals.len());
+    // Folded stacks add up to the total.
+    let f = std::fs::read_to_string(&folded).unwrap();
+    let sum: u64 = f
+        .lines()
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(sum, j["total_count"].as_u64().unwrap());
+    assert_eq!(sum, u64::from(loops) * 10);
+    // The timeline: a line per busy call (8 at most), with its legend.
+    let svg = std::fs::read_to_string(&timeline).unwrap();
+    assert_eq!(svg.matches("<polyline").count(), 8);
+    assert!(svg.contains(">GetCR0<") && svg.contains("calls per second (log scale)"));
 }

@@ -114,6 +114,44 @@ pub struct GuestImage {
     pub code_len: usize,
     /// Physical addresses of the 256 interrupt stubs.
     pub stubs: Vec<u32>,
+    /// Every place the stress steps call the ROM from, by configuration, call and role.
+    pub call_sites: Vec<super::CallSite>,
+}
+
+impl GuestImage {
+    /// A System.map (`ADDRESS T NAME` lines, linear addresses) with a function at each stress
+    /// call site's `call` instruction (6 bytes before its return address) named after who
+    /// makes the call — `stress_loop_GetCR0`, `timer_handler_RDTSC`, `second_cpu_GetCR3`,
+    /// `shared_site_RDTSC`, with `_2`, `_3` … for further sites of one name — and `_etext`
+    /// after the last: a trace report then names each site `NAME+0x6`.
+    pub fn system_map(&self) -> String {
+        use super::SiteRole;
+        let mut sites = self.call_sites.clone();
+        sites.sort_by_key(|c| c.ret);
+        let mut seen: std::collections::BTreeMap<String, u32> = Default::default();
+        let mut out = String::new();
+        for c in &sites {
+            let role = match c.role {
+                SiteRole::Loop => "stress_loop",
+                SiteRole::Handler => "timer_handler",
+                SiteRole::SecondCpu => "second_cpu",
+                SiteRole::Shared => "shared_site",
+            };
+            let name = format!("{role}_{}", c.call.spec().name);
+            let n = seen.entry(name.clone()).or_insert(0);
+            *n += 1;
+            let suffix = if *n > 1 {
+                format!("_{n}")
+            } else {
+                String::new()
+            };
+            out.push_str(&format!("{:08x} T {name}{suffix}\n", c.ret.wrapping_sub(6)));
+        }
+        if let Some(last) = sites.last() {
+            out.push_str(&format!("{:08x} T _etext\n", last.ret.wrapping_add(64)));
+        }
+        out
+    }
 }
 
 /// Offsets of the host data (from [`HOST_DATA`](l::HOST_DATA)).
@@ -248,6 +286,7 @@ pub fn build(cfg: &GuestConfig) -> Result<GuestImage, HarnessError> {
         entry: l::CODE,
         code_len: code.len(),
         stubs: syms.stubs,
+        call_sites: syms.call_sites,
     })
 }
 
@@ -356,6 +395,7 @@ struct Symbols {
     stubs: Vec<u32>,
     /// Each vector's call site, by vector index (physical; 0 for vectors not in the program).
     sites: Vec<u32>,
+    call_sites: Vec<super::CallSite>,
 }
 
 /// Address of a word in the record buffer's payload.
@@ -392,7 +432,9 @@ struct Gen<'a> {
     /// The stress configurations (the timer handler serves them).
     stress: &'a [Stress],
     /// The call-site label of each vector emitted, by vector index.
-    sites: Vec<(u32, CodeLabel)>,
+    vector_sites: Vec<(u32, CodeLabel)>,
+    /// Where the stress code calls the ROM from.
+    sites: stress::Sites,
 }
 
 fn assemble(
@@ -416,7 +458,8 @@ fn assemble(
         snapshot,
         x,
         stress: &cfg.stress,
-        sites: Vec::new(),
+        vector_sites: Vec::new(),
+        sites: stress::Sites::default(),
     };
     let (mut boot_reload, mut kernel_entry) = g.boot()?;
     g.hello(cfg)?;
@@ -461,7 +504,7 @@ fn assemble(
     )?;
     let ip = |lab: &mut CodeLabel| -> Result<u32, HarnessError> { Ok(res.label_ip(lab)? as u32) };
     let mut sites = vec![0u32; cfg.vectors.len()];
-    for (n, lab) in &mut g.sites {
+    for (n, lab) in &mut g.vector_sites {
         if let Some(slot) = sites.get_mut(*n as usize) {
             *slot = ip(lab)?;
         }
@@ -471,6 +514,7 @@ fn assemble(
         kernel_entry: ip(&mut kernel_entry)?,
         stubs: stubs.iter_mut().map(ip).collect::<Result<_, _>>()?,
         sites,
+        call_sites: g.sites.resolve(&res, map)?,
     };
     Ok((res.inner.code_buffer, syms))
 }
@@ -1031,6 +1075,7 @@ impl Gen<'_> {
         self.exit_with_al(Some(EXIT_NESTED))?;
         if with_stress {
             self.stress_timer(&mut stress_timer)?;
+            self.sites.emit_shared(&mut self.a)?;
         }
         self.alarm_handler(&mut alarm)?;
         Ok(stubs)
@@ -1098,6 +1143,65 @@ mod tests {
             &(0..=80).collect::<Vec<_>>(),
         ))
         .unwrap()
+    }
+
+    /// A guest with one stress step of `s`.
+    fn stressed(s: Stress) -> GuestImage {
+        let mut cfg = GuestConfig::linux(0xC000_0000, true, &[]);
+        cfg.steps.push(Step::Stress(0));
+        cfg.stress = vec![s];
+        build(&cfg).unwrap()
+    }
+
+    #[test]
+    fn every_stress_call_site_is_the_return_address_of_a_call_to_its_slot() {
+        use crate::guest::{SiteRole, stress::CallSite};
+        let at = |phys: u32| (phys - l::IMAGE_BASE) as usize;
+        let s = Stress::with_second_cpu(10, 1, 10);
+        let g = stressed(s.clone());
+        let roles = |r| g.call_sites.iter().filter(|c| c.role == r).count();
+        // The mix's DisableInterrupts brings an EnableInterrupts of its own.
+        assert_eq!(roles(SiteRole::Loop), s.mix.len() + 1);
+        assert_eq!(roles(SiteRole::Handler), s.handler.len());
+        assert_eq!(roles(SiteRole::SecondCpu), s.ap_mix.len());
+        let mut rets: Vec<u32> = g.call_sites.iter().map(|c| c.ret).collect();
+        rets.sort_unstable();
+        rets.dedup();
+        assert_eq!(rets.len(), g.call_sites.len(), "distinct sites");
+        // `call dword [RELOC_EIPS + 4 * call]` (FF 15 disp32) ends at each return address.
+        let ends_a_call_to_its_slot = |g: &GuestImage, c: &CallSite| {
+            let end = at(c.ret - 0xC000_0000);
+            let slot = l::VARS + var::RELOC_EIPS + 4 * c.call as u32;
+            g.image[end - 6..end - 4] == [0xFF, 0x15] && g.image[end - 4..end] == slot.to_le_bytes()
+        };
+        assert!(g.call_sites.iter().all(|c| ends_a_call_to_its_slot(&g, c)));
+        let map = g.system_map();
+        for name in [
+            "stress_loop_EnableInterrupts",
+            "stress_loop_EnableInterrupts_2",
+            "timer_handler_RDTSC",
+            "second_cpu_GetCR3",
+        ] {
+            assert_eq!(
+                map.matches(&format!(" T {name}\n")).count(),
+                1,
+                "{name}: {map}"
+            );
+        }
+        // Shared sites: one per call number, each `call [slot]` inside its subroutine.
+        let g = stressed(Stress {
+            shared_sites: true,
+            ..s.clone()
+        });
+        let mut calls: Vec<vmi_abi::Call> = s.calls().collect();
+        calls.sort();
+        calls.dedup();
+        assert_eq!(g.call_sites.len(), calls.len());
+        assert!(g.call_sites.iter().all(|c| c.role == SiteRole::Shared));
+        assert!(g.call_sites.iter().all(|c| ends_a_call_to_its_slot(&g, c)));
+        let map = g.system_map();
+        assert_eq!(map.lines().count(), calls.len() + 1);
+        assert!(map.contains(" T shared_site_RDTSC\n") && map.ends_with(" T _etext\n"));
     }
 
     #[test]

@@ -31,6 +31,15 @@
 //! where the second CPU loads the kernel GDT/IDT and segments, reports in, waits for the go
 //! the first CPU gives with its timer, and makes its loop of [`Stress::ap_mix`] calls (with
 //! interrupts off), counting each invocation with the same `lock`ed counters.
+//!
+//! # Call sites
+//!
+//! Each call the loop, the timer handler and the second CPU make is its own `call` instruction
+//! in the guest's code, so every call has a distinct, known return address: the guest reports
+//! them as [`CallSite`]s ([`GuestImage::call_sites`](super::GuestImage::call_sites)), for
+//! checking a ROM that attributes calls to their callers. With [`Stress::shared_sites`] every
+//! call of one number goes through one subroutine instead (`call [slot]; ret`): the loop, the
+//! handler and the second CPU then all call the ROM from the same place.
 
 use vmi_abi::Call;
 use vmi_abi::calls::Reg;
@@ -60,6 +69,36 @@ pub struct Stress {
     pub ap_loops: u32,
     /// The calls each iteration of the second CPU makes ([`Stress::handler_supported`]).
     pub ap_mix: Vec<Call>,
+    /// Every call of one number is made through one shared subroutine (one call site per call
+    /// number for the loop, the handler and the second CPU together) instead of from its own
+    /// `call` instruction.
+    pub shared_sites: bool,
+}
+
+/// Who calls the ROM from a [`CallSite`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SiteRole {
+    /// The loop: once per iteration ([`StressResult::loops`](crate::protocol::StressResult)).
+    Loop,
+    /// The timer handler: once per interrupt served while the step runs.
+    Handler,
+    /// The second CPU: once per iteration it makes.
+    SecondCpu,
+    /// The shared subroutine of [`Stress::shared_sites`]: every call of its number.
+    Shared,
+}
+
+/// One place a stress step calls the ROM from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallSite {
+    /// Index of the stress configuration ([`GuestConfig::stress`](super::GuestConfig)).
+    pub stress: u32,
+    /// The call made there.
+    pub call: Call,
+    /// Who makes it.
+    pub role: SiteRole,
+    /// The return address the `call` pushes (linear: the address the code runs at).
+    pub ret: u32,
 }
 
 impl Stress {
@@ -86,6 +125,7 @@ impl Stress {
             divisor: 60,
             ap_loops: 0,
             ap_mix: Vec::new(),
+            shared_sites: false,
         }
     }
 

@@ -1,12 +1,14 @@
-//! `vmirom build --backend native [-o FILE] [...]`: generate a VMI ROM.
+//! `vmirom build --backend native|kvm [-o FILE] [...]`: generate a VMI ROM.
 
 use super::CliError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vmi_rom::audit::{RoutineStats, audit};
 use vmi_rom::generate::{BuildOptions, Generated, generate};
+use vmi_rom::kvm::Kvm;
 use vmi_rom::native::Native;
-use vmi_rom::trace::Trace;
+use vmi_rom::trace::{Trace, area};
+use vmi_rom::{Backend, GenError};
 
 fn parse_ring(s: &str) -> Result<u32, String> {
     let n: u32 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
@@ -19,11 +21,26 @@ fn parse_ring(s: &str) -> Result<u32, String> {
     }
 }
 
+fn parse_sites(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if n == 0 || (n.is_power_of_two() && n <= area::MAX_SITES) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "{n}: the call-site slots must be 0 or a power of two up to {}",
+            area::MAX_SITES
+        ))
+    }
+}
+
 /// Which backend generates the calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendName {
     /// The native instructions (hardware, or a hypervisor that traps them).
     Native,
+    /// KVM's paravirtual clock, steal time, PV EOI and no-op I/O delays, found at Init; the
+    /// native behaviour anywhere else.
+    Kvm,
 }
 
 /// Arguments of `vmirom build`.
@@ -59,12 +76,33 @@ pub struct Args {
     /// With --trace: also keep a ring of the last N events (a power of two; 0 = none).
     #[arg(long, default_value_t = 0, value_parser = parse_ring)]
     ring: u32,
+    /// With --trace: slots of the call-site table, counts and cycles per (call, caller) (a
+    /// power of two up to 1024, 32 bytes each; 0 = none; default 1024). Sites that find no
+    /// slot are counted per call as overflow.
+    #[arg(long, value_name = "N", value_parser = parse_sites)]
+    sites: Option<u32>,
     /// Print the layout as JSON instead of a table.
     #[arg(long)]
     json: bool,
     /// Print only the summary line.
     #[arg(short, long)]
     quiet: bool,
+}
+
+/// Generates `inner`, wrapped by the trace backend with `--trace`.
+fn build<B: Backend>(inner: B, a: &Args, opts: &BuildOptions) -> Result<Generated, GenError> {
+    if a.trace {
+        generate(
+            &Trace {
+                inner,
+                ring: a.ring,
+                sites: a.sites.unwrap_or(area::DEFAULT_SITES),
+            },
+            opts,
+        )
+    } else {
+        generate(&inner, opts)
+    }
 }
 
 /// Runs the command.
@@ -82,19 +120,12 @@ pub fn run(a: &Args) -> Result<ExitCode, CliError> {
     if a.ring != 0 && !a.trace {
         return Err(CliError("--ring needs --trace".into()));
     }
-    let inner = match a.backend {
-        BackendName::Native => Native,
-    };
-    let g = if a.trace {
-        generate(
-            &Trace {
-                inner,
-                ring: a.ring,
-            },
-            &opts,
-        )
-    } else {
-        generate(&inner, &opts)
+    if a.sites.is_some() && !a.trace {
+        return Err(CliError("--sites needs --trace".into()));
+    }
+    let g = match a.backend {
+        BackendName::Native => build(Native, a, &opts),
+        BackendName::Kvm => build(Kvm, a, &opts),
     }
     .map_err(|e| CliError(e.to_string()))?;
     super::write(&a.output, &g.image)?;
@@ -187,4 +218,21 @@ fn print_summary(g: &Generated, stats: &[RoutineStats]) {
         paths.last().copied().unwrap_or(0),
         max_stack
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sites_option_accepts_what_the_area_allows_and_its_help_is_true() {
+        assert_eq!(parse_sites("0"), Ok(0));
+        assert_eq!(parse_sites("16"), Ok(16));
+        assert_eq!(parse_sites("1024"), Ok(1024));
+        for bad in ["12", "2048", "-1", "many"] {
+            assert!(parse_sites(bad).is_err(), "{bad}");
+        }
+        // The --sites help names these numbers.
+        assert_eq!((area::MAX_SITES, area::DEFAULT_SITES), (1024, 1024));
+    }
 }

@@ -317,7 +317,7 @@ impl Gen<'_> {
             a.jmp(target)?;
         }
         a.set_label(&mut next)?;
-        self.sites.push((index, site));
+        self.vector_sites.push((index, site));
         Ok(())
     }
 

@@ -5,7 +5,7 @@ use super::executor::count_invocation;
 use super::{Gen, d, gpr, rec_word, u, vars};
 use crate::error::HarnessError;
 use crate::guest::layout::{self as l, var};
-use crate::guest::stress::{Stress, inputs};
+use crate::guest::stress::{CallSite, SiteRole, Stress, inputs};
 use crate::protocol::{self as p, StepId, canary, stress as st};
 use iced_x86::code_asm::*;
 use vmi_abi::Call;
@@ -86,6 +86,75 @@ pub(super) fn ap_trampoline(map: &crate::guest::MemoryMap) -> Result<Vec<u8>, Ha
     Ok(real)
 }
 
+/// Where the stress code calls the ROM from (see [`crate::guest::stress`]'s "Call sites"): a
+/// label after every `call` to a relocation target, and the shared subroutines.
+#[derive(Debug, Default)]
+pub(super) struct Sites {
+    /// (configuration, call, role, label right after the `call`).
+    sites: Vec<(u32, Call, SiteRole, CodeLabel)>,
+    /// (configuration, call, entry) of each shared subroutine, emitted by [`Sites::emit_shared`].
+    shared: Vec<(u32, Call, CodeLabel)>,
+}
+
+impl Sites {
+    /// Calls relocation target `c` for configuration `n`: from a call site of its own recorded
+    /// as `role`, or through the configuration's shared subroutine for `c`.
+    fn call(&mut self, a: &mut CodeAssembler, n: u32, s: &Stress, c: Call, role: SiteRole) -> R {
+        if s.shared_sites {
+            let entry = match self.shared.iter().find(|(k, x, _)| *k == n && *x == c) {
+                Some((_, _, l)) => *l,
+                None => {
+                    let l = a.create_label();
+                    self.shared.push((n, c, l));
+                    l
+                }
+            };
+            a.call(entry)?;
+            return Ok(());
+        }
+        self.direct(a, n, c, role)
+    }
+
+    /// `call [relocation slot of c]`, and a label on the return address.
+    fn direct(&mut self, a: &mut CodeAssembler, n: u32, c: Call, role: SiteRole) -> R {
+        a.call(d(vars(var::RELOC_EIPS) + 4 * c as u32))?;
+        let mut ret = a.create_label();
+        a.set_label(&mut ret)?;
+        a.zero_bytes()?;
+        self.sites.push((n, c, role, ret));
+        Ok(())
+    }
+
+    /// The shared subroutines the code calls: `call [slot]; ret` each.
+    pub(super) fn emit_shared(&mut self, a: &mut CodeAssembler) -> R {
+        for (n, c, mut entry) in std::mem::take(&mut self.shared) {
+            a.set_label(&mut entry)?;
+            self.direct(a, n, c, SiteRole::Shared)?;
+            a.ret()?;
+        }
+        Ok(())
+    }
+
+    /// The sites at their run-time (linear) addresses once the code is assembled.
+    pub(super) fn resolve(
+        &self,
+        res: &CodeAssemblerResult,
+        map: &crate::guest::MemoryMap,
+    ) -> Result<Vec<CallSite>, HarnessError> {
+        self.sites
+            .iter()
+            .map(|(n, c, role, l)| {
+                Ok(CallSite {
+                    stress: *n,
+                    call: *c,
+                    role: *role,
+                    ret: map.va(res.label_ip(l)? as u32),
+                })
+            })
+            .collect()
+    }
+}
+
 /// A violation exit of the loop: the code it stores and its label.
 struct Exit {
     code: u32,
@@ -114,6 +183,7 @@ impl Gen<'_> {
             label
         };
         let a = &mut self.a;
+        let sites = &mut self.sites;
         a.mov(d(vars(var::STRESS_VIOLATION)), 0u32)?;
         a.mov(d(vars(var::STRESS_LOOPS)), 0u32)?;
         // 1. Every call must be CALL_REL (item index: the mix, then the handler's calls).
@@ -135,7 +205,7 @@ impl Gen<'_> {
         // 2. The second CPU, if any: started now, waiting for the go.
         if s.ap_loops > 0 {
             let no_start = exit(a, 0, st::CHECK_AP_START);
-            start_ap(a, self.map.apic(), no_start, |a| ap_loop(a, s))?;
+            start_ap(a, self.map.apic(), no_start, |a| ap_loop(a, (n, s), sites))?;
         }
         // 3. Timer, TSC, go.
         a.mov(esp, stack_top)?;
@@ -164,12 +234,21 @@ impl Gen<'_> {
         let mut top = a.create_label();
         a.set_label(&mut top)?;
         for (k, c) in s.mix.iter().enumerate() {
+            let mut call = |a: &mut CodeAssembler, c: Call| sites.call(a, n, s, c, SiteRole::Loop);
             match c {
                 Call::DisableInterrupts => {
-                    checked_call(a, *c, k, false, stack_top, &mut exit)?;
-                    checked_call(a, Call::EnableInterrupts, k, true, stack_top, &mut exit)?;
+                    checked_call(a, *c, k, false, stack_top, &mut exit, &mut call)?;
+                    checked_call(
+                        a,
+                        Call::EnableInterrupts,
+                        k,
+                        true,
+                        stack_top,
+                        &mut exit,
+                        &mut call,
+                    )?;
                 }
-                _ => checked_call(a, *c, k, true, stack_top, &mut exit)?,
+                _ => checked_call(a, *c, k, true, stack_top, &mut exit, &mut call)?,
             }
         }
         a.inc(d(vars(var::STRESS_LOOPS)))?;
@@ -258,7 +337,7 @@ impl Gen<'_> {
                 for (reg, v) in inputs(*c) {
                     a.mov(gpr(*reg), *v)?;
                 }
-                a.call(d(vars(var::RELOC_EIPS) + 4 * *c as u32))?;
+                self.sites.call(a, u(n), s, *c, SiteRole::Handler)?;
             }
             a.jmp(done)?;
             a.set_label(&mut next)?;
@@ -351,7 +430,7 @@ fn wait_nonzero(a: &mut CodeAssembler, v: u32, timeout: CodeLabel) -> R {
 /// The second CPU's code, entered from the trampoline: the kernel descriptor tables and
 /// segments, report in, wait for the go, make `ap_loops` iterations of the mix (counted like
 /// every invocation), report done, halt for good.
-fn ap_loop(a: &mut CodeAssembler, s: &Stress) -> R {
+fn ap_loop(a: &mut CodeAssembler, (n, s): (u32, &Stress), sites: &mut Sites) -> R {
     a.lgdt(ptr(l::GDTR_KERNEL))?;
     a.lidt(ptr(l::IDTR_KERNEL))?;
     a.mov(ax, u32::from(LINUX_KERNEL_DS))?;
@@ -372,7 +451,7 @@ fn ap_loop(a: &mut CodeAssembler, s: &Stress) -> R {
         for (reg, v) in inputs(*c) {
             a.mov(gpr(*reg), *v)?;
         }
-        a.call(d(vars(var::RELOC_EIPS) + 4 * *c as u32))?;
+        sites.call(a, n, s, *c, SiteRole::SecondCpu)?;
     }
     a.inc(d(vars(var::AP_LOOPS)))?;
     a.cmp(d(vars(var::AP_LOOPS)), s.ap_loops)?;
@@ -381,8 +460,9 @@ fn ap_loop(a: &mut CodeAssembler, s: &Stress) -> R {
     super::halt_forever(a)
 }
 
-/// One checked call of the loop: inputs and canaries, count, call, then ESP, the kept
-/// registers, the result, DF and IF (`if_on`: IF must be set afterwards; else clear).
+/// One checked call of the loop: inputs and canaries, count, call (with `call_rom`), then
+/// ESP, the kept registers, the result, DF and IF (`if_on`: IF must be set afterwards; else
+/// clear).
 fn checked_call(
     a: &mut CodeAssembler,
     c: Call,
@@ -390,6 +470,7 @@ fn checked_call(
     if_on: bool,
     stack_top: u32,
     exit: &mut impl FnMut(&mut CodeAssembler, usize, u32) -> CodeLabel,
+    call_rom: &mut impl FnMut(&mut CodeAssembler, Call) -> R,
 ) -> R {
     let spec = call(c as u32).ok_or_else(|| HarnessError::InvalidConfig {
         reason: format!("{c:?} is not in the call table"),
@@ -429,7 +510,7 @@ fn checked_call(
     for r in Reg::ALL {
         a.mov(gpr(r), value(r))?;
     }
-    a.call(d(vars(var::RELOC_EIPS) + 4 * c as u32))?;
+    call_rom(a, c)?;
     let bad_esp = exit(a, item, st::CHECK_ESP);
     a.cmp(esp, stack_top)?;
     a.jne(bad_esp)?;

@@ -21,6 +21,25 @@ pub struct LiveLine {
     pub share: f64,
 }
 
+/// One reading of a run: the calls per second of every call made so far, over the interval
+/// that ended `secs` after QEMU started.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Interval {
+    /// Seconds since QEMU started.
+    pub secs: f64,
+    /// (call number, calls per second), by call number.
+    pub rates: Vec<(u32, f64)>,
+}
+
+impl Interval {
+    /// The interval of a reading's lines.
+    pub fn of(secs: f64, lines: &[LiveLine]) -> Interval {
+        let mut rates: Vec<(u32, f64)> = lines.iter().map(|l| (l.call, l.rate)).collect();
+        rates.sort_by_key(|r| r.0);
+        Interval { secs, rates }
+    }
+}
+
 /// The lines for the calls made so far, from the counters read `dt` ago (`prev`; empty when
 /// the area did not exist then: every count is new) and now (`cur`). Busiest first: by rate,
 /// then total, then call number.

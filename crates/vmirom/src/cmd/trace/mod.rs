@@ -1,12 +1,18 @@
 //! `vmirom trace report|run`: read a trace ROM's counters out of guest RAM — from a RAM image
 //! after the fact (`report`), or from a QEMU it starts and watches (`run`). Both decode the area
-//! the same way and print the same report (table, JSON, SVG) with the functions here.
+//! the same way and print the same report (table, JSON, SVG, Chrome trace, folded stacks) with
+//! the functions here; [`sites`] names the call sites with kernel symbols.
 
+mod chrome;
 mod live;
 pub mod run;
+mod sites;
 
 use super::CliError;
 use crate::svg;
+use crate::symbols::Symbols;
+use sites::{Profile, SortKey};
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use vmi_rom::manifest::Manifest;
@@ -16,9 +22,9 @@ use vmi_rom::trace::area::{self, Area};
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Decode the trace area from a guest-RAM image (QEMU memory-backend-file or pmemsave dump).
-    Report(ReportArgs),
+    Report(Box<ReportArgs>),
     /// Boot a guest under QEMU with a trace ROM, show per-call rates live, report at the end.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
 }
 
 /// Arguments of `vmirom trace report`.
@@ -33,9 +39,76 @@ pub struct ReportArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    out: ReportOptions,
+}
+
+/// What `trace report` and `trace run` both show and write, besides the per-call table.
+#[derive(Debug, Default, clap::Args)]
+pub struct ReportOptions {
+    /// The guest kernel's vmlinux (ELF symbol table; file:line from its DWARF when it has
+    /// one): name each call site `function+0xoff` and total the calls per kernel function.
+    #[arg(long, value_name = "FILE", conflicts_with = "system_map")]
+    vmlinux: Option<PathBuf>,
+    /// The guest kernel's System.map, instead of --vmlinux.
+    #[arg(long, value_name = "FILE")]
+    system_map: Option<PathBuf>,
+    /// Who calls X: only the call sites and functions making this call (a name, any case, or
+    /// a number).
+    #[arg(long, value_name = "NAME|NUMBER", value_parser = sites::parse_call)]
+    call: Option<u32>,
+    /// Order of call sites and functions.
+    #[arg(long, value_enum, default_value = "count")]
+    sort: SortKey,
+    /// Call sites and functions listed in the table (0: all; --json always has all).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    top: usize,
     /// Also write a bar chart of counts and time per call.
-    #[arg(long)]
+    #[arg(long, value_name = "OUT")]
     svg: Option<PathBuf>,
+    /// Log-scale bars in the --svg chart (calls and cycles spanning several decades).
+    #[arg(long, requires = "svg")]
+    log_scale: bool,
+    /// Also write the ring's events (and `trace run`'s call rates) as Chrome trace-event JSON,
+    /// for Perfetto or chrome://tracing.
+    #[arg(long, value_name = "OUT")]
+    chrome_trace: Option<PathBuf>,
+    /// The guest's TSC frequency in MHz, to put --chrome-trace times in microseconds
+    /// (default: one TSC cycle is shown as one microsecond).
+    #[arg(long, value_name = "MHZ", value_parser = chrome::parse_mhz, requires = "chrome_trace")]
+    tsc_mhz: Option<f64>,
+    /// Also write folded stacks (`call;function count` lines) for flame-graph tools.
+    #[arg(long, value_name = "OUT")]
+    folded: Option<PathBuf>,
+}
+
+impl ReportOptions {
+    /// The kernel symbols named by --vmlinux or --system-map (loaded before QEMU starts, so
+    /// a bad file is a usage error at once).
+    pub fn symbols(&self) -> Result<Option<Symbols>, CliError> {
+        match (&self.vmlinux, &self.system_map) {
+            (Some(p), _) => Symbols::load_elf(p).map(Some),
+            (None, Some(p)) => Symbols::load_system_map(p).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// What the profile needs.
+    fn profile(&self) -> ProfileOptions {
+        ProfileOptions {
+            call: self.call,
+            sort: self.sort,
+        }
+    }
+}
+
+/// How the call-site profile is cut.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProfileOptions {
+    /// Only this call's sites and functions.
+    pub call: Option<u32>,
+    /// Their order.
+    pub sort: SortKey,
 }
 
 /// Runs the command.
@@ -104,6 +177,9 @@ pub struct Report {
     pub total_count: u64,
     /// All cycles.
     pub total_cycles: u64,
+    /// Where the calls come from: call sites, functions, the unattributed.
+    #[serde(flatten)]
+    pub profile: Profile,
 }
 
 /// The name of call `n` (`?` for a slot past the ABI's table).
@@ -120,8 +196,8 @@ pub fn percent(part: u64, whole: u64) -> f64 {
     }
 }
 
-/// Builds the report from an area.
-pub fn build_report(area: Area) -> Report {
+/// Builds the report from an area, naming its call sites with `symbols`.
+pub fn build_report(area: Area, symbols: Option<&Symbols>, opts: &ProfileOptions) -> Report {
     let total_cycles: u64 = area.counters.iter().map(|c| c.cycles).sum();
     let total_count: u64 = area.counters.iter().map(|c| c.count).sum();
     let calls = area
@@ -138,16 +214,19 @@ pub fn build_report(area: Area) -> Report {
             share: percent(c.cycles, total_cycles),
         })
         .collect();
+    let profile = sites::profile(&area, symbols, opts.call, opts.sort);
     Report {
         area,
         calls,
         total_count,
         total_cycles,
+        profile,
     }
 }
 
-/// The report as a table (one line per call made, then the totals).
-pub fn table(r: &Report) -> String {
+/// The report as a table (one line per call made, then the totals), then the busiest `top`
+/// call sites and functions.
+pub fn table(r: &Report, top: usize) -> String {
     use std::fmt::Write as _;
     let mut o = String::new();
     let _ = writeln!(
@@ -182,11 +261,12 @@ pub fn table(r: &Report) -> String {
             String::new()
         }
     );
+    o.push_str(&sites::table(&r.profile, &r.area, top));
     o
 }
 
-/// Writes the bar chart of counts and time per call to `path`.
-pub fn write_svg(r: &Report, path: &Path) -> Result<(), CliError> {
+/// Writes the bar chart of counts and time per call to `path` (log-scale bars if `log`).
+pub fn write_svg(r: &Report, path: &Path, log: bool) -> Result<(), CliError> {
     let bars: Vec<svg::Bar> = r
         .calls
         .iter()
@@ -196,13 +276,42 @@ pub fn write_svg(r: &Report, path: &Path) -> Result<(), CliError> {
             cycles: c.cycles,
         })
         .collect();
+    let scale = if log {
+        svg::Scale::Log
+    } else {
+        svg::Scale::Linear
+    };
     super::write(
         path,
-        svg::chart("VMI calls: count and ROM time per call", &bars).as_bytes(),
+        svg::chart("VMI calls: count and ROM time per call", &bars, scale).as_bytes(),
     )
 }
 
+/// Writes the files `o` asks for: the SVG chart, the Chrome trace (with the `intervals` of a
+/// run) and the folded stacks.
+pub fn write_outputs(
+    r: &Report,
+    o: &ReportOptions,
+    symbols: Option<&Symbols>,
+    intervals: &[live::Interval],
+) -> Result<(), CliError> {
+    if let Some(p) = &o.svg {
+        write_svg(r, p, o.log_scale)?;
+    }
+    if let Some(p) = &o.chrome_trace {
+        let v = chrome::trace_events(r, symbols, intervals, o.tsc_mhz);
+        let text =
+            serde_json::to_string(&v).map_err(|e| CliError(format!("encoding JSON: {e}")))?;
+        super::write(p, text.as_bytes())?;
+    }
+    if let Some(p) = &o.folded {
+        super::write(p, sites::folded(&r.profile).as_bytes())?;
+    }
+    Ok(())
+}
+
 fn report(a: &ReportArgs) -> Result<ExitCode, CliError> {
+    let symbols = a.out.symbols()?;
     let ram = read_low_ram(&a.mem)?;
     let found = area::find(&ram).map_err(|e| CliError(format!("{}: {e}", a.mem.display())))?;
     if let Some(rom) = &a.rom {
@@ -214,14 +323,12 @@ fn report(a: &ReportArgs) -> Result<ExitCode, CliError> {
         })?;
         check_build_id(&found, rom, m.build_id)?;
     }
-    let r = build_report(found);
-    if let Some(p) = &a.svg {
-        write_svg(&r, p)?;
-    }
+    let r = build_report(found, symbols.as_ref(), &a.out.profile());
+    write_outputs(&r, &a.out, symbols.as_ref(), &[])?;
     if a.json {
         super::print_json(&r)?;
     } else {
-        print!("{}", table(&r));
+        print!("{}", table(&r, a.out.top));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,10 +6,11 @@
 //! (none appeared, it was damaged, or another ROM wrote it); 2 usage or input error (missing
 //! files, not a trace ROM, KVM unusable, QEMU could not be started).
 
-use super::live;
-use super::{Report, build_report, check_build_id, rom_manifest, table, write_svg};
+use super::live::{self, Interval};
+use super::{Report, ReportOptions, build_report, check_build_id, rom_manifest, table};
 use crate::cmd::CliError;
 use crate::cmd::files::{self, Expect};
+use crate::symbols::Symbols;
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -66,9 +67,12 @@ pub struct RunArgs {
     /// Print the final report as one JSON object (the live view goes to stderr).
     #[arg(long)]
     json: bool,
-    /// Also write a bar chart of counts and time per call.
+    /// Also write the calls per second of the busiest calls over the run as an SVG line
+    /// chart (log scale).
     #[arg(long, value_name = "OUT")]
-    svg: Option<PathBuf>,
+    timeline: Option<PathBuf>,
+    #[command(flatten)]
+    out: ReportOptions,
     /// Save guest RAM below 640 KiB at the end, for `vmirom trace report --mem FILE`.
     #[arg(long, value_name = "FILE")]
     save_mem: Option<PathBuf>,
@@ -129,8 +133,8 @@ fn check_qemu_args(args: &[OsString], kernel: bool) -> Result<(), CliError> {
 }
 
 /// Checks everything that can be checked before QEMU starts; the ROM's build id if it has a
-/// vmirom manifest.
-fn preflight(a: &RunArgs) -> Result<Option<u32>, CliError> {
+/// vmirom manifest, and the kernel symbols if any were given.
+fn preflight(a: &RunArgs) -> Result<(Option<u32>, Option<Symbols>), CliError> {
     files::check(&a.rom, &Expect::QEMU_ROM)?;
     let manifest = rom_manifest(&a.rom)?;
     let build_id = match manifest {
@@ -165,7 +169,7 @@ fn preflight(a: &RunArgs) -> Result<Option<u32>, CliError> {
             .map_err(|why| CliError(format!("--accel kvm: {why} (use --accel tcg)")))?;
     }
     check_qemu_args(&a.qemu_args, a.kernel.is_some())?;
-    Ok(build_id)
+    Ok((build_id, a.out.symbols()?))
 }
 
 /// The QEMU configuration for the arguments.
@@ -311,12 +315,14 @@ impl QemuEnd {
     }
 }
 
-/// The JSON `trace run --json` prints: the same fields as `trace report --json`, and `qemu`.
+/// The JSON `trace run --json` prints: the same fields as `trace report --json`, `qemu`, and
+/// the live view's readings.
 #[derive(Debug, serde::Serialize)]
 struct RunReport<'a> {
     #[serde(flatten)]
     report: &'a Report,
     qemu: &'a QemuEnd,
+    intervals: &'a [Interval],
 }
 
 /// Where and how the live view is drawn.
@@ -361,9 +367,21 @@ struct Watch<'a> {
     seen: Option<u32>,
     /// The last waiting message shown (append mode shows each once).
     waiting: Option<String>,
+    /// Every reading's rates.
+    intervals: Vec<Interval>,
 }
 
 impl Watch<'_> {
+    /// The interval from the last reading to the end of the run (`end` after QEMU started),
+    /// read from the final RAM, if it lasted 10 ms or more.
+    fn last_interval(&mut self, counters: &[Counter], end: Duration) {
+        let dt = end.saturating_sub(self.prev.0);
+        if dt >= Duration::from_millis(10) {
+            let lines = live::lines(&self.prev.1, counters, dt);
+            self.intervals.push(Interval::of(end.as_secs_f64(), &lines));
+        }
+    }
+
     fn header(&self, at: Duration) -> String {
         let t = at.as_secs_f64();
         if self.view.is_some_and(|v| v.redraw) {
@@ -393,6 +411,7 @@ impl Watch<'_> {
                 self.seen = Some(a.phys);
                 self.waiting = None;
                 let lines = live::lines(&self.prev.1, &a.counters, at.saturating_sub(self.prev.0));
+                self.intervals.push(Interval::of(at.as_secs_f64(), &lines));
                 if let Some(v) = self.view {
                     v.show(&live::render(&self.header(at), &lines));
                 }
@@ -473,7 +492,7 @@ fn post_done(seabios_log: &str) -> bool {
 
 /// Runs the command.
 pub fn run(a: &RunArgs) -> Result<ExitCode, CliError> {
-    let build_id = preflight(a)?;
+    let (build_id, symbols) = preflight(a)?;
     let cfg = qemu_config(a);
     catch_ctrl_c();
     let mut s = Session::spawn(&cfg).map_err(|e| CliError(e.to_string()))?;
@@ -496,6 +515,7 @@ pub fn run(a: &RunArgs) -> Result<ExitCode, CliError> {
         prev: (Duration::ZERO, Vec::new()),
         seen: None,
         waiting: None,
+        intervals: Vec::new(),
     };
     let mut next = a.interval;
     let mut foreign = None;
@@ -568,23 +588,50 @@ pub fn run(a: &RunArgs) -> Result<ExitCode, CliError> {
             return Ok(failed(&e.0, &ended));
         }
     }
-    let r = build_report(found);
-    if let Some(p) = &a.svg {
-        write_svg(&r, p)?;
+    w.last_interval(&found.counters, run.wall);
+    let r = build_report(found, symbols.as_ref(), &a.out.profile());
+    super::write_outputs(&r, &a.out, symbols.as_ref(), &w.intervals)?;
+    if let Some(p) = &a.timeline {
+        crate::cmd::write(p, timeline(&w.intervals, &r).as_bytes())?;
     }
     if a.json {
         crate::cmd::print_json(&RunReport {
             report: &r,
             qemu: &end,
+            intervals: &w.intervals,
         })?;
         if !a.quiet {
             eprintln!("{ended}");
         }
     } else {
-        print!("{}", table(&r));
+        print!("{}", table(&r, a.out.top));
         println!("{ended}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Calls shown in the timeline: the busiest by total.
+const TIMELINE_CALLS: usize = 8;
+
+/// The timeline chart: calls per second of the [`TIMELINE_CALLS`] busiest calls, per interval.
+fn timeline(intervals: &[Interval], r: &Report) -> String {
+    let mut busiest: Vec<&super::CallLine> = r.calls.iter().collect();
+    busiest.sort_by(|a, b| b.count.cmp(&a.count).then(a.call.cmp(&b.call)));
+    let series: Vec<crate::svg::Series> = busiest
+        .iter()
+        .take(TIMELINE_CALLS)
+        .map(|c| crate::svg::Series {
+            label: c.name.to_string(),
+            points: intervals
+                .iter()
+                .map(|i| {
+                    let rate = i.rates.iter().find(|x| x.0 == c.call).map_or(0.0, |x| x.1);
+                    (i.secs, rate)
+                })
+                .collect(),
+        })
+        .collect();
+    crate::svg::timeline("VMI calls per second over the run", &series)
 }
 
 #[cfg(test)]
