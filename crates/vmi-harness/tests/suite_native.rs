@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::timer_rom::{TestTimer, host_tsc_hz};
 use iced_x86::code_asm::*;
 use std::time::Duration;
 use vmi_abi::Call;
@@ -16,7 +17,6 @@ use vmi_rom::emit::Emit;
 use vmi_rom::generate::{BuildOptions, Generated, generate, generate_unaudited};
 use vmi_rom::kvm::Kvm;
 use vmi_rom::native::Native;
-use common::timer_rom::{TestTimer, host_tsc_hz};
 use vmi_rom::{Answer, Backend, GenError, Override};
 
 fn assert_passes(r: &SuiteReport) {
@@ -89,8 +89,19 @@ fn native_rom_passes_under_qemu_tcg_in_well_under_a_minute() {
         .filter(|l| l.purpose.starts_with("vectors"))
         .count();
     assert_eq!(vector_runs, 1, "{:#?}", r.run_log);
-    // Activation, the vector run, Shutdown, Reboot (maybe once more), the stress run.
-    assert!((5..=6).contains(&r.runs), "{:#?}", r.run_log);
+    // Activation, the vector run, Shutdown, Reboot (maybe once more), the stress run — and
+    // up to two runs of the timing a busy host left inconclusive.
+    let timing_again = r
+        .run_log
+        .iter()
+        .filter(|l| l.purpose.starts_with("timing again"))
+        .count();
+    assert!(timing_again <= 2, "{:#?}", r.run_log);
+    assert!(
+        (5..=6).contains(&(r.runs - timing_again)),
+        "{:#?}",
+        r.run_log
+    );
     assert_eq!(r.run_log.last().unwrap().purpose, "stress");
     let detail = |n: u8| r.call(n).unwrap().detail.clone();
     // TCG keeps stale TLB entries like hardware does (either way the note says which).
@@ -275,8 +286,8 @@ impl Backend for Everything {
         use Call::*;
         let a = &mut e.a;
         match call {
-            APICWrite | APICRead | GetCycleFrequency | GetCycleCounter | SetAlarm
-            | CancelAlarm | GetWallclockTime | WallclockUpdated => return self.0.emit(call, e),
+            APICWrite | APICRead | GetCycleFrequency | GetCycleCounter | SetAlarm | CancelAlarm
+            | GetWallclockTime | WallclockUpdated => return self.0.emit(call, e),
             INB => {
                 a.in_(al, dx)?;
                 a.movzx(eax, al)?;

@@ -1,18 +1,21 @@
-//! The suite checks the local-APIC and timer calls for real (QEMU TCG): a ROM that implements
-//! them right passes every alarm, rate, frequency, wallclock and APIC scenario, and
-//! deliberately broken variants — an alarm that fires early, the wrong vector, a periodic
+//! The suite checks the local-APIC and timer calls for real (QEMU TCG): a second, independent
+//! implementation (the tests' own, `common::timer_rom`) passes every alarm, rate, frequency,
+//! wallclock and APIC scenario as the native ROM does (`suite_native`), and deliberately
+//! broken variants of the native ROM — an alarm that fires early, the wrong vector, a periodic
 //! alarm that drifts, an APICWrite that lands on the wrong register — each get the exact
 //! verdict.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
-use common::timer_rom::{Prefixed, TestTimer, host_tsc_hz};
+use common::timer_rom::{TestTimer, host_tsc_hz};
 use iced_x86::code_asm::*;
 use vmi_abi::Call;
 use vmi_harness::suite::{SuiteOptions, SuiteReport, Verdict};
-use vmi_rom::Backend;
+use vmi_rom::backend::EmitFn;
 use vmi_rom::generate::{BuildOptions, generate_unaudited};
+use vmi_rom::native::Native;
+use vmi_rom::{Backend, Override};
 
 /// The APIC and timer calls.
 const TIME_CALLS: [u32; 8] = [63, 64, 66, 67, 68, 69, 70, 71];
@@ -33,17 +36,13 @@ fn run(backend: &impl Backend) -> SuiteReport {
     )
 }
 
-/// The ROM under test: the test's own timer.
-fn good() -> TestTimer {
-    TestTimer::paged(host_tsc_hz())
-}
-
-/// `good()` with `prefix` before `call`.
-fn broken(call: Call, prefix: fn(&mut CodeAssembler) -> Result<(), IcedError>) -> SuiteReport {
-    run(&Prefixed {
-        base: good(),
+/// The native ROM with `call`'s routine from `emit` (code that alters the arguments, then the
+/// native routine).
+fn broken(call: Call, emit: EmitFn) -> SuiteReport {
+    run(&Override {
+        base: Native,
         call,
-        prefix,
+        emit,
     })
 }
 
@@ -73,8 +72,8 @@ fn others_pass(r: &SuiteReport, except: &[Call]) {
 }
 
 #[test]
-fn a_right_implementation_passes_every_time_scenario() {
-    let r = run(&good());
+fn a_second_implementation_passes_every_time_scenario() {
+    let r = run(&TestTimer::paged(host_tsc_hz()));
     others_pass(&r, &[]);
     let detail = |c: Call| r.call(c as u8).unwrap().detail.clone();
     // Each rate was judged, or the host was too busy to time it.
@@ -117,38 +116,70 @@ fn a_right_implementation_passes_every_time_scenario() {
     assert_eq!(r.call(Call::APICRead as u8).unwrap().checks, 3);
 }
 
+/// SetAlarm's prefix: a one-shot's expiry (EDX:ECX) moved to a sixteenth of the way there.
+fn one_shots_early(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    let mut keep = a.create_label();
+    let mut done = a.create_label();
+    a.test(eax, 0x100)?;
+    a.jnz(keep)?;
+    a.push(eax)?;
+    a.push(ebx)?;
+    a.push(ecx)?;
+    a.push(edx)?;
+    // EBX = the low half of expiry − now; only when the high half is 0.
+    a.rdtsc()?;
+    a.mov(ebx, dword_ptr(esp))?;
+    a.sub(ebx, eax)?;
+    a.mov(ecx, dword_ptr(esp + 4))?;
+    a.sbb(ecx, edx)?;
+    a.jnz(done)?;
+    a.shr(ebx, 4)?;
+    a.add(eax, ebx)?;
+    a.adc(edx, 0)?;
+    a.mov(dword_ptr(esp), eax)?;
+    a.mov(dword_ptr(esp + 4), edx)?;
+    a.set_label(&mut done)?;
+    a.pop(edx)?;
+    a.pop(ecx)?;
+    a.pop(ebx)?;
+    a.pop(eax)?;
+    a.set_label(&mut keep)?;
+    a.nop()
+}
+
+/// APICWrite's prefix: 0x10 added to the value written to LVTT (0x320).
+fn lvtt_vector_plus_0x10(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    let mut other = a.create_label();
+    a.cmp(eax, 0x320)?;
+    a.jne(other)?;
+    a.add(edx, 0x10)?;
+    a.set_label(&mut other)?;
+    a.nop()
+}
+
+/// SetAlarm's prefix: the period (the stack word at [esp + 4], low half) × 1.3125.
+fn period_times_1_3125(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    a.push(eax)?;
+    a.push(edx)?;
+    // [esp + 12] = period low (after the two pushes and the return address)
+    a.mov(eax, dword_ptr(esp + 12))?;
+    a.mov(edx, eax)?;
+    a.shr(edx, 2)?;
+    a.add(eax, edx)?;
+    a.shr(edx, 2)?;
+    a.add(eax, edx)?;
+    a.mov(dword_ptr(esp + 12), eax)?;
+    a.pop(edx)?;
+    a.pop(eax)
+}
+
 /// SetAlarm with a one-shot's expiry moved to a sixteenth of the way there: the one-shots
 /// (50 ms ahead) fire ~47 ms before their expiry, by the TSC at the handler's entry.
 #[test]
 fn an_alarm_that_fires_early() {
-    let r = broken(Call::SetAlarm, |a| {
-        let mut keep = a.create_label();
-        let mut done = a.create_label();
-        a.test(eax, 0x100)?;
-        a.jnz(keep)?;
-        a.push(eax)?;
-        a.push(ebx)?;
-        a.push(ecx)?;
-        a.push(edx)?;
-        // EBX = the low half of expiry − now; on when the high half is 0.
-        a.rdtsc()?;
-        a.mov(ebx, dword_ptr(esp))?;
-        a.sub(ebx, eax)?;
-        a.mov(ecx, dword_ptr(esp + 4))?;
-        a.sbb(ecx, edx)?;
-        a.jnz(done)?;
-        a.shr(ebx, 4)?;
-        a.add(eax, ebx)?;
-        a.adc(edx, 0)?;
-        a.mov(dword_ptr(esp), eax)?;
-        a.mov(dword_ptr(esp + 4), edx)?;
-        a.set_label(&mut done)?;
-        a.pop(edx)?;
-        a.pop(ecx)?;
-        a.pop(ebx)?;
-        a.pop(eax)?;
-        a.set_label(&mut keep)?;
-        a.nop()
+    let r = broken(Call::SetAlarm, |e| {
+        one_shots_early(&mut e.a)?;
+        Native.emit(Call::SetAlarm, e)
     });
     let d = failed(&r, Call::SetAlarm);
     for wiring in ["IRQ0", "LVTT vector 0x31"] {
@@ -170,13 +201,9 @@ fn an_alarm_that_fires_early() {
 /// wrong vector, and the LVTT read back differs.
 #[test]
 fn an_lvtt_alarm_at_the_wrong_vector() {
-    let r = broken(Call::APICWrite, |a| {
-        let mut other = a.create_label();
-        a.cmp(eax, 0x320)?;
-        a.jne(other)?;
-        a.add(edx, 0x10)?;
-        a.set_label(&mut other)?;
-        a.nop()
+    let r = broken(Call::APICWrite, |e| {
+        lvtt_vector_plus_0x10(&mut e.a)?;
+        Native.emit(Call::APICWrite, e)
     });
     let d = failed(&r, Call::SetAlarm);
     for (wrong, right) in [("0x41", "0x31"), ("0x51", "0x41")] {
@@ -201,29 +228,14 @@ fn an_lvtt_alarm_at_the_wrong_vector() {
 /// reference timer.
 #[test]
 fn a_periodic_alarm_that_drifts() {
-    let slower = Prefixed {
-        base: good(),
-        call: Call::SetAlarm,
-        prefix: |a| {
-            a.push(eax)?;
-            a.push(edx)?;
-            // [esp + 12] = period low (after the two pushes and the return address)
-            a.mov(eax, dword_ptr(esp + 12))?;
-            a.mov(edx, eax)?;
-            a.shr(edx, 2)?;
-            a.add(eax, edx)?;
-            a.shr(edx, 2)?;
-            a.add(eax, edx)?;
-            a.mov(dword_ptr(esp + 12), eax)?;
-            a.pop(edx)?;
-            a.pop(eax)
-        },
-    };
     // A host too busy to time interrupts leaves rates inconclusive (after the suite's own
     // retries): at most three suites until one rate was timed.
     let mut caught = 0;
     for _ in 0..3 {
-        let r = run(&slower);
+        let r = broken(Call::SetAlarm, |e| {
+            period_times_1_3125(&mut e.a)?;
+            Native.emit(Call::SetAlarm, e)
+        });
         let c = r.call(Call::SetAlarm as u8).unwrap();
         if c.verdict != Verdict::Fail {
             // Only when every rate was inconclusive.
@@ -274,7 +286,10 @@ fn a_periodic_alarm_that_drifts() {
 /// on the (read-only) remote-read register.
 #[test]
 fn an_apic_write_that_lands_on_the_wrong_register() {
-    let r = broken(Call::APICWrite, |a| a.add(eax, 0x10));
+    let r = broken(Call::APICWrite, |e| {
+        e.a.add(eax, 0x10)?;
+        Native.emit(Call::APICWrite, e)
+    });
     let d = failed(&r, Call::APICWrite);
     for what in [
         "APICWrite(0x80 TPR, 0x20): TPR (read directly): expected 0x00000020 (the value \

@@ -142,6 +142,11 @@ pub mod test {
         + 4 * crate::protocol::samples::REFERENCE_TSC as u32;
     /// Words of each list.
     pub const SAMPLE_SLOTS: u32 = crate::protocol::samples::SLOTS as u32;
+    /// The second CPU's own copy of the GDT in the alarm scenario (as in Linux, every CPU
+    /// has its own: a ROM may tell CPUs apart by their GDT base).
+    pub const AP_GDT: u32 = TEST_AREA + 0xC000;
+    /// Its GDTR image (6 bytes: limit, linear base).
+    pub const AP_GDTR: u32 = AP_GDT + 0x100;
     /// End of the test area.
     pub const END: u32 = TEST_AREA + 0x1_0000;
 
@@ -561,7 +566,8 @@ mod tests {
         const { assert!(var::AP_PERIOD + 8 <= var::TIME_TEMP) };
         const { assert!(var::TIME_TEMP + 24 <= var::ALARM_SAMPLES) };
         const { assert!(var::REF_SAMPLES + 4 <= var::XBUF) };
-        const { assert!(test::SAMPLE_REFERENCES + 4 * test::SAMPLE_SLOTS <= test::END) };
+        const { assert!(test::SAMPLE_REFERENCES + 4 * test::SAMPLE_SLOTS <= test::AP_GDT) };
+        const { assert!(test::AP_GDTR + 8 <= test::END) };
         const { assert!(AP_TRAMPOLINE + AP_TRAMPOLINE_LEN <= 0x9000) };
         const { assert!(AP_STACK_TOP - 0x1_0000 >= GUEST_END) };
         assert!(var::INVOKE_LOG_LEN.is_power_of_two() && var::INVOKE_LOG_LEN <= 256);

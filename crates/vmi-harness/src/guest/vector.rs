@@ -343,8 +343,8 @@ pub enum Op {
     /// Send a `SAMPLES` record: the TSC at each alarm and reference-timer interrupt of the
     /// last [`Op::Window`].
     SendSamples,
-    /// Start the second CPU (INIT-SIPI-SIPI; needs `-smp 2`) on the alarm scenario: it
-    /// software-enables its local APIC, writes `vector` to its LVTT (through APICWrite with
+    /// Start the second CPU (INIT-SIPI-SIPI; needs `-smp 2`) on the alarm scenario: it loads
+    /// its own copy of the GDT (every Linux CPU has its own), software-enables its local APIC, writes `vector` to its LVTT (through APICWrite with
     /// `via_rom`, else natively), reads GetCycleCounter(REAL) and calls SetAlarm(`flags`,
     /// that count, the period in extra words `period`, `period + 1`), reports it armed and
     /// waits with interrupts on until [`Op::ApAlarmStop`]; then CancelAlarm(`flags`), stops

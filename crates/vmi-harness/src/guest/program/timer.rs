@@ -611,6 +611,20 @@ impl Gen<'_> {
             a.mov(eax, d(xslot(period.saturating_add(k))))?;
             a.mov(d(vars(var::AP_PERIOD) + 4 * u32::from(k)), eax)?;
         }
+        // The second CPU's own GDT, a copy of the first's.
+        a.cld()?;
+        a.mov(esi, l::GDT)?;
+        a.mov(edi, test::AP_GDT)?;
+        a.mov(ecx, l::GDT_ENTRIES as u32 * 2)?;
+        a.rep().movsd()?;
+        let gdtr =
+            crate::guest::gdt::pseudo_descriptor(self.map.va(test::AP_GDT), l::GDT_ENTRIES * 8);
+        let [l0, l1, b0, b1, b2, b3] = gdtr;
+        a.mov(d(test::AP_GDTR), u32::from_le_bytes([l0, l1, b0, b1]))?;
+        a.mov(
+            word_ptr(test::AP_GDTR + 4),
+            u32::from(u16::from_le_bytes([b2, b3])),
+        )?;
         // INIT, then SIPI, SIPI, 10 ms apart (PM timer: `pause` is slow under TCG).
         let delay = |a: &mut CodeAssembler| wait_var(a, var::TIME_TEMP, pm, PmTimer::ticks(0.01));
         a.mov(d(vars(var::TIME_TEMP)), 0u32)?;
@@ -769,7 +783,7 @@ impl Gen<'_> {
 
 /// The second CPU's alarm scenario (see [`Op::ApAlarmStart`]), entered from the trampoline.
 fn ap_alarm_body(a: &mut CodeAssembler, apic: u32, flags: u32, vector: u8, via_rom: bool) -> R {
-    a.lgdt(ptr(l::GDTR_KERNEL))?;
+    a.lgdt(ptr(test::AP_GDTR))?;
     a.lidt(ptr(l::IDTR_KERNEL))?;
     a.mov(ax, u32::from(LINUX_KERNEL_DS))?;
     a.mov(ss, ax)?;
