@@ -450,4 +450,41 @@ mod tests {
         assert_eq!(reloc_name(2), "JUMP_REL");
         assert_eq!(reloc_name(7), "type 7");
     }
+
+    #[test]
+    fn inconclusive_vectors_neither_pass_nor_fail() {
+        let base = CallVerdict {
+            call: 68,
+            name: "SetAlarm",
+            reloc: "CALL_REL".into(),
+            verdict: Verdict::Skipped,
+            detail: String::new(),
+            checks: 0,
+            eip: None,
+        };
+        let busy = |why: &str| {
+            let mut f = Findings::default();
+            f.inconclusive(why);
+            f.inconclusive("a later reason is dropped");
+            Judged::of(f)
+        };
+        assert_eq!(busy("host busy"), Judged::Inconclusive("host busy".into()));
+        // A failure wins over being inconclusive.
+        let mut f = Findings::default();
+        f.inconclusive("host busy");
+        f.fail("fired early");
+        assert!(matches!(Judged::of(f), Judged::Checked(_)));
+        let passed = ("one-shot".to_string(), Judged::Checked(Findings::default()));
+        let rate = ("rate".to_string(), busy("host busy"));
+        let v = aggregate(base.clone(), &[passed, rate.clone()], &[]);
+        assert_eq!(v.verdict, Verdict::Pass);
+        assert_eq!(v.checks, 2);
+        assert_eq!(
+            v.detail,
+            "1 check passed: one-shot; inconclusive: rate: host busy"
+        );
+        let v = aggregate(base, &[rate], &[]);
+        assert_eq!(v.verdict, Verdict::Skipped);
+        assert_eq!(v.detail, "inconclusive: rate: host busy");
+    }
 }

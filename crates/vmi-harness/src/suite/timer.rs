@@ -1599,5 +1599,39 @@ mod tests {
             f.problems,
             ["rate: set-up: the guest sent no SAMPLES record with a measured window"]
         );
+        // Intervals spread wide (a busy host delivering in bursts): not timed, whatever the
+        // median says.
+        let spread: Vec<u32> = (0..20u32).map(|k| 1000 * k + 400 * (k % 3)).collect();
+        let f = judge(w, &samples(spread.clone(), reference.clone()), 1000, lvtt);
+        assert!(f.problems.is_empty(), "{:?}", f.problems);
+        assert!(
+            f.inconclusive
+                .as_deref()
+                .unwrap()
+                .contains("the alarm's interrupts came at median"),
+            "{:?}",
+            f.inconclusive
+        );
+        let f = judge(w, &samples(alarm, spread), 1000, lvtt);
+        assert!(
+            f.inconclusive
+                .as_deref()
+                .unwrap()
+                .contains("PIT channel 0 at 1000 Hz, programmed by the guest, came at median"),
+            "{:?}",
+            f.inconclusive
+        );
+    }
+
+    #[test]
+    fn quartiles_of_intervals() {
+        let q = quartiles(&[0, 10, 20, 35, 50, 65]).unwrap();
+        assert_eq!((q.q1, q.median, q.q3, q.n), (10, 15, 15, 5));
+        assert!(!q.regular());
+        assert!(quartiles(&[0, 10, 20, 30, 40]).unwrap().regular());
+        // The counter's low half wraps between two entries.
+        let q = quartiles(&[u32::MAX - 5, 4, 14, 24, 34]).unwrap();
+        assert_eq!((q.median, q.n), (10, 4));
+        assert_eq!(quartiles(&[1, 2, 3, 4]), None);
     }
 }
