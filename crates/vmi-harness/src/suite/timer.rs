@@ -852,41 +852,48 @@ fn set_alarm(ctx: &Ctx, t: Timing) -> Vec<Spec> {
     ]
 }
 
-/// CancelAlarm stops a running periodic alarm and says it was armed; it says 0 for a counter
-/// with nothing armed, 1 for an armed one-shot, 0 for a one-shot that already fired.
-fn cancel_alarm(ctx: &Ctx, t: Timing) -> Vec<Spec> {
+/// The flags of the CancelAlarm scenarios' LVTT alarms at [`VEC_B`].
+const CANCEL_PERIODIC: u32 = VMI_ALARM_IS_PERIODIC | VMI_CYCLES_REAL | VMI_ALARM_WIRED_LVTT;
+const CANCEL_ONESHOT: u32 = VMI_ALARM_IS_ONESHOT | VMI_CYCLES_REAL | VMI_ALARM_WIRED_LVTT;
+
+/// Recording and LVTT at [`VEC_B`] like Linux, then `extra`.
+fn lvtt_start(t: Timing, extra: &[Op]) -> Vec<Op> {
     let wiring = Wiring::Lvtt(VEC_B);
-    let periodic = VMI_ALARM_IS_PERIODIC | VMI_CYCLES_REAL | wiring.flag();
-    let oneshot = VMI_ALARM_IS_ONESHOT | VMI_CYCLES_REAL | wiring.flag();
-    let start = |extra: &[Op]| -> Vec<Op> {
-        let mut ops = t.start(wiring, t.mode(wiring, false), u32::from(VEC_B));
-        ops.extend_from_slice(extra);
-        ops
-    };
-    let end = || -> Vec<Op> {
-        let mut ops = vec![Op::AlarmQuiesce];
-        ops.extend(loads());
-        ops
-    };
-    let [freq, div1000] = freq_div(1000);
-    let running = b(
+    let mut ops = t.start(wiring, t.mode(wiring, false), u32::from(VEC_B));
+    ops.extend_from_slice(extra);
+    ops
+}
+
+/// Every timer stopped natively, then the handler's counters.
+fn quiesced() -> Vec<Op> {
+    let mut ops = vec![Op::AlarmQuiesce];
+    ops.extend(loads());
+    ops
+}
+
+/// CancelAlarm stops a running periodic alarm (at most the interrupt already pending comes
+/// after it) and says it was armed.
+fn cancel_running(ctx: &Ctx, t: Timing) -> Spec {
+    let [freq, div] = freq_div(1000);
+    let mut post = vec![t.window(0.06, None, slot::W2)];
+    post.extend(quiesced());
+    b(
         ctx,
         Call::CancelAlarm,
         "CancelAlarm(PERIODIC|REAL|LVTT) of a running 1000 Hz alarm",
     )
-    .reg(Eax, periodic)
-    .pre(start(&[
-        freq,
-        div1000,
-        now(slot::NOW),
-        set_alarm_op(periodic, slot::NOW, true),
-        t.window(0.03, Some(1000), slot::W1),
-    ]))
-    .post({
-        let mut ops = vec![t.window(0.06, None, slot::W2)];
-        ops.extend(end());
-        ops
-    })
+    .reg(Eax, CANCEL_PERIODIC)
+    .pre(lvtt_start(
+        t,
+        &[
+            freq,
+            div,
+            now(slot::NOW),
+            set_alarm_op(CANCEL_PERIODIC, slot::NOW, true),
+            t.window(0.03, Some(1000), slot::W1),
+        ],
+    ))
+    .post(post)
     .check(|s, f| {
         let before = Win::at(s.r, slot::W1);
         let after = Win::at(s.r, slot::W2);
@@ -904,27 +911,34 @@ fn cancel_alarm(ctx: &Ctx, t: Timing) -> Vec<Spec> {
                 after.total_ms()
             ));
         }
-    });
-    let [freq, div200] = freq_div(200);
-    let fired = b(
+    })
+}
+
+/// A one-shot that fired is disarmed: CancelAlarm says 0.
+fn cancel_fired(ctx: &Ctx, t: Timing) -> Spec {
+    let [freq, div] = freq_div(200);
+    b(
         ctx,
         Call::CancelAlarm,
         "CancelAlarm(ONESHOT|REAL|LVTT) after the one-shot fired",
     )
-    .reg(Eax, oneshot)
-    .pre(start(&[
-        freq,
-        div200,
-        now(slot::NOW),
-        Op::Add64 {
-            a: slot::NOW,
-            b: slot::PERIOD,
-            dst: slot::EXPIRY,
-        },
-        set_alarm_op(oneshot, slot::EXPIRY, false),
-        t.window(0.04, None, slot::W1),
-    ]))
-    .post(end())
+    .reg(Eax, CANCEL_ONESHOT)
+    .pre(lvtt_start(
+        t,
+        &[
+            freq,
+            div,
+            now(slot::NOW),
+            Op::Add64 {
+                a: slot::NOW,
+                b: slot::PERIOD,
+                dst: slot::EXPIRY,
+            },
+            set_alarm_op(CANCEL_ONESHOT, slot::EXPIRY, false),
+            t.window(0.04, None, slot::W1),
+        ],
+    ))
+    .post(quiesced())
     .check(|s, f| {
         let hits = s.r.x(usize::from(slot::HITS));
         if hits != 1 {
@@ -939,25 +953,32 @@ fn cancel_alarm(ctx: &Ctx, t: Timing) -> Vec<Spec> {
             s.r.regs.eax,
             "a one-shot is disarmed when it fires",
         );
-    });
+    })
+}
+
+/// A one-shot 1 s ahead is armed: CancelAlarm says 1 (and it must not have fired).
+fn cancel_armed(ctx: &Ctx, t: Timing) -> Spec {
     let [freq, _] = freq_div(1);
-    let armed = b(
+    b(
         ctx,
         Call::CancelAlarm,
         "CancelAlarm(ONESHOT|REAL|LVTT) of a one-shot 1 s ahead",
     )
-    .reg(Eax, oneshot)
-    .pre(start(&[
-        freq,
-        now(slot::NOW),
-        Op::Add64 {
-            a: slot::NOW,
-            b: slot::FREQ,
-            dst: slot::EXPIRY,
-        },
-        set_alarm_op(oneshot, slot::EXPIRY, false),
-    ]))
-    .post(end())
+    .reg(Eax, CANCEL_ONESHOT)
+    .pre(lvtt_start(
+        t,
+        &[
+            freq,
+            now(slot::NOW),
+            Op::Add64 {
+                a: slot::NOW,
+                b: slot::FREQ,
+                dst: slot::EXPIRY,
+            },
+            set_alarm_op(CANCEL_ONESHOT, slot::EXPIRY, false),
+        ],
+    ))
+    .post(quiesced())
     .check(|s, f| {
         f.expect("EAX", 1, s.r.regs.eax, "it was armed");
         let hits = s.r.x(usize::from(slot::HITS));
@@ -966,31 +987,39 @@ fn cancel_alarm(ctx: &Ctx, t: Timing) -> Vec<Spec> {
                 "the one-shot 1 s ahead fired {hits} time(s) at once"
             ));
         }
-    });
-    let idle = [VMI_CYCLES_REAL, VMI_CYCLES_AVAILABLE].map(|counter| {
-        let name = if counter == VMI_CYCLES_REAL {
-            "REAL"
-        } else {
-            "AVAILABLE"
-        };
-        b(
-            ctx,
-            Call::CancelAlarm,
-            format!("CancelAlarm({name}|LVTT) with nothing armed"),
-        )
-        .reg(Eax, counter | VMI_ALARM_WIRED_LVTT)
-        .pre([rom0(
-            Call::CancelAlarm,
-            counter | VMI_ALARM_WIRED_LVTT,
-            0,
-            None,
-        )])
-        .post([Op::AlarmQuiesce])
-        .check(|s, f| f.expect("EAX", 0, s.r.regs.eax, "nothing was armed"))
-    });
-    let mut specs = vec![running, fired, armed];
-    specs.extend(idle);
-    specs
+    })
+}
+
+/// Nothing armed on `counter`: CancelAlarm says 0.
+fn cancel_idle(ctx: &Ctx, counter: u32) -> Spec {
+    let name = if counter == VMI_CYCLES_REAL {
+        "REAL"
+    } else {
+        "AVAILABLE"
+    };
+    let flags = counter | VMI_ALARM_WIRED_LVTT;
+    b(
+        ctx,
+        Call::CancelAlarm,
+        format!("CancelAlarm({name}|LVTT) with nothing armed"),
+    )
+    .reg(Eax, flags)
+    .pre([rom0(Call::CancelAlarm, flags, 0, None)])
+    .post([Op::AlarmQuiesce])
+    .check(|s, f| f.expect("EAX", 0, s.r.regs.eax, "nothing was armed"))
+}
+
+/// The alarm scenarios of CancelAlarm: it stops a running periodic alarm and says it was
+/// armed; it says 0 for a counter with nothing armed, 1 for an armed one-shot, 0 for a
+/// one-shot that already fired.
+fn cancel_alarm(ctx: &Ctx, t: Timing) -> Vec<Spec> {
+    vec![
+        cancel_running(ctx, t),
+        cancel_fired(ctx, t),
+        cancel_armed(ctx, t),
+        cancel_idle(ctx, VMI_CYCLES_REAL),
+        cancel_idle(ctx, VMI_CYCLES_AVAILABLE),
+    ]
 }
 
 /// GetCycleFrequency against the rate of GetCycleCounter(REAL) measured with the PM timer over

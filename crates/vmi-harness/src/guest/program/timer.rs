@@ -662,15 +662,7 @@ impl Gen<'_> {
         let a = &mut self.a;
         let mut stray = a.create_label();
         let mut expected = a.create_label();
-        let mut cpu_done = a.create_label();
-        let mut isr_done = a.create_label();
-        let mut not_first = a.create_label();
         let mut eoi = a.create_label();
-        let mut native_eoi = a.create_label();
-        let mut rom_eoi = a.create_label();
-        let mut after_eoi = a.create_label();
-        let mut pic_eoi = a.create_label();
-        let mut rtc_eoi = a.create_label();
         let mut done = a.create_label();
         a.set_label(entry)?;
         a.pushad()?;
@@ -695,82 +687,13 @@ impl Gen<'_> {
         sample(a, var::REF_SAMPLES, test::SAMPLE_REFERENCES)?;
         a.jmp(eoi)?;
         a.set_label(&mut expected)?;
-        sample(a, var::ALARM_SAMPLES, test::SAMPLE_ALARMS)?;
-        a.test(mode, alarm::PER_CPU as i32)?;
-        a.jz(cpu_done)?;
-        a.mov(eax, d(apic + APIC_ID))?;
-        a.shr(eax, 24)?;
-        a.cmp(eax, d(vars(var::BSP_APIC_ID)))?;
-        a.je(cpu_done)?;
-        a.lock().inc(d(vars(var::ALARM_HITS_AP)))?;
-        a.set_label(&mut cpu_done)?;
-        a.test(mode, alarm::CHECK_ISR as i32)?;
-        a.jz(isr_done)?;
-        isr_bit(a, apic)?;
-        a.test(eax, eax)?;
-        a.jz(isr_done)?;
-        a.lock().inc(d(vars(var::ALARM_ISR_IN)))?;
-        a.set_label(&mut isr_done)?;
-        a.mov(eax, 1u32)?;
-        a.lock().xadd(d(vars(var::ALARM_HITS)), eax)?;
-        a.test(eax, eax)?;
-        a.jnz(not_first)?;
-        a.mov(d(vars(var::ALARM_FIRST_TSC)), esi)?;
-        a.mov(d(vars(var::ALARM_FIRST_TSC) + 4), edi)?;
-        a.test(mode, alarm::READ_REAL as i32)?;
-        a.jz(not_first)?;
-        rom_call(a, Call::GetCycleCounter, |a| {
-            a.mov(eax, VMI_CYCLES_REAL)?;
-            Ok(())
-        })?;
-        a.mov(d(vars(var::ALARM_FIRST_REAL)), eax)?;
-        a.mov(d(vars(var::ALARM_FIRST_REAL) + 4), edx)?;
-        a.set_label(&mut not_first)?;
+        alarm_hit(a, apic)?;
         a.jmp(eoi)?;
         a.set_label(&mut stray)?;
         a.lock().inc(d(vars(var::ALARM_STRAY)))?;
         a.mov(d(vars(var::ALARM_STRAY_VEC)), ebx)?;
         a.set_label(&mut eoi)?;
-        a.cmp(ebx, u32::from(IRQ0_VECTOR))?;
-        a.je(pic_eoi)?;
-        a.cmp(ebx, u32::from(RTC_VECTOR))?;
-        a.je(rtc_eoi)?;
-        a.mov(ecx, mode)?;
-        a.test(ecx, alarm::DRAIN as i32)?;
-        a.jnz(native_eoi)?;
-        a.and(ecx, alarm::EOI_MASK as i32)?;
-        a.cmp(ecx, alarm::EOI_NONE)?;
-        a.je(done)?;
-        a.cmp(ecx, alarm::EOI_ROM)?;
-        a.je(rom_eoi)?;
-        a.set_label(&mut native_eoi)?;
-        a.mov(d(apic + APIC_EOI), 0u32)?;
-        a.jmp(after_eoi)?;
-        a.set_label(&mut rom_eoi)?;
-        rom_call(a, Call::APICWrite, |a| {
-            a.mov(eax, APIC_EOI)?;
-            a.xor(edx, edx)?;
-            Ok(())
-        })?;
-        a.set_label(&mut after_eoi)?;
-        a.test(mode, alarm::CHECK_ISR as i32)?;
-        a.jz(done)?;
-        a.test(mode, alarm::DRAIN as i32)?;
-        a.jnz(done)?;
-        a.cmp(ebx, d(vars(var::ALARM_VECTOR)))?;
-        a.jne(done)?;
-        isr_bit(a, apic)?;
-        a.test(eax, eax)?;
-        a.jz(done)?;
-        a.lock().inc(d(vars(var::ALARM_ISR_STUCK)))?;
-        a.jmp(done)?;
-        a.set_label(&mut rtc_eoi)?;
-        rtc_ack(a)?;
-        a.mov(al, 0x20)?;
-        a.out(0xA0, al)?;
-        a.set_label(&mut pic_eoi)?;
-        a.mov(al, 0x20)?;
-        a.out(0x20, al)?;
+        alarm_eoi(a, apic, done)?;
         a.set_label(&mut done)?;
         a.pop(es)?;
         a.pop(ds)?;
@@ -779,6 +702,102 @@ impl Gen<'_> {
         a.iretd()?;
         Ok(())
     }
+}
+
+/// The alarm handler's bookkeeping of a hit at the expected vector (EBX; ESI:EDI = the TSC at
+/// entry): its sample, the CPU, the in-service bit, the count, the first hit's TSC (and REAL
+/// through the ROM).
+fn alarm_hit(a: &mut CodeAssembler, apic: u32) -> R {
+    let mode = d(vars(var::ALARM_MODE));
+    let mut cpu_done = a.create_label();
+    let mut isr_done = a.create_label();
+    let mut not_first = a.create_label();
+    sample(a, var::ALARM_SAMPLES, test::SAMPLE_ALARMS)?;
+    a.test(mode, alarm::PER_CPU as i32)?;
+    a.jz(cpu_done)?;
+    a.mov(eax, d(apic + APIC_ID))?;
+    a.shr(eax, 24)?;
+    a.cmp(eax, d(vars(var::BSP_APIC_ID)))?;
+    a.je(cpu_done)?;
+    a.lock().inc(d(vars(var::ALARM_HITS_AP)))?;
+    a.set_label(&mut cpu_done)?;
+    a.test(mode, alarm::CHECK_ISR as i32)?;
+    a.jz(isr_done)?;
+    isr_bit(a, apic)?;
+    a.test(eax, eax)?;
+    a.jz(isr_done)?;
+    a.lock().inc(d(vars(var::ALARM_ISR_IN)))?;
+    a.set_label(&mut isr_done)?;
+    a.mov(eax, 1u32)?;
+    a.lock().xadd(d(vars(var::ALARM_HITS)), eax)?;
+    a.test(eax, eax)?;
+    a.jnz(not_first)?;
+    a.mov(d(vars(var::ALARM_FIRST_TSC)), esi)?;
+    a.mov(d(vars(var::ALARM_FIRST_TSC) + 4), edi)?;
+    a.test(mode, alarm::READ_REAL as i32)?;
+    a.jz(not_first)?;
+    rom_call(a, Call::GetCycleCounter, |a| {
+        a.mov(eax, VMI_CYCLES_REAL)?;
+        Ok(())
+    })?;
+    a.mov(d(vars(var::ALARM_FIRST_REAL)), eax)?;
+    a.mov(d(vars(var::ALARM_FIRST_REAL) + 4), edx)?;
+    a.set_label(&mut not_first)?;
+    a.nop()?;
+    Ok(())
+}
+
+/// The alarm handler's acknowledgement of the interrupt at the vector in EBX: IRQ0 and the RTC
+/// at the PIC, the rest as the mode says (draining: natively), then — checking the in-service
+/// bit — whether the EOI cleared it; jumps to (or falls into) `done`.
+fn alarm_eoi(a: &mut CodeAssembler, apic: u32, done: CodeLabel) -> R {
+    let mode = d(vars(var::ALARM_MODE));
+    let mut native_eoi = a.create_label();
+    let mut rom_eoi = a.create_label();
+    let mut after_eoi = a.create_label();
+    let mut pic_eoi = a.create_label();
+    let mut rtc_eoi = a.create_label();
+    a.cmp(ebx, u32::from(IRQ0_VECTOR))?;
+    a.je(pic_eoi)?;
+    a.cmp(ebx, u32::from(RTC_VECTOR))?;
+    a.je(rtc_eoi)?;
+    a.mov(ecx, mode)?;
+    a.test(ecx, alarm::DRAIN as i32)?;
+    a.jnz(native_eoi)?;
+    a.and(ecx, alarm::EOI_MASK as i32)?;
+    a.cmp(ecx, alarm::EOI_NONE)?;
+    a.je(done)?;
+    a.cmp(ecx, alarm::EOI_ROM)?;
+    a.je(rom_eoi)?;
+    a.set_label(&mut native_eoi)?;
+    a.mov(d(apic + APIC_EOI), 0u32)?;
+    a.jmp(after_eoi)?;
+    a.set_label(&mut rom_eoi)?;
+    rom_call(a, Call::APICWrite, |a| {
+        a.mov(eax, APIC_EOI)?;
+        a.xor(edx, edx)?;
+        Ok(())
+    })?;
+    a.set_label(&mut after_eoi)?;
+    a.test(mode, alarm::CHECK_ISR as i32)?;
+    a.jz(done)?;
+    a.test(mode, alarm::DRAIN as i32)?;
+    a.jnz(done)?;
+    a.cmp(ebx, d(vars(var::ALARM_VECTOR)))?;
+    a.jne(done)?;
+    isr_bit(a, apic)?;
+    a.test(eax, eax)?;
+    a.jz(done)?;
+    a.lock().inc(d(vars(var::ALARM_ISR_STUCK)))?;
+    a.jmp(done)?;
+    a.set_label(&mut rtc_eoi)?;
+    rtc_ack(a)?;
+    a.mov(al, 0x20)?;
+    a.out(0xA0, al)?;
+    a.set_label(&mut pic_eoi)?;
+    a.mov(al, 0x20)?;
+    a.out(0x20, al)?;
+    Ok(())
 }
 
 /// The second CPU's alarm scenario (see [`Op::ApAlarmStart`]), entered from the trampoline.
