@@ -441,88 +441,137 @@ fn judge_rate(
     wiring: Wiring,
     what: &str,
 ) {
-    let reference = Reference::of(wiring, rate);
-    let name = reference.name();
-    let period_ms = 1e3 / f64::from(rate);
     let (Some(s), Some(hz)) = (samples, samples.and_then(Samples::tsc_hz)) else {
         f.fail(format!(
             "{what}: set-up: the guest sent no SAMPLES record with a measured window"
         ));
         return;
     };
-    let ms = |cycles: u32| f64::from(cycles) * 1e3 / hz;
-    let ref_period = 1e3 / f64::from(reference.rate);
-    let busy = |why: String| {
-        format!(
-            "the host was too busy to time interrupts: {why} ({} and {} interrupts in {})",
-            w.hits,
-            w.reference,
-            w.running()
-        )
+    let case = RateCase {
+        w,
+        s,
+        hz,
+        rate,
+        reference: Reference::of(wiring, rate),
+        what,
     };
-    let r = match quartiles(&s.reference) {
-        Some(r) if r.regular() && (ms(r.median) / ref_period - 1.0).abs() <= PLATFORM_TOLERANCE => {
-            r
+    if let Some(r) = case.timed_reference(f) {
+        case.judge_alarm(f, r);
+    }
+}
+
+/// One periodic alarm's window, for [`judge_rate`].
+struct RateCase<'a> {
+    w: Win,
+    s: &'a Samples,
+    /// The TSC's rate over the window (PM timer).
+    hz: f64,
+    rate: u32,
+    reference: Reference,
+    what: &'a str,
+}
+
+impl RateCase<'_> {
+    /// TSC cycles in ms.
+    fn ms(&self, cycles: u32) -> f64 {
+        f64::from(cycles) * 1e3 / self.hz
+    }
+
+    /// Makes the vector inconclusive: the host was too busy to time interrupts, because …
+    fn busy(&self, f: &mut Findings, why: String) {
+        f.inconclusive(format!(
+            "the host was too busy to time interrupts: {why} ({} and {} interrupts in {})",
+            self.w.hits,
+            self.w.reference,
+            self.w.running()
+        ));
+    }
+
+    /// The reference timer's intervals when it kept its rate (else inconclusive, None).
+    fn timed_reference(&self, f: &mut Findings) -> Option<Quartiles> {
+        let period = 1e3 / f64::from(self.reference.rate);
+        match quartiles(&self.s.reference) {
+            Some(r)
+                if r.regular()
+                    && (self.ms(r.median) / period - 1.0).abs() <= PLATFORM_TOLERANCE =>
+            {
+                Some(r)
+            }
+            r => {
+                self.busy(
+                    f,
+                    format!(
+                        "{}, programmed by the guest, came at {}, not every {period:.3} ms ± {} %",
+                        self.reference.name(),
+                        r.map_or("too few times to time".into(), |r| {
+                            r.describe(|c| self.ms(c))
+                        }),
+                        PLATFORM_TOLERANCE * 100.0
+                    ),
+                );
+                None
+            }
         }
-        r => {
-            f.inconclusive(busy(format!(
-                "{name}, programmed by the guest, came at {}, not every {ref_period:.3} ms ± {} %",
-                r.map_or("too few times to time".into(), |r| r.describe(ms)),
-                PLATFORM_TOLERANCE * 100.0
-            )));
+    }
+
+    /// The alarm's median interval against the period, and its count against the reference's
+    /// (`r`: the reference's intervals).
+    fn judge_alarm(&self, f: &mut Findings, r: Quartiles) {
+        let (w, what, rate, name) = (self.w, self.what, self.rate, self.reference.name());
+        let period_ms = 1e3 / f64::from(rate);
+        let Some(a) = quartiles(&self.s.alarm) else {
+            f.fail(format!(
+                "{what}: expected interrupts every {period_ms:.3} ms ({rate} Hz), got {} in {} \
+                 ({name}: {})",
+                w.hits,
+                w.running(),
+                w.reference
+            ));
+            return;
+        };
+        if !a.regular() {
+            let ms = |c| self.ms(c);
+            let why = format!(
+                "the alarm's interrupts came at {}, {name} at {}",
+                a.describe(ms),
+                r.describe(ms)
+            );
+            self.busy(f, why);
             return;
         }
-    };
-    let Some(a) = quartiles(&s.alarm) else {
-        f.fail(format!(
-            "{what}: expected interrupts every {period_ms:.3} ms ({rate} Hz), got {} in {} \
-             ({name}: {})",
-            w.hits,
-            w.running(),
-            w.reference
-        ));
-        return;
-    };
-    if !a.regular() {
-        f.inconclusive(busy(format!(
-            "the alarm's interrupts came at {}, {name} at {}",
-            a.describe(ms),
-            r.describe(ms)
-        )));
-        return;
-    }
-    let measured = hz / f64::from(a.median);
-    // What the reference's count says the alarm's should be.
-    let due = f64::from(w.reference) * f64::from(rate) / f64::from(reference.rate);
-    if (measured / f64::from(rate) - 1.0).abs() > RATE_TOLERANCE {
-        f.fail(format!(
-            "{what}: interrupts every {:.3} ms (median of {} intervals), expected every \
-             {period_ms:.3} ms ± {} % (the TSC runs at {:.1} MHz by the PM timer, {name} came \
-             every {:.3} ms): {measured:.1} Hz",
-            ms(a.median),
-            a.n,
-            RATE_TOLERANCE * 100.0,
-            hz / 1e6,
-            ms(r.median)
-        ));
-    } else if f64::from(w.hits) < due / 2.0 || f64::from(w.hits) > due * 2.0 {
-        f.fail(format!(
-            "{what}: {} interrupts in {}, while {name}, programmed by the guest, delivered {} \
-             (about {due:.0} at {rate} Hz)",
-            w.hits,
-            w.running(),
-            w.reference
-        ));
-    } else {
-        f.note(format!(
-            "{what}: every {:.3} ms (median of {}), {measured:.1} Hz, {} interrupts in {} \
-             ({name}: {})",
-            ms(a.median),
-            a.n,
-            w.hits,
-            w.running(),
-            w.reference
-        ));
+        let measured = self.hz / f64::from(a.median);
+        // What the reference's count says the alarm's should be.
+        let due = f64::from(w.reference) * f64::from(rate) / f64::from(self.reference.rate);
+        if (measured / f64::from(rate) - 1.0).abs() > RATE_TOLERANCE {
+            f.fail(format!(
+                "{what}: interrupts every {:.3} ms (median of {} intervals), expected every \
+                 {period_ms:.3} ms ± {} % (the TSC runs at {:.1} MHz by the PM timer, {name} \
+                 came every {:.3} ms): {measured:.1} Hz",
+                self.ms(a.median),
+                a.n,
+                RATE_TOLERANCE * 100.0,
+                self.hz / 1e6,
+                self.ms(r.median)
+            ));
+        } else if f64::from(w.hits) < due / 2.0 || f64::from(w.hits) > due * 2.0 {
+            f.fail(format!(
+                "{what}: {} interrupts in {}, while {name}, programmed by the guest, delivered \
+                 {} (about {due:.0} at {rate} Hz)",
+                w.hits,
+                w.running(),
+                w.reference
+            ));
+        } else {
+            f.note(format!(
+                "{what}: every {:.3} ms (median of {}), {measured:.1} Hz, {} interrupts in {} \
+                 ({name}: {})",
+                self.ms(a.median),
+                a.n,
+                w.hits,
+                w.running(),
+                w.reference
+            ));
+        }
     }
 }
 
@@ -1370,65 +1419,76 @@ pub(crate) fn apic(ctx: &Ctx, call: Call) -> Plan {
         ));
     }
     let apic = ctx.map.apic();
-    let tpr = apic + APIC_TPR;
     let specs = if call == Call::APICWrite {
-        let mut specs: Vec<Spec> = [0x20u32, 0x10]
-            .into_iter()
-            .map(|v| {
-                b(ctx, call, format!("APICWrite(0x80 TPR, {v:#x})"))
-                    .reg(Eax, APIC_TPR)
-                    .reg(Edx, v)
-                    .post([
-                        Op::Load { addr: tpr, slot: 0 },
-                        Op::Store {
-                            addr: tpr,
-                            value: Val::Imm(0),
-                        },
-                    ])
-                    .check(move |s, f| {
-                        f.expect(
-                            "TPR (read directly)",
-                            v,
-                            s.r.x(0) & 0xFF,
-                            "the value written",
-                        )
-                    })
-            })
-            .collect();
-        if ctx.implements(Call::APICRead) {
-            specs.push(lvtt_read_back(ctx, apic));
-        }
-        if ctx.has_pic() {
-            specs.push(eoi(ctx, apic));
-        }
-        specs
+        apic_write(ctx, apic)
     } else {
-        let direct = |reg: u32, name: &str| -> Spec {
-            b(ctx, call, format!("APICRead({reg:#x} {name})"))
-                .reg(Eax, reg)
-                .post([Op::Load {
-                    addr: apic + reg,
-                    slot: 0,
-                }])
-                .check(|s, f| f.expect("EAX", s.r.x(0), s.r.regs.eax, "a direct read"))
-        };
-        vec![
-            direct(APIC_ID, "ID"),
-            direct(APIC_VERSION, "version"),
-            b(ctx, call, "APICRead(0x80 TPR) with TPR = 0x30")
-                .reg(Eax, APIC_TPR)
-                .pre([Op::Store {
-                    addr: tpr,
-                    value: Val::Imm(0x30),
-                }])
-                .post([Op::Store {
-                    addr: tpr,
-                    value: Val::Imm(0),
-                }])
-                .check(|s, f| f.expect("EAX & 0xff", 0x30, s.r.regs.eax & 0xFF, "TPR")),
-        ]
+        apic_read(ctx, apic)
     };
     Plan::Run(specs, Vec::new())
+}
+
+/// APICWrite: TPR read back natively, LVTT read back with APICRead, EOI of a taken interrupt.
+fn apic_write(ctx: &Ctx, apic: u32) -> Vec<Spec> {
+    let tpr = apic + APIC_TPR;
+    let mut specs: Vec<Spec> = [0x20u32, 0x10]
+        .into_iter()
+        .map(|v| {
+            b(ctx, Call::APICWrite, format!("APICWrite(0x80 TPR, {v:#x})"))
+                .reg(Eax, APIC_TPR)
+                .reg(Edx, v)
+                .post([
+                    Op::Load { addr: tpr, slot: 0 },
+                    Op::Store {
+                        addr: tpr,
+                        value: Val::Imm(0),
+                    },
+                ])
+                .check(move |s, f| {
+                    f.expect(
+                        "TPR (read directly)",
+                        v,
+                        s.r.x(0) & 0xFF,
+                        "the value written",
+                    )
+                })
+        })
+        .collect();
+    if ctx.implements(Call::APICRead) {
+        specs.push(lvtt_read_back(ctx, apic));
+    }
+    if ctx.has_pic() {
+        specs.push(eoi(ctx, apic));
+    }
+    specs
+}
+
+/// APICRead: ID and version against the guest's own MMIO read, TPR as the guest set it.
+fn apic_read(ctx: &Ctx, apic: u32) -> Vec<Spec> {
+    let tpr = apic + APIC_TPR;
+    let direct = |reg: u32, name: &str| -> Spec {
+        b(ctx, Call::APICRead, format!("APICRead({reg:#x} {name})"))
+            .reg(Eax, reg)
+            .post([Op::Load {
+                addr: apic + reg,
+                slot: 0,
+            }])
+            .check(|s, f| f.expect("EAX", s.r.x(0), s.r.regs.eax, "a direct read"))
+    };
+    vec![
+        direct(APIC_ID, "ID"),
+        direct(APIC_VERSION, "version"),
+        b(ctx, Call::APICRead, "APICRead(0x80 TPR) with TPR = 0x30")
+            .reg(Eax, APIC_TPR)
+            .pre([Op::Store {
+                addr: tpr,
+                value: Val::Imm(0x30),
+            }])
+            .post([Op::Store {
+                addr: tpr,
+                value: Val::Imm(0),
+            }])
+            .check(|s, f| f.expect("EAX & 0xff", 0x30, s.r.regs.eax & 0xFF, "TPR")),
+    ]
 }
 
 /// APICWrite(0x320 LVTT, masked vector 0x41) reads back through APICRead (vector and mask

@@ -148,6 +148,94 @@ fn rtc_ack(a: &mut CodeAssembler) -> R {
     Ok(())
 }
 
+/// [`Op::Div64`] and [`Op::Add64`] (nothing for other ops).
+fn arith64(a: &mut CodeAssembler, op: &Op) -> R {
+    match *op {
+        Op::Div64 { src, by, dst } => {
+            a.mov(ecx, by)?;
+            a.xor(edx, edx)?;
+            a.mov(eax, d(xslot(src.saturating_add(1))))?;
+            a.div(ecx)?;
+            a.mov(ebx, eax)?;
+            a.mov(eax, d(xslot(src)))?;
+            a.div(ecx)?;
+            a.mov(d(xslot(dst)), eax)?;
+            a.mov(d(xslot(dst.saturating_add(1))), ebx)?;
+        }
+        Op::Add64 { a: x, b: y, dst } => {
+            a.mov(eax, d(xslot(x)))?;
+            a.mov(edx, d(xslot(x.saturating_add(1))))?;
+            a.add(eax, d(xslot(y)))?;
+            a.adc(edx, d(xslot(y.saturating_add(1))))?;
+            a.mov(d(xslot(dst)), eax)?;
+            a.mov(d(xslot(dst.saturating_add(1))), edx)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// [`Op::ApAlarmStop`].
+fn ap_alarm_stop(a: &mut CodeAssembler, pm: PmTimer, slot: u8) -> R {
+    a.mov(d(vars(var::AP_STOP)), 1u32)?;
+    wait_var(a, var::AP_DONE, pm, PmTimer::ticks(AP_WAIT_SECS))?;
+    for (k, v) in [var::AP_DONE, var::AP_CANCEL, var::AP_LOOPS]
+        .into_iter()
+        .enumerate()
+    {
+        a.mov(eax, d(vars(v)))?;
+        a.mov(d(xslot(slot.saturating_add(k as u8))), eax)?;
+    }
+    Ok(())
+}
+
+/// [`Op::Rom`]: the stack words, the count, EAX/EDX/ECX, the call, the result.
+fn rom_op(
+    a: &mut CodeAssembler,
+    call: u8,
+    regs: [Val; 3],
+    stack: [Val; 2],
+    words: u8,
+    out: Option<u8>,
+) -> R {
+    let n = usize::from(words.min(2));
+    for w in stack.iter().take(n).rev() {
+        load(a, ebx, *w)?;
+        a.push(ebx)?;
+    }
+    count_invocation(a, call)?;
+    for (reg, v) in [eax, edx, ecx].into_iter().zip(regs) {
+        load(a, reg, v)?;
+    }
+    a.call(d(vars(var::RELOC_EIPS) + 4 * u32::from(call)))?;
+    if n > 0 {
+        a.add(esp, 4 * n as i32)?;
+    }
+    if let Some(slot) = out {
+        a.mov(d(xslot(slot)), eax)?;
+        a.mov(d(xslot(slot.saturating_add(1))), edx)?;
+    }
+    Ok(())
+}
+
+/// [`Op::AlarmQuiesce`]: PIT channel 0 off (mode 5 with no count written never fires again),
+/// IRQ0 masked, the RTC's periodic interrupt off, the local-APIC timer off with whatever is
+/// pending drained, recording off.
+fn quiesce(a: &mut CodeAssembler, apic: u32) -> R {
+    a.cli()?;
+    a.mov(d(vars(var::ALARM_MODE)), alarm::DRAIN | alarm::EOI_NATIVE)?;
+    a.mov(al, 0x3A)?;
+    a.out(0x43, al)?;
+    a.in_(al, 0x21)?;
+    a.or(al, 0x01)?;
+    a.out(0x21, al)?;
+    cmos_update(a, 0x0B, !RTC_PIE, 0)?;
+    rtc_ack(a)?;
+    apic_timer_off(a, apic)?;
+    a.mov(d(vars(var::ALARM_MODE)), 0u32)?;
+    Ok(())
+}
+
 /// Unmasks IRQ0 at the PIC, then acknowledges what is left pending from before (poll mode).
 /// Interrupts must be off.
 fn unmask_irq0(a: &mut CodeAssembler) -> R {
@@ -242,63 +330,10 @@ impl Gen<'_> {
                 stack,
                 stack_words,
                 out,
-            } => {
-                let a = &mut self.a;
-                let n = usize::from(stack_words.min(2));
-                for w in stack.iter().take(n).rev() {
-                    load(a, ebx, *w)?;
-                    a.push(ebx)?;
-                }
-                count_invocation(a, call)?;
-                load(a, eax, ea)?;
-                load(a, edx, ed)?;
-                load(a, ecx, ec)?;
-                a.call(d(vars(var::RELOC_EIPS) + 4 * u32::from(call)))?;
-                if n > 0 {
-                    a.add(esp, 4 * n as i32)?;
-                }
-                if let Some(slot) = out {
-                    a.mov(d(xslot(slot)), eax)?;
-                    a.mov(d(xslot(slot.saturating_add(1))), edx)?;
-                }
-            }
-            Op::Div64 { src, by, dst } => {
-                let a = &mut self.a;
-                a.mov(ecx, by)?;
-                a.xor(edx, edx)?;
-                a.mov(eax, d(xslot(src.saturating_add(1))))?;
-                a.div(ecx)?;
-                a.mov(ebx, eax)?;
-                a.mov(eax, d(xslot(src)))?;
-                a.div(ecx)?;
-                a.mov(d(xslot(dst)), eax)?;
-                a.mov(d(xslot(dst.saturating_add(1))), ebx)?;
-            }
-            Op::Add64 { a: x, b: y, dst } => {
-                let a = &mut self.a;
-                a.mov(eax, d(xslot(x)))?;
-                a.mov(edx, d(xslot(x.saturating_add(1))))?;
-                a.add(eax, d(xslot(y)))?;
-                a.adc(edx, d(xslot(y.saturating_add(1))))?;
-                a.mov(d(xslot(dst)), eax)?;
-                a.mov(d(xslot(dst.saturating_add(1))), edx)?;
-            }
+            } => rom_op(&mut self.a, call, [ea, ed, ec], stack, stack_words, out)?,
+            Op::Div64 { .. } | Op::Add64 { .. } => arith64(&mut self.a, op)?,
             Op::AlarmStart { vector, mode } => self.alarm_start(vector, mode)?,
-            Op::AlarmQuiesce => {
-                let a = &mut self.a;
-                a.cli()?;
-                a.mov(d(vars(var::ALARM_MODE)), alarm::DRAIN | alarm::EOI_NATIVE)?;
-                // PIT channel 0: mode 5 with no count written never fires again.
-                a.mov(al, 0x3A)?;
-                a.out(0x43, al)?;
-                a.in_(al, 0x21)?;
-                a.or(al, 0x01)?;
-                a.out(0x21, al)?;
-                cmos_update(a, 0x0B, !RTC_PIE, 0)?;
-                rtc_ack(a)?;
-                apic_timer_off(a, apic)?;
-                a.mov(d(vars(var::ALARM_MODE)), 0u32)?;
-            }
+            Op::AlarmQuiesce => quiesce(&mut self.a, apic)?,
             Op::Window {
                 pm,
                 run,
@@ -326,17 +361,7 @@ impl Gen<'_> {
                 pm,
                 slot,
             } => self.ap_alarm_start(flags, vector, via_rom, period, pm, slot)?,
-            Op::ApAlarmStop { pm, slot } => {
-                let a = &mut self.a;
-                a.mov(d(vars(var::AP_STOP)), 1u32)?;
-                wait_var(a, var::AP_DONE, pm, PmTimer::ticks(AP_WAIT_SECS))?;
-                a.mov(eax, d(vars(var::AP_DONE)))?;
-                a.mov(d(xslot(slot)), eax)?;
-                a.mov(eax, d(vars(var::AP_CANCEL)))?;
-                a.mov(d(xslot(slot.saturating_add(1))), eax)?;
-                a.mov(eax, d(vars(var::AP_LOOPS)))?;
-                a.mov(d(xslot(slot.saturating_add(2))), eax)?;
-            }
+            Op::ApAlarmStop { pm, slot } => ap_alarm_stop(&mut self.a, pm, slot)?,
             _ => {
                 return Err(HarnessError::InvalidConfig {
                     reason: format!("{op:?} is not a timing operation"),
