@@ -326,6 +326,13 @@ pub enum Op {
         /// First of the 5 extra words.
         slot: u8,
     },
+    /// Extra word `slot` = the PM timer's count.
+    ReadPm {
+        /// The timer.
+        pm: PmTimer,
+        /// The extra word.
+        slot: u8,
+    },
     /// The CMOS real-time clock, read when no update is in progress, twice alike. Extra word
     /// `slot`: seconds, minutes, hours, day of month (a byte each, low first); `slot + 1`:
     /// month, year, century (register 0x32), status register B — as the RTC holds them
@@ -380,6 +387,7 @@ impl Op {
     pub const fn writes(&self) -> Option<(u8, u8)> {
         match *self {
             Op::Load { slot, .. } | Op::Hash { slot, .. } | Op::In { slot, .. } => Some((slot, 1)),
+            Op::ReadPm { slot, .. } => Some((slot, 1)),
             Op::ReadCr { slot, .. } | Op::ReadDr { slot, .. } => Some((slot, 1)),
             Op::Rdmsr { slot, .. } | Op::Rdtsc { slot } => Some((slot, 2)),
             Op::Cpuid { slot, .. } => Some((slot, 4)),

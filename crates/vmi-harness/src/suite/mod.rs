@@ -88,7 +88,7 @@
 //! | 66 GetCycleFrequency | sane (0 < f < 1 THz, f/1000 fits 32 bits); within ±0.1 % of the rate of GetCycleCounter(REAL) measured against the ACPI PM timer over 200 ms (each end a REAL/PM/REAL bracket, the tightest of 16); the TSC's rate noted |
 //! | 67 GetCycleCounter | REAL monotonic, AVAILABLE returns, STOLEN 0 or ≤ REAL |
 //! | 68 SetAlarm, 69 CancelAlarm | the far-future one-shot returns; CancelAlarm(REAL) returns; the alarm scenarios ([Time](#time)) |
-//! | 70 GetWallclockTime | between 2000 and 2200; within 2 s of the CMOS RTC the guest reads itself (BCD or binary, 12/24 h, century); two calls 150 ms apart advance as GetCycleCounter(REAL) ÷ GetCycleFrequency did between them (brackets of REAL readings, ±(1 ms + 0.1 %)) |
+//! | 70 GetWallclockTime | between 2000 and 2200; within 2 s of the CMOS RTC the guest reads itself (BCD or binary, 12/24 h, century); two calls 150 ms apart advance as the PM timer did between them and as GetCycleCounter(REAL) ÷ GetCycleFrequency did (brackets of PM-timer and REAL readings around each call, ±(1 ms + 0.1 %)) |
 //! | 71 WallclockUpdated | returns (EAX noted) |
 //!
 //! # Scenarios

@@ -1245,15 +1245,18 @@ fn wallclock(ctx: &Ctx, t: Option<Timing>) -> Vec<Spec> {
         }
     });
     let real = |slot| now(slot);
+    let pm = |slot| Op::ReadPm { pm: t.pm, slot };
     let advance = b(
         ctx,
         Call::GetWallclockTime,
-        "GetWallclockTime() 150 ms later, against GetCycleCounter(REAL)",
+        "GetWallclockTime() 150 ms later, against the PM timer and GetCycleCounter(REAL)",
     )
     .pre([
+        pm(18),
         real(0),
         rom0(Call::GetWallclockTime, 0, 0, Some(2)),
         real(4),
+        pm(19),
         rom0(Call::GetCycleFrequency, 0, 0, Some(6)),
         Op::Window {
             pm: t.pm,
@@ -1263,45 +1266,68 @@ fn wallclock(ctx: &Ctx, t: Option<Timing>) -> Vec<Spec> {
             sti: false,
             slot: 8,
         },
+        pm(20),
         real(14),
     ])
-    .post([real(16)])
-    .check(move |s, f| judge_advance(s, f, edx_eax(s.r)));
+    .post([real(16), pm(21)])
+    .check(move |s, f| judge_advance(s, f, edx_eax(s.r), t.pm));
     vec![rtc, advance]
 }
 
-fn judge_advance(s: &Seen<'_>, f: &mut Findings, second: u64) {
+/// GetWallclockTime's second reading (`second`) against its first: it must advance as real
+/// time — the PM timer's count between the two calls' brackets — and as GetCycleCounter(REAL)
+/// divided by GetCycleFrequency (consistent with the counter), both within 1 ms + 0.1 %.
+fn judge_advance(s: &Seen<'_>, f: &mut Findings, second: u64, pm: PmTimer) {
     let r = s.r;
+    let moved = second as f64 - r.x64(2) as f64;
+    let ms = |ns: f64| ns / 1e6;
+    let within = |least: f64, most: f64| {
+        let slack = 1e6 + most * 0.001;
+        moved >= least - slack && moved <= most + slack
+    };
+    // The PM timer: the first call lies between readings 18 and 19, the second between 20
+    // and 21.
+    let pm_ns = |from: usize, to: usize| {
+        f64::from(pm.elapsed(r.x(from), r.x(to))) * 1e9 / f64::from(PmTimer::HZ)
+    };
+    let (least, most) = (pm_ns(19, 20), pm_ns(18, 21));
+    if !within(least, most) {
+        f.fail(format!(
+            "advanced {:.3} ms between two calls, while the PM timer counted between {:.3} and \
+             {:.3} ms",
+            ms(moved),
+            ms(least),
+            ms(most)
+        ));
+    }
+    let hz = r.x64(6);
     let at = |k: usize| r.x64(k);
-    let hz = at(6);
-    let first = at(2);
+    let (Some(least), Some(most)) = (at(14).checked_sub(at(4)), at(16).checked_sub(at(0))) else {
+        f.fail("set-up: GetCycleCounter(REAL) went backwards");
+        return;
+    };
     if hz == 0 {
         f.fail("set-up: GetCycleFrequency returned 0");
         return;
     }
     let ns = |cycles: u64| cycles as f64 * 1e9 / hz as f64;
-    let (Some(least), Some(most)) = (at(14).checked_sub(at(4)), at(16).checked_sub(at(0))) else {
-        f.fail("set-up: GetCycleCounter(REAL) went backwards");
-        return;
-    };
     let (least, most) = (ns(least), ns(most));
-    let moved = second as f64 - first as f64;
-    // The two wallclock readings lie within their REAL brackets; allow 0.1 % and 1 ms.
-    let slack = 1e6 + most * 0.001;
-    if moved < least - slack || moved > most + slack {
+    if within(least, most) {
+        f.note(format!(
+            "advanced {:.3} ms, the PM timer {:.3}–{:.3} ms, REAL {:.3}–{:.3} ms",
+            ms(moved),
+            ms(pm_ns(19, 20)),
+            ms(pm_ns(18, 21)),
+            ms(least),
+            ms(most)
+        ));
+    } else {
         f.fail(format!(
             "advanced {:.3} ms between two calls, while GetCycleCounter(REAL) advanced between \
              {:.3} and {:.3} ms (at GetCycleFrequency {hz} Hz)",
-            moved / 1e6,
-            least / 1e6,
-            most / 1e6
-        ));
-    } else {
-        f.note(format!(
-            "advanced {:.3} ms with REAL ({:.3}–{:.3} ms)",
-            moved / 1e6,
-            least / 1e6,
-            most / 1e6
+            ms(moved),
+            ms(least),
+            ms(most)
         ));
     }
 }

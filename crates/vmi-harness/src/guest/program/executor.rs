@@ -482,6 +482,7 @@ impl Gen<'_> {
             | Op::TimePair { .. }
             | Op::RefTimer { .. }
             | Op::SendSamples
+            | Op::ReadPm { .. }
             | Op::ReadRtc { .. }
             | Op::SelfIpi { .. }
             | Op::ApAlarmStart { .. }

@@ -345,6 +345,10 @@ impl Gen<'_> {
             Op::TimePair { pm, real, slot } => self.time_pair(pm, real, slot)?,
             Op::RefTimer { pit, rate } => self.ref_timer(pit, rate)?,
             Op::ReadRtc { slot } => self.read_rtc(slot)?,
+            Op::ReadPm { pm, slot } => {
+                read_pm(&mut self.a, pm)?;
+                self.a.mov(d(xslot(slot)), eax)?;
+            }
             Op::SendSamples => self.send_samples()?,
             Op::SelfIpi { vector } => {
                 let a = &mut self.a;
