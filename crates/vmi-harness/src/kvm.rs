@@ -427,7 +427,7 @@ pub(crate) fn run_partial(cfg: &KvmConfig) -> Result<KvmRun, (HarnessError, Part
 ///
 /// Errors: a misplaced ROM or a multiboot image that does not fit ([`RomPlacement::new`],
 /// [`layout::MultibootLayout::parse`]), KVM unavailable or an ioctl failing, a ROM init that
-/// does not return ([`HarnessError::RomInit`](crate::HarnessError::RomInit)), a vCPU that KVM
+/// does not return ([`HarnessError::RomInit`]), a vCPU that KVM
 /// cannot run (`FailEntry`, `InternalError`) or an exit this VMM does not model.
 pub fn run(cfg: &KvmConfig) -> Result<KvmRun, HarnessError> {
     #[cfg(target_os = "linux")]

@@ -355,6 +355,20 @@ fn misplaced_roms_and_misused_options_are_errors() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("QEMU arguments"), "{e}");
+    // Under QEMU SeaBIOS always runs the ROM's 16-bit init: not running it is the KVM
+    // runner's option only.
+    let e = probe_image(
+        &g.image,
+        &ProbeOptions {
+            run_init16: false,
+            ..ProbeOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("under QEMU SeaBIOS always runs it"),
+        "{e}"
+    );
     // A multiboot image that does not fit the RAM.
     let e = kvm::run(&KvmConfig {
         kernel: multiboot::image(0x3F_F000, &[0xF4; 64], 0, 0x2000),

@@ -99,13 +99,36 @@
 //! # Engines
 //!
 //! On QEMU (TCG or KVM) everything runs, with paging. On the kvm engine (the built-in VMM)
-//! there is no BIOS, no interrupt controller, no PIT and no local APIC, and on kvm-pvm no
+//! there is no BIOS image, no interrupt controller and no local APIC, and on kvm-pvm no
 //! paging: the guest runs flat, the page-table checks are [`Verdict::Skipped`] with "needs
 //! paging; this KVM cannot page", Halt and the APIC calls are skipped, the interrupt calls
 //! lose their pending-IRQ vectors, and whatever KVM cannot emulate (kvm-pvm: a protected-mode
 //! `iret`, the reset the native Reboot ends in) is skipped with KVM's own reason rather than
 //! failed; a #UD at exactly the ring-3 stub's `int 0x80` (kvm-pvm cannot run it) still lets
 //! the ring-3 state be checked from that frame.
+//!
+//! Before every kvm guest run the runner does what SeaBIOS does for an option ROM
+//! ([`SuiteOptions::run_init16`], on by default; see [`crate::kvm`]): it far-calls the ROM's
+//! 16-bit init in real mode with the image writable and a BIOS data area saying 639 KiB of
+//! base memory, then maps the ROM read-only — so a ROM that takes private RAM at POST has it,
+//! as under QEMU, and an activation note says what the init did. The PIT's counters, port
+//! 0x61 and the CMOS clock can be read there (a ROM's Init may measure the TSC with them), but
+//! nothing raises an interrupt. With `run_init16` off nothing runs the init (what a hypervisor
+//! that maps the ROM itself presents): the calls that need private RAM answer NONE.
+//! [`SuiteReport::bios_init`] says which.
+//!
+//! # VM exits (kvm engine)
+//!
+//! The kvm engine counts every exit to user space by kind (port I/O per port and direction,
+//! MMIO reads and writes, `hlt`, other) and by where the exiting instruction lay (inside the
+//! ROM's slot or in the guest's own code), and gives each to the step of the guest's record
+//! stream it happened in: a vector's exits are those from its `STEP` record to the next
+//! step's. [`RunSummary::exits`] holds a run's ([`RunExits`]: all, the ROM's, the 16-bit
+//! init's, and per call), [`CallVerdict::exits`] a call's over every run ([`CallExits`]:
+//! vectors, invocations, the ROM's and the guest's exits) — so the native IODelay's one
+//! `out 0x80` per invocation reads `calls[65].exits.rom.io_out["0x80"] == invocations`. Exits
+//! KVM handles in the kernel (kvmclock's MSRs, CPUID, …) never reach user space and are not
+//! counted. QEMU counts none: both fields are None (`null` in JSON) there.
 //!
 //! Every run is bounded: QEMU runs are killed after [`SuiteOptions::hang_timeout`] without
 //! progress (the guest streams a record per step, so silence means a hang) and after
