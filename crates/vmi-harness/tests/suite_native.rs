@@ -14,6 +14,7 @@ use vmi_harness::suite::{SuiteOptions, SuiteReport, Verdict};
 use vmi_harness::{Engine, kvm};
 use vmi_rom::emit::Emit;
 use vmi_rom::generate::{BuildOptions, Generated, generate, generate_unaudited};
+use vmi_rom::kvm::Kvm;
 use vmi_rom::native::Native;
 use vmi_rom::{Answer, Backend, GenError, Override};
 
@@ -422,4 +423,16 @@ fn a_rom_implementing_every_call_passes() {
     assert!(r.call(66).unwrap().detail.contains("1000000000 Hz"));
     assert_eq!(r.call(63).unwrap().checks, 2);
     assert_eq!(r.call(67).unwrap().checks, 4);
+}
+
+/// The kvm ROM under QEMU TCG (no KVM, no kvmclock): its native fallback passes every call it
+/// implements, as the native ROM does.
+#[test]
+fn kvm_rom_passes_under_qemu_tcg_through_its_fallback() {
+    let g = generate(&Kvm, &BuildOptions::default()).unwrap();
+    let r = common::suite(&g.image, &SuiteOptions::default());
+    assert_passes(&r);
+    assert_follows_answers(&g, &r, &[(26, "a native rdpmc raises #UD")]);
+    // No KVM: IODelay stays the native out 0x80 (CALL_REL), not NOP.
+    assert_eq!(r.call(Call::IODelay as u8).unwrap().reloc, "CALL_REL");
 }

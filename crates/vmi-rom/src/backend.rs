@@ -99,6 +99,13 @@ pub trait Backend {
         false
     }
 
+    /// Whether `call` has nothing to do under the hypervisor this backend is for: its
+    /// GetRelocationInfo answer becomes NOP once Init found that hypervisor (marked in the
+    /// private RAM's ready word), and stays the emitted code elsewhere.
+    fn nop_on_hypervisor(&self, _call: Call) -> bool {
+        false
+    }
+
     /// Routines shared by several calls (and Init), placed once in the image before the calls;
     /// code reaches one with a relative `call` to [`Emit::helper`].
     fn helper_names(&self) -> Vec<&'static str> {
@@ -183,6 +190,10 @@ impl<B: Backend> Backend for Override<B> {
 
     fn needs_ram(&self, call: Call) -> bool {
         call != self.call && self.base.needs_ram(call)
+    }
+
+    fn nop_on_hypervisor(&self, call: Call) -> bool {
+        call != self.call && self.base.nop_on_hypervisor(call)
     }
 
     fn helper_names(&self) -> Vec<&'static str> {

@@ -203,7 +203,11 @@ fn get_reloc_code(e: &mut Emit, table: u32) -> Result<(), GenError> {
 /// For a NEEDS_RAM entry (ECX, image base in EDX): NONE unless the block exists and is ready;
 /// otherwise clear the flag and go on at `plain`.
 fn ram_gate(e: &mut Emit, none: CodeLabel, plain: &mut CodeLabel) -> Result<(), GenError> {
-    e.a.test(cl, crate::ram::NEEDS_RAM as i32)?;
+    use crate::ram::{NEEDS_RAM, NOP_ON_HYPERVISOR, ready};
+    let mut check_hv = e.a.create_label();
+    let mut as_nop = e.a.create_label();
+    let mut flags_done = e.a.create_label();
+    e.a.test(cl, (NEEDS_RAM | NOP_ON_HYPERVISOR) as i32)?;
     e.a.jz(*plain)?;
     let link = e.data_offset().ok_or(GenError::Inconsistent {
         backend: "generator".into(),
@@ -211,13 +215,34 @@ fn ram_gate(e: &mut Emit, none: CodeLabel, plain: &mut CodeLabel) -> Result<(), 
         name: "-",
         problem: "a call needs private RAM but the image has no RAM link",
     })?;
-    // The block: image base + link; it must exist and be ready.
+    // The block: image base + link.
     e.a.mov(eax, dword_ptr(edx + link as i32))?;
+    e.a.test(cl, NEEDS_RAM as i32)?;
+    e.a.jz(check_hv)?;
+    // NEEDS_RAM: the block must exist and be ready.
     e.a.test(eax, eax)?;
     e.a.jz(none)?;
-    e.a.cmp(dword_ptr(edx + eax + crate::ram::off::READY as i32), 0)?;
-    e.a.je(none)?;
-    e.a.and(ecx, !u32::from(crate::ram::NEEDS_RAM) as i32)?;
+    e.a.test(
+        dword_ptr(edx + eax + crate::ram::off::READY as i32),
+        ready::READY,
+    )?;
+    e.a.jz(none)?;
+    e.a.set_label(&mut check_hv)?;
+    // NOP_ON_HYPERVISOR: NOP once Init found the hypervisor the backend is for.
+    e.a.test(cl, NOP_ON_HYPERVISOR as i32)?;
+    e.a.jz(flags_done)?;
+    e.a.test(eax, eax)?;
+    e.a.jz(flags_done)?;
+    e.a.test(
+        dword_ptr(edx + eax + crate::ram::off::READY as i32),
+        ready::HYPERVISOR,
+    )?;
+    e.a.jnz(as_nop)?;
+    e.a.set_label(&mut flags_done)?;
+    e.a.and(ecx, !u32::from(NEEDS_RAM | NOP_ON_HYPERVISOR) as i32)?;
+    e.a.jmp(*plain)?;
+    e.a.set_label(&mut as_nop)?;
+    e.a.mov(ecx, vmi_abi::RelocType::Nop as i32)?;
     Ok(())
 }
 
@@ -343,6 +368,9 @@ pub fn generate_unaudited(
                 });
             }
             entry |= u32::from(crate::ram::NEEDS_RAM);
+        }
+        if answer.has_code() && backend.nop_on_hypervisor(call) {
+            entry |= u32::from(crate::ram::NOP_ON_HYPERVISOR);
         }
         b.write_at(table + 4 * call as usize, &entry.to_le_bytes())?;
         calls.push(CallEntry {

@@ -23,6 +23,7 @@ pub mod emit;
 pub mod error;
 pub mod generate;
 pub mod iret;
+pub mod kvm;
 pub mod manifest;
 pub mod native;
 pub mod ram;

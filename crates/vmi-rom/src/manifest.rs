@@ -14,7 +14,8 @@
 //! | 0x10 | 2 | offset of the backend's private data area (0 = none) |
 //! | 0x12 | 2 | offset of the private-RAM header template (0 = no private RAM; [`crate::ram`]) |
 //!
-//! Each table entry is a little-endian u32: bits 0–6 the relocation type, bit 7
+//! Each table entry is a little-endian u32: bits 0–5 the relocation type, bit 6
+//! [`NOP_ON_HYPERVISOR`](crate::ram::NOP_ON_HYPERVISOR), bit 7
 //! [`NEEDS_RAM`](crate::ram::NEEDS_RAM), bits 8–31 the image offset of the implementation (0
 //! for NONE/NOP). GetRelocationInfo returns `image base + offset` in EAX and the type in EDX
 //! (NONE for a NEEDS_RAM entry while the ROM has no private RAM).
@@ -101,6 +102,9 @@ pub struct Entry {
     /// The call needs the ROM's private RAM: GetRelocationInfo answers NONE without it
     /// ([`crate::ram::NEEDS_RAM`]).
     pub needs_ram: bool,
+    /// GetRelocationInfo answers NOP for it once Init found the backend's hypervisor
+    /// ([`crate::ram::NOP_ON_HYPERVISOR`]).
+    pub nop_on_hypervisor: bool,
 }
 
 impl Manifest {
@@ -154,13 +158,14 @@ impl Manifest {
             .filter_map(|n| {
                 let raw = u32_at(image, usize::from(self.table) + 4 * usize::from(n))?;
                 let byte = (raw & 0xFF) as u8;
-                let t = byte & !crate::ram::NEEDS_RAM;
+                let t = byte & !(crate::ram::NEEDS_RAM | crate::ram::NOP_ON_HYPERVISOR);
                 Some(Entry {
                     call: n,
                     raw_type: t,
                     reloc: RelocType::from_u8(t),
                     offset: raw >> 8,
                     needs_ram: byte & crate::ram::NEEDS_RAM != 0,
+                    nop_on_hypervisor: byte & crate::ram::NOP_ON_HYPERVISOR != 0,
                 })
             })
             .collect()

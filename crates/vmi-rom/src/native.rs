@@ -178,7 +178,7 @@ fn halt_forever(e: &mut Emit) -> R {
 }
 
 /// A routine from the shared time machinery: CALL_REL.
-fn routine(e: &mut Emit, body: fn(&mut Emit) -> Result<(), GenError>) -> R {
+fn routine(e: &mut Emit, body: impl FnOnce(&mut Emit) -> Result<(), GenError>) -> R {
     body(e)?;
     Ok(Answer::Call)
 }
@@ -189,24 +189,7 @@ impl Backend for Native {
     }
 
     fn init32(&self, e: &mut Emit) -> Result<(), GenError> {
-        let mut none = e.a.create_label();
-        e.a.push(ebx)?;
-        e.a.push(esi)?;
-        e.a.push(edi)?;
-        e.a.push(ebp)?;
-        let bias = crate::ram::pointer(e, ebx, none)?;
-        e.a.sub(ebx, bias)?;
-        let time = e.ram_region(&time::TIME)?.offset as i32;
-        e.a.lea(esi, ptr(ebx + time))?;
-        time::clock::init(e)?;
-        e.a.set_label(&mut none)?;
-        e.a.pop(ebp)?;
-        e.a.pop(edi)?;
-        e.a.pop(esi)?;
-        e.a.pop(ebx)?;
-        e.a.xor(eax, eax)?;
-        e.a.ret()?;
-        Ok(())
+        time::clock::init32(e, time::clock::init_native)
     }
 
     fn ram(&self) -> Result<Vec<crate::ram::Region>, GenError> {
@@ -304,12 +287,14 @@ impl Backend for Native {
             IODelay => one(e, |a| a.out(0x80, al)),
             UpdateKernelStack | UpdatePxE | UpdatePxELong | AllocatePage | ReleasePage
             | SetLinearMapping | SetInitialAPState | SetLazyMode => Ok(Answer::Nop),
-            APICWrite => routine(e, time::apic::emit_write),
+            APICWrite => routine(e, |e| {
+                time::apic::emit_write(e, time::helper::CPU_SLOT, false)
+            }),
             APICRead => routine(e, time::apic::emit_read),
             GetCycleFrequency => routine(e, time::clock::emit_frequency),
             GetCycleCounter => routine(e, time::clock::emit_counter),
-            SetAlarm => routine(e, time::alarm::emit_set),
-            CancelAlarm => routine(e, time::alarm::emit_cancel),
+            SetAlarm => routine(e, |e| time::alarm::emit_set(e, time::helper::CPU_SLOT)),
+            CancelAlarm => routine(e, |e| time::alarm::emit_cancel(e, time::helper::CPU_SLOT)),
             GetWallclockTime => routine(e, time::clock::emit_wallclock),
             WallclockUpdated => routine(e, time::clock::emit_updated),
             MachineToPhysical | PhysicalToMachine | INL | INB | INW | INSL | INSB | INSW | OUTL

@@ -59,6 +59,19 @@ pub const LINK_SIZE: usize = 5;
 /// Init — GetRelocationInfo answers NONE unless the block exists and its
 /// [ready](off::READY) word is non-zero.
 pub const NEEDS_RAM: u8 = 0x80;
+/// Flag in a GetRelocationInfo table entry's type byte: the call has nothing to do under the
+/// hypervisor the backend is for — GetRelocationInfo answers NOP once Init found it (the
+/// [`ready::HYPERVISOR`] bit), else the entry's own answer.
+pub const NOP_ON_HYPERVISOR: u8 = 0x40;
+
+/// Bits of the [ready](off::READY) word.
+pub mod ready {
+    /// The backend's state is set up: calls flagged [`NEEDS_RAM`](super::NEEDS_RAM) may run.
+    pub const READY: u32 = 1 << 0;
+    /// Init found the hypervisor the backend is for
+    /// ([`NOP_ON_HYPERVISOR`](super::NOP_ON_HYPERVISOR)).
+    pub const HYPERVISOR: u32 = 1 << 1;
+}
 
 /// Header field offsets.
 pub mod off {

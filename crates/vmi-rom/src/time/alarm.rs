@@ -628,7 +628,7 @@ fn advance(a: &mut CodeAssembler, c: i32) -> Result<(), GenError> {
 /// Loads ESI = the per-ROM region and EDI = the calling CPU's slot, saving the caller's EBX,
 /// ESI, EDI, EBP and EFLAGS (interrupts off until [`leave`]); EAX is kept. Without RAM or a
 /// slot it jumps to `none` with everything saved (so `none` is followed by [`leave`]).
-fn enter(e: &mut Emit, none: CodeLabel) -> Result<(), GenError> {
+fn enter(e: &mut Emit, none: CodeLabel, slot: &str) -> Result<(), GenError> {
     let mut no_ram = e.a.create_label();
     let mut have = e.a.create_label();
     e.a.pushfd()?;
@@ -639,7 +639,7 @@ fn enter(e: &mut Emit, none: CodeLabel) -> Result<(), GenError> {
     e.a.push(ebp)?;
     e.a.push(eax)?;
     time_ptr(e, esi, no_ram)?;
-    let slot = e.helper(helper::CPU_SLOT)?;
+    let slot = e.helper(slot)?;
     e.a.call(slot)?;
     e.a.pop(eax)?;
     e.a.test(edi, edi)?;
@@ -663,12 +663,14 @@ fn leave(a: &mut CodeAssembler) -> Result<(), GenError> {
 }
 
 /// SetAlarm: EAX = flags, EDX:ECX = absolute expiry (low in EDX), [esp+4]/[esp+8] = period.
-pub fn emit_set(e: &mut Emit) -> Result<(), GenError> {
+/// `slot`: the helper that finds the calling CPU's slot ([`helper::CPU_SLOT`], or one that
+/// also sets the CPU up for a hypervisor).
+pub fn emit_set(e: &mut Emit, slot: &str) -> Result<(), GenError> {
     let mut out = e.a.create_label();
     let mut store_period = e.a.create_label();
     e.a.push(ecx)?;
     e.a.push(edx)?;
-    enter(e, out)?;
+    enter(e, out, slot)?;
     // Stack: EBP, EDI, ESI, EBX, EFLAGS, expiry lo, expiry hi, return, period lo, period hi.
     let base = 4 * 7;
     e.a.mov(ebx, eax)?;
@@ -700,13 +702,13 @@ pub fn emit_set(e: &mut Emit) -> Result<(), GenError> {
 }
 
 /// CancelAlarm: EAX = flags → EAX = 1 if that counter's alarm was armed (a one-shot past its
-/// expiry has fired and is not), else 0.
-pub fn emit_cancel(e: &mut Emit) -> Result<(), GenError> {
+/// expiry has fired and is not), else 0. `slot` as for [`emit_set`].
+pub fn emit_cancel(e: &mut Emit, slot: &str) -> Result<(), GenError> {
     let mut out = e.a.create_label();
     let mut was = e.a.create_label();
     let mut answer = e.a.create_label();
     e.a.push(0)?; // the answer
-    enter(e, out)?;
+    enter(e, out, slot)?;
     let answer_at = 4 * 5;
     e.a.and(eax, VMI_ALARM_COUNTER_MASK as i32)?;
     e.a.cmp(eax, 2)?;
@@ -735,7 +737,7 @@ pub fn emit_cancel(e: &mut Emit) -> Result<(), GenError> {
 
 /// Inside APICWrite after an EOI (ESI = the per-ROM region; EAX, ECX, EDX free): if any CPU's
 /// alarms need service, find this CPU's slot and service it.
-pub fn after_eoi(e: &mut Emit) -> Result<(), GenError> {
+pub fn after_eoi(e: &mut Emit, slot: &str) -> Result<(), GenError> {
     let mut done = e.a.create_label();
     e.a.cmp(dword_ptr(esi + tm::SERVICED), 0)?;
     e.a.je(done)?;
@@ -744,7 +746,7 @@ pub fn after_eoi(e: &mut Emit) -> Result<(), GenError> {
     e.a.push(ebp)?;
     e.a.pushfd()?;
     e.a.cli()?;
-    let slot = e.helper(helper::CPU_SLOT)?;
+    let slot = e.helper(slot)?;
     e.a.call(slot)?;
     let mut skip = e.a.create_label();
     e.a.test(edi, edi)?;

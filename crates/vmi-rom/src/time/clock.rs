@@ -201,18 +201,28 @@ fn store_rates(a: &mut CodeAssembler) -> Result<(), GenError> {
     Ok(())
 }
 
-/// Init's time part (ESI = the per-ROM region, EBX = the private-RAM block; interrupts are
-/// off): PAGE_OFFSET, the TSC rate, the TSC-deadline flag, the RTC base; the block is made
-/// ready when the rate is known. Keeps EBX, ESI.
-pub fn init(e: &mut Emit) -> Result<(), GenError> {
+/// Init for a backend with the time machinery (interrupts are off): with ESI = the per-ROM
+/// region and EBX = the private-RAM block, PAGE_OFFSET and the TSC-deadline flag, then `body`
+/// (the rates, the wall clock, the ready word); returns 0. Without private RAM it just
+/// returns 0. Keeps EBX, ESI, EDI, EBP.
+pub fn init32(
+    e: &mut Emit,
+    body: impl FnOnce(&mut Emit) -> Result<(), GenError>,
+) -> Result<(), GenError> {
+    let mut none = e.a.create_label();
     let mut no_deadline = e.a.create_label();
-    let mut not_ready = e.a.create_label();
+    e.a.push(ebx)?;
+    e.a.push(esi)?;
+    e.a.push(edi)?;
+    e.a.push(ebp)?;
+    let bias = ram::pointer(e, ebx, none)?;
+    e.a.sub(ebx, bias)?;
+    let time = e.ram_region(&super::TIME)?.offset as i32;
+    e.a.lea(esi, ptr(ebx + time))?;
     // PAGE_OFFSET = the image's linear address − its physical address.
     e.image_base(eax)?;
     e.a.sub(eax, dword_ptr(ebx + ram::off::ROM_PHYS as i32))?;
     e.a.mov(dword_ptr(esi + tm::PAGE_OFFSET), eax)?;
-    let calibrate = e.helper(helper::CALIBRATE)?;
-    e.a.call(calibrate)?;
     e.a.push(ebx)?;
     e.a.mov(eax, 1)?;
     e.a.cpuid()?;
@@ -221,10 +231,28 @@ pub fn init(e: &mut Emit) -> Result<(), GenError> {
     e.a.jz(no_deadline)?;
     e.a.or(dword_ptr(esi + tm::FLAGS), flag::TSC_DEADLINE)?;
     e.a.set_label(&mut no_deadline)?;
+    body(e)?;
+    e.a.set_label(&mut none)?;
+    e.a.pop(ebp)?;
+    e.a.pop(edi)?;
+    e.a.pop(esi)?;
+    e.a.pop(ebx)?;
+    e.a.xor(eax, eax)?;
+    e.a.ret()?;
+    Ok(())
+}
+
+/// Init's native time part (ESI = the per-ROM region, EBX = the block): the TSC rate against
+/// PIT channel 2, the RTC base; the block is made ready when the rate is known. Keeps EBX,
+/// ESI.
+pub fn init_native(e: &mut Emit) -> Result<(), GenError> {
+    let mut not_ready = e.a.create_label();
+    let calibrate = e.helper(helper::CALIBRATE)?;
+    e.a.call(calibrate)?;
     rebase_wallclock(e)?;
     e.a.test(dword_ptr(esi + tm::FLAGS), flag::CALIBRATED)?;
     e.a.jz(not_ready)?;
-    e.a.mov(dword_ptr(ebx + ram::off::READY as i32), 1)?;
+    e.a.or(dword_ptr(ebx + ram::off::READY as i32), ram::ready::READY)?;
     e.a.set_label(&mut not_ready)?;
     e.a.nop()?;
     Ok(())

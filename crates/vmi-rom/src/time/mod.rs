@@ -59,8 +59,15 @@ pub mod tm {
     pub const PAGE_OFFSET: i32 = 0x3C;
     /// Per-CPU slot keys: the GDT base of the CPU owning slot *n* (0: free).
     pub const KEYS: i32 = 0x40;
+    /// The highest REAL value handed out (u64), when the counter must be kept monotonic
+    /// across CPUs by hand (a hypervisor clock without the stable bit).
+    pub const LAST: i32 = KEYS + 4 * crate::ram::MAX_CPUS as i32;
+    /// Counter cycles per nanosecond, 32.32 (u64): a hypervisor's stolen ns to cycles.
+    pub const CPN_Q32: i32 = LAST + 8;
+    /// A hypervisor's wall-clock structure (KVM: version, seconds, nanoseconds).
+    pub const WALL: i32 = CPN_Q32 + 8;
     /// Size of the region.
-    pub const SIZE: u32 = KEYS as u32 + 4 * crate::ram::MAX_CPUS;
+    pub const SIZE: u32 = WALL as u32 + 16;
 }
 
 /// Flag bits of [`tm::FLAGS`].
@@ -71,6 +78,14 @@ pub mod flag {
     pub const APIC_TIMER: u32 = 1 << 1;
     /// The CPU has the TSC-deadline timer (CPUID.1:ECX.24).
     pub const TSC_DEADLINE: u32 = 1 << 2;
+    /// Time comes from the KVM paravirtual clock ([`crate::kvm`]).
+    pub const KVMCLOCK: u32 = 1 << 8;
+    /// KVM steal time is registered: STOLEN counts.
+    pub const STEAL: u32 = 1 << 9;
+    /// KVM's paravirtual EOI is enabled.
+    pub const PV_EOI: u32 = 1 << 10;
+    /// The paravirtual clock is stable across CPUs (its TSC needs no clamp).
+    pub const STABLE: u32 = 1 << 11;
 }
 
 /// Offsets in one CPU's alarm slot.
@@ -151,7 +166,9 @@ pub mod helper {
     pub const CALIBRATE: &str = "calibrate";
     /// [`super::clock::emit_rtc_read`].
     pub const RTC_READ: &str = "rtc_read";
-    /// Every helper, in placement order.
+    /// [`crate::kvm::emit_cpu`] (the kvm backend's slot finder).
+    pub const KVM_CPU: &str = "kvm_cpu";
+    /// Every helper the shared machinery has, in placement order.
     pub const ALL: [&str; 6] = [
         CALIBRATE,
         RTC_READ,

@@ -538,6 +538,10 @@ impl<B: Backend> Backend for Trace<B> {
         self.inner.needs_ram(call)
     }
 
+    fn nop_on_hypervisor(&self, call: Call) -> bool {
+        self.inner.nop_on_hypervisor(call)
+    }
+
     fn helper_names(&self) -> Vec<&'static str> {
         self.inner.helper_names()
     }

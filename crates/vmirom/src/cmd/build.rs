@@ -1,12 +1,14 @@
-//! `vmirom build --backend native [-o FILE] [...]`: generate a VMI ROM.
+//! `vmirom build --backend native|kvm [-o FILE] [...]`: generate a VMI ROM.
 
 use super::CliError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vmi_rom::audit::{RoutineStats, audit};
 use vmi_rom::generate::{BuildOptions, Generated, generate};
+use vmi_rom::kvm::Kvm;
 use vmi_rom::native::Native;
 use vmi_rom::trace::{Trace, area};
+use vmi_rom::{Backend, GenError};
 
 fn parse_ring(s: &str) -> Result<u32, String> {
     let n: u32 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
@@ -36,6 +38,9 @@ fn parse_sites(s: &str) -> Result<u32, String> {
 pub enum BackendName {
     /// The native instructions (hardware, or a hypervisor that traps them).
     Native,
+    /// KVM's paravirtual clock, steal time, PV EOI and no-op I/O delays, found at Init; the
+    /// native behaviour anywhere else.
+    Kvm,
 }
 
 /// Arguments of `vmirom build`.
@@ -84,6 +89,22 @@ pub struct Args {
     quiet: bool,
 }
 
+/// Generates `inner`, wrapped by the trace backend with `--trace`.
+fn build<B: Backend>(inner: B, a: &Args, opts: &BuildOptions) -> Result<Generated, GenError> {
+    if a.trace {
+        generate(
+            &Trace {
+                inner,
+                ring: a.ring,
+                sites: a.sites.unwrap_or(area::DEFAULT_SITES),
+            },
+            opts,
+        )
+    } else {
+        generate(&inner, opts)
+    }
+}
+
 /// Runs the command.
 pub fn run(a: &Args) -> Result<ExitCode, CliError> {
     let d = BuildOptions::default();
@@ -102,20 +123,9 @@ pub fn run(a: &Args) -> Result<ExitCode, CliError> {
     if a.sites.is_some() && !a.trace {
         return Err(CliError("--sites needs --trace".into()));
     }
-    let inner = match a.backend {
-        BackendName::Native => Native,
-    };
-    let g = if a.trace {
-        generate(
-            &Trace {
-                inner,
-                ring: a.ring,
-                sites: a.sites.unwrap_or(area::DEFAULT_SITES),
-            },
-            &opts,
-        )
-    } else {
-        generate(&inner, &opts)
+    let g = match a.backend {
+        BackendName::Native => build(Native, a, &opts),
+        BackendName::Kvm => build(Kvm, a, &opts),
     }
     .map_err(|e| CliError(e.to_string()))?;
     super::write(&a.output, &g.image)?;
