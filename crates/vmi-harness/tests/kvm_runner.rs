@@ -1089,3 +1089,47 @@ fn the_native_iodelay_costs_one_port_0x80_exit_per_invocation() {
         );
     }
 }
+
+/// The kvm ROM on the runner (KVM's CPUID leaves, kvmclock MSRs in the kernel): with its
+/// private RAM from the BIOS step it takes the KVM path — the time calls answer CALL_REL and
+/// cost no exit, Init measures nothing (no PIT polling), and IODelay is NOP: no exit at all
+/// where the native ROM's costs one.
+#[test]
+fn the_kvm_rom_takes_kvmclock_and_its_iodelay_costs_no_exit() {
+    if !kvm_usable() {
+        return;
+    }
+    let k = generate(&vmi_rom::kvm::Kvm, &BuildOptions::default()).unwrap();
+    let calls = [
+        vmi_abi::Call::IODelay,
+        vmi_abi::Call::GetCycleFrequency,
+        vmi_abi::Call::GetCycleCounter,
+        vmi_abi::Call::GetWallclockTime,
+    ];
+    let r = common::suite(
+        &k.image,
+        &vmi_harness::suite::SuiteOptions {
+            engine: Engine::Kvm,
+            only: Some(calls.iter().map(|c| *c as u32).collect()),
+            ..Default::default()
+        },
+    );
+    assert!(r.passed());
+    let io = r.call(vmi_abi::Call::IODelay as u8).unwrap();
+    assert_eq!(
+        (io.reloc.as_str(), io.detail.as_str()),
+        ("NOP", "NOP: nothing to execute")
+    );
+    let e = io.exits.as_ref().unwrap();
+    assert_eq!((e.vectors, e.invocations, e.rom.total), (0, 0, 0));
+    for c in &calls[1..] {
+        let v = r.call(*c as u8).unwrap();
+        assert_eq!(v.reloc, "CALL_REL", "{c:?}");
+        let e = v.exits.as_ref().unwrap();
+        eprintln!("{c:?}: {e:?} — {}", v.detail);
+        assert!(e.invocations >= 1);
+        assert_eq!(e.rom.total, 0, "{c:?}: kvmclock needs no exit");
+    }
+    let act = r.run_log[0].exits.as_ref().unwrap();
+    assert_eq!(act.rom.total, 0, "Init polls nothing: {act:?}");
+}

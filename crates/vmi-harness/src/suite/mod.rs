@@ -126,7 +126,8 @@
 //! step's. [`RunSummary::exits`] holds a run's ([`RunExits`]: all, the ROM's, the 16-bit
 //! init's, and per call), [`CallVerdict::exits`] a call's over every run ([`CallExits`]:
 //! vectors, invocations, the ROM's and the guest's exits) — so the native IODelay's one
-//! `out 0x80` per invocation reads `calls[65].exits.rom.io_out["0x80"] == invocations`. Exits
+//! `out 0x80` per invocation reads `calls[65].exits.rom.io_out["0x80"] == invocations`; a
+//! call answered NOP (nothing to execute) gets all-zero counts with no vectors. Exits
 //! KVM handles in the kernel (kvmclock's MSRs, CPUID, …) never reach user space and are not
 //! counted. QEMU counts none: both fields are None (`null` in JSON) there.
 //!
@@ -257,7 +258,9 @@ pub struct CallVerdict {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eip: Option<u32>,
     /// KVM engine: the VM exits of the call's vectors over every run (None under QEMU, which
-    /// counts no exits, and for a call none of whose vectors ran to its result).
+    /// counts no exits, and for a call none of whose vectors ran to its result). A call
+    /// answered NOP costs nothing by construction (Linux turns its sites into NOPs): its
+    /// counts are all zero, with no vectors.
     pub exits: Option<CallExits>,
 }
 
@@ -404,8 +407,10 @@ fn call_exits(vectors: &[run::VectorExits]) -> BTreeMap<u8, CallExits> {
     out
 }
 
-/// Gives every call the exits of its vectors over `runs` (calls without any keep None).
+/// Gives every call the exits of its vectors over `runs` (calls without any keep None; a
+/// passing NOP answer gets zero counts where exits are counted).
 fn attach_exits(verdicts: &mut [CallVerdict], runs: &[RunSummary]) {
+    let counted = runs.iter().any(|r| r.exits.is_some());
     for v in verdicts {
         let mut sum: Option<CallExits> = None;
         for c in runs
@@ -417,6 +422,10 @@ fn attach_exits(verdicts: &mut [CallVerdict], runs: &[RunSummary]) {
             s.invocations += c.invocations;
             s.rom += &c.rom;
             s.guest += &c.guest;
+        }
+        let nop = RelocType::Nop.name();
+        if sum.is_none() && counted && v.reloc == nop && v.verdict == Verdict::Pass {
+            sum = Some(CallExits::default());
         }
         v.exits = sum;
     }
