@@ -120,6 +120,8 @@ pub mod layout;
 #[cfg(target_os = "linux")]
 mod kick;
 #[cfg(target_os = "linux")]
+mod post;
+#[cfg(target_os = "linux")]
 mod vcpu;
 #[cfg(target_os = "linux")]
 mod vmm;

@@ -1,11 +1,12 @@
 //! The VM: `/dev/kvm`, guest memory and its slots, one vCPU on its own thread, the deadline.
 
-use super::bios::{self, InitStop};
+use super::bios;
 use super::devices::Platform;
 use super::kick;
 use super::layout::{self, MultibootLayout, RomPlacement};
+use super::post;
 use super::vcpu::{self, Collected};
-use super::{EndReason, Init16, Init16Report, KvmConfig, KvmRun};
+use super::{EndReason, KvmConfig, KvmRun};
 use crate::error::HarnessError;
 use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_MEM_READONLY, kvm_userspace_memory_region};
 use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
@@ -29,7 +30,8 @@ fn io(e: &kvm_ioctls::Error) -> std::io::Error {
     std::io::Error::from_raw_os_error(e.errno())
 }
 
-fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> HarnessError {
+/// Maps a failed ioctl to [`HarnessError::Kvm`] naming it.
+pub(super) fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> HarnessError {
     move |e| HarnessError::Kvm {
         what,
         source: io(&e),
@@ -79,7 +81,7 @@ struct Vm {
 }
 
 /// Writes `data` at guest-physical `at`.
-fn write_mem(
+pub(super) fn write_mem(
     memory: &GuestMemoryMmap,
     what: &'static str,
     data: &[u8],
@@ -275,107 +277,10 @@ fn boot(
 }
 
 /// A u16 of guest memory (0 when it cannot be read).
-fn read_u16(memory: &GuestMemoryMmap, at: u64) -> u16 {
+pub(super) fn read_u16(memory: &GuestMemoryMmap, at: u64) -> u16 {
     let mut b = [0u8; 2];
     let _ = memory.read_slice(&mut b, GuestAddress(at));
     u16::from_le_bytes(b)
-}
-
-/// The BIOS step ([`bios`]): low memory as a BIOS leaves it, then — for an image SeaBIOS
-/// would run — the far call of its 16-bit init in real mode, until it returns, bounded by
-/// the run's stop flag. Errors name the init: it faulted, halted, hung, or KVM could not run
-/// it.
-fn post(
-    vcpu: &mut VcpuFd,
-    env: &mut vcpu::Env<'_>,
-    c: &mut Collected,
-    image: &[u8],
-    timeout: Duration,
-) -> Result<Init16, HarnessError> {
-    let memory = env.memory;
-    write_mem(
-        memory,
-        "writing the BIOS's low memory",
-        &bios::low_memory()?,
-        0,
-    )?;
-    write_mem(
-        memory,
-        "writing the EBDA",
-        &bios::EBDA_HEADER,
-        u64::from(bios::EBDA),
-    )?;
-    let Some(rom) = env.rom else {
-        return Ok(Init16::Skipped {
-            reason: "no ROM".into(),
-        });
-    };
-    if let Err(reason) = bios::check_image(image) {
-        return Ok(Init16::Skipped { reason });
-    }
-    let started = Instant::now();
-    let segment = (rom.base >> 4) as u16;
-    write_mem(
-        memory,
-        "writing the init's return address",
-        &bios::init_stack(),
-        u64::from(bios::INIT_STACK_TOP - 4),
-    )?;
-    let sregs = vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
-    vcpu.set_sregs(&vcpu::init16_sregs(sregs, segment))
-        .map_err(kvm_err("KVM_SET_SREGS"))?;
-    vcpu.set_regs(&vcpu::init16_regs())
-        .map_err(kvm_err("KVM_SET_REGS"))?;
-    c.in_init16 = true;
-    let end = vcpu::run_loop(vcpu, env, c);
-    c.in_init16 = false;
-    let fail = |reason: String| HarnessError::RomInit { segment, reason };
-    match end.map_err(|e| fail(e.to_string()))? {
-        EndReason::Halted { .. } => {}
-        EndReason::TimedOut => {
-            return Err(fail(format!(
-                "did not return within {timeout:?} (the run's time limit): it hangs"
-            )));
-        }
-        other => return Err(fail(other.to_string())),
-    }
-    let regs = vcpu.get_regs().map_err(kvm_err("KVM_GET_REGS"))?;
-    let sregs = vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
-    let (cs, ip) = (sregs.cs.selector, regs.rip as u16);
-    match bios::init_stop(cs, ip) {
-        InitStop::Returned => {}
-        InitStop::Fault { vector } => {
-            let frame = sregs.ss.base + (regs.rsp & 0xFFFF);
-            let (at_ip, at_cs) = (read_u16(memory, frame), read_u16(memory, frame + 2));
-            return Err(fail(format!(
-                "raised {} (vector {vector:#x}) at {at_cs:04X}:{at_ip:04X}",
-                bios::vector_name(vector)
-            )));
-        }
-        InitStop::Halted => {
-            return Err(fail(format!(
-                "executed hlt at {cs:04X}:{:04X}: nothing can wake it (no interrupt \
-                 controller)",
-                ip.wrapping_sub(1)
-            )));
-        }
-    }
-    let mut after = vec![0u8; image.len()];
-    memory
-        .read_slice(&mut after, GuestAddress(u64::from(rom.base)))
-        .map_err(|e| HarnessError::GuestMemory {
-            what: "reading the ROM back after its init",
-            reason: e.to_string(),
-        })?;
-    Ok(Init16::Ran(Init16Report {
-        segment,
-        base_kib_before: bios::BASE_MEMORY_KIB,
-        base_kib_after: read_u16(memory, u64::from(bios::BDA_BASE_MEMORY)),
-        size_byte_after: after.get(2).copied().unwrap_or(0),
-        image_bytes_changed: after.iter().zip(image).filter(|(a, b)| a != b).count(),
-        exits: c.init16_exits.clone(),
-        wall: started.elapsed(),
-    }))
 }
 
 /// What the vCPU thread hands back.
@@ -419,7 +324,7 @@ fn vcpu_thread(
         let mut lower_kib = layout::LOW_RAM_END / 1024;
         if bios_step {
             let image = cfg.rom.as_deref().unwrap_or(&[]);
-            let init16 = post(&mut vm.vcpu, &mut env, &mut c, image, cfg.timeout)?;
+            let init16 = post::run(&mut vm.vcpu, &mut env, &mut c, image, cfg.timeout)?;
             c.init16 = Some(init16);
             protect_rom(&vm.vm, vm.rom_slot)?;
             lower_kib =
