@@ -461,6 +461,7 @@ mod tests {
             detail: String::new(),
             checks: 0,
             eip: None,
+            exits: None,
         };
         let busy = |why: &str| {
             let mut f = Findings::default();
