@@ -4,7 +4,7 @@ use thiserror::Error;
 
 /// Everything that can go wrong building, repairing or packing an image.
 ///
-/// Parsing never fails: [`parse`](crate::parse) describes whatever it finds and
+/// Parsing never fails: [`parse()`](crate::parse()) describes whatever it finds and
 /// [`validate`](crate::validate) judges it.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum Error {

@@ -7,7 +7,7 @@
 //! | 0x00 | option-ROM + VMI header (vmi-abi.md §1.1), `jmp rel16` to the 16-bit init at 0x03 |
 //! | 0x20 | PCI data structure 3.0 (15AD:0801, class 05/80/00 by default) |
 //! | 0x40 | `$PnP` header (manufacturer/product strings: SeaBIOS runs the init during its scan) |
-//! | 0x60 | vmirom [manifest](crate::manifest) |
+//! | 0x60 | vmirom [`crate::manifest`] |
 //! | 0x80 / 0x88 | Init / GetRelocationInfo entry slots: `jmp rel32` + `int3` padding |
 //! | 0x90 | strings (license, manufacturer, product, backend name) |
 //! | | GetRelocationInfo table: one u32 per call (type \| offset << 8) |

@@ -9,7 +9,7 @@
 //! during POST; a byte next to it keeps the image's checksum zero). Linux reserves
 //! `[min(BDA size, EBDA), 1 MiB)` and never uses it; SeaBIOS's e820 map reports it reserved.
 //! The 32-bit calls find the block through the kernel's linear map without knowing
-//! `PAGE_OFFSET` ([`pointer`]): image base + recorded offset. A ROM whose 16-bit init never ran
+//! `PAGE_OFFSET` ([`pointer()`]): image base + recorded offset. A ROM whose 16-bit init never ran
 //! (no BIOS, e.g. the KVM runner) finds the offset 0 — GetRelocationInfo then answers NONE for
 //! every call that needs the block (see [`NEEDS_RAM`]), so Linux keeps its native operation.
 //!

@@ -26,15 +26,15 @@ pub const WINDOW_NS: u32 = (LATCH as u64 * 1_000_000_000 / PIT_HZ as u64) as u32
 /// Measurements taken; their median counts.
 pub const WINDOWS: u32 = 3;
 /// Tries per sample: the one with the narrowest TSC bracket around the counter read wins.
-const TRIES: u32 = 16;
+pub const TRIES: u32 = 16;
 /// Counter reads before a measurement is given up (no PIT answers).
 const POLL_LIMIT: u32 = 20_000_000;
 /// Measurements restarted (the counter went round while the host had the guest descheduled)
 /// before calibration is given up.
-const RESTART_LIMIT: u32 = 20;
+pub const RESTART_LIMIT: u32 = 20;
 /// Most ticks (3.4 ms) the second sample may follow the last poll by; more means the guest
 /// was descheduled in between and the 16-bit count may have gone round.
-const SAMPLE_SLACK: u32 = 4096;
+pub const SAMPLE_SLACK: u32 = 4096;
 /// The calibration's stack frame, bytes.
 const FRAME: i32 = 40;
 
