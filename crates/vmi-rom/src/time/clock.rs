@@ -31,12 +31,16 @@ pub const TRIES: u32 = 16;
 const POLL_LIMIT: u32 = 20_000_000;
 /// Measurements restarted (the counter went round while the host had the guest descheduled)
 /// before calibration is given up.
-pub const RESTART_LIMIT: u32 = 20;
+pub const RESTART_LIMIT: u32 = 64;
 /// Most ticks (3.4 ms) the second sample may follow the last poll by; more means the guest
 /// was descheduled in between and the 16-bit count may have gone round.
 pub const SAMPLE_SLACK: u32 = 4096;
+/// TSC cycles between two polls (or the last poll and the second sample) that mean the guest
+/// did not run in between: 3.2 ms at 5 GHz, 32 ms at 500 MHz — less than the 55 ms the
+/// 16-bit count takes to go round at any TSC rate above 291 MHz, far more than a poll takes.
+pub const STALL_CYCLES: u32 = 16_000_000;
 /// The calibration's stack frame, bytes.
-const FRAME: i32 = 40;
+const FRAME: i32 = 44;
 
 /// Offsets of `calibrate`'s stack slots; the measurements are the first [`WINDOWS`] dwords.
 mod slot {
@@ -52,8 +56,12 @@ mod slot {
     pub const LAST: i32 = 28;
     /// Restarts left.
     pub const RESTARTS: i32 = 32;
+    /// The TSC at the last poll (low, high dword).
+    pub const PREV_LO: i32 = 36;
+    /// See [`PREV_LO`].
+    pub const PREV_HI: i32 = 40;
 }
-const _: () = assert!(WINDOWS as i32 * 4 <= slot::PORT61 && slot::RESTARTS + 4 <= FRAME);
+const _: () = assert!(WINDOWS as i32 * 4 <= slot::PORT61 && slot::PREV_HI + 4 <= FRAME);
 /// CPUID.1:ECX: the TSC-deadline timer.
 const CPUID_TSC_DEADLINE: u32 = 1 << 24;
 
@@ -95,11 +103,15 @@ pub fn emit_calibrate(e: &mut Emit) -> Result<(), GenError> {
     a.call(sample)?;
     a.mov(dword_ptr(esp + slot::TSC_A), ebx)?;
     a.mov(dword_ptr(esp + slot::COUNT_A), ecx)?;
+    a.mov(dword_ptr(esp + slot::PREV_LO), ebx)?;
+    a.rdtsc()?;
+    a.mov(dword_ptr(esp + slot::PREV_HI), edx)?;
     a.mov(esi, POLL_LIMIT)?;
     a.xor(edi, edi)?; // the last poll's elapsed ticks
     a.set_label(&mut wait)?;
     a.dec(esi)?;
     a.jz(fail)?;
+    stall_check(a, restart)?;
     a.call(read_count)?;
     a.mov(eax, dword_ptr(esp + slot::COUNT_A))?;
     a.sub(eax, edx)?;
@@ -117,6 +129,10 @@ pub fn emit_calibrate(e: &mut Emit) -> Result<(), GenError> {
     a.sub(eax, ecx)?;
     a.and(eax, 0xFFFF)?;
     a.mov(ecx, eax)?;
+    a.mov(edx, ebx)?;
+    a.sub(edx, dword_ptr(esp + slot::PREV_LO))?;
+    a.cmp(edx, STALL_CYCLES)?;
+    a.jae(restart)?; // stalled between the last poll and the second sample
     a.sub(eax, dword_ptr(esp + slot::LAST))?;
     a.cmp(eax, SAMPLE_SLACK)?;
     a.jae(restart)?; // negative (wrapped) or too late
@@ -183,6 +199,23 @@ pub fn emit_calibrate(e: &mut Emit) -> Result<(), GenError> {
     a.in_(al, 0x42)?;
     a.mov(dh, al)?;
     a.ret()?;
+    Ok(())
+}
+
+/// One poll's stall check: the TSC now against the last poll's ([`slot::PREV_LO`]); a gap of
+/// [`STALL_CYCLES`] or more (or a negative one) goes to `restart`, else the TSC becomes the
+/// last poll's. Uses EAX, EBX, ECX, EDX.
+fn stall_check(a: &mut CodeAssembler, restart: CodeLabel) -> Result<(), GenError> {
+    a.rdtsc()?;
+    a.mov(ecx, eax)?;
+    a.mov(ebx, edx)?;
+    a.sub(eax, dword_ptr(esp + slot::PREV_LO))?;
+    a.sbb(edx, dword_ptr(esp + slot::PREV_HI))?;
+    a.jnz(restart)?;
+    a.cmp(eax, STALL_CYCLES)?;
+    a.jae(restart)?;
+    a.mov(dword_ptr(esp + slot::PREV_LO), ecx)?;
+    a.mov(dword_ptr(esp + slot::PREV_HI), ebx)?;
     Ok(())
 }
 
