@@ -177,6 +177,7 @@
 //! progress (the guest streams a record per step, so silence means a hang) and after
 //! [`SuiteOptions::timeout_per_run`] in any case; KVM runs have the latter only.
 
+mod activation;
 mod iret_faults;
 mod judge;
 mod run;
@@ -189,8 +190,8 @@ use crate::engine::Engine;
 use crate::error::HarnessError;
 use crate::guest::{LAYOUT_VERSION, MemoryMap, Step, Vector, layout};
 use crate::kvm::ExitCounts;
-use crate::probe::{self, ProbeReport, RelocAnswer};
-use crate::protocol::{EndStatus, Exception, Machine, Record, Samples, StepId, VectorResult};
+use crate::protocol::{EndStatus, Exception, Record, Samples, StepId, VectorResult};
+use activation::{Activated, activation_steps};
 use judge::{Findings, Judged, Seen};
 use run::{Boot, End, Runner};
 use serde::Serialize;
@@ -544,13 +545,6 @@ fn verdict(n: u8, reloc: String, verdict: Verdict, detail: impl Into<String>) ->
     }
 }
 
-/// The steps every run starts with: probe, Init, GetRelocationInfo for 0–73.
-fn activation_steps() -> Vec<Step> {
-    let mut steps = vec![Step::Probe, Step::Init];
-    steps.extend((0..NUM_CALLS as u32).map(Step::GetReloc));
-    steps
-}
-
 /// Runs the conformance suite against the ROM at `rom`.
 ///
 /// Errors only when nothing could run: the ROM file cannot be read, the engine is not
@@ -643,39 +637,7 @@ pub fn run_suite(rom: &Path, opts: &SuiteOptions) -> Result<SuiteReport, Harness
     }
 
     // 1. Activation.
-    let mut steps = vec![Step::Machine];
-    steps.extend(activation_steps());
-    steps.extend(UNKNOWN_CALLS.iter().map(|n| Step::GetReloc(*n)));
-    let boot = runner.boot(steps, Vec::new(), Vec::new(), Some(opts.hang_timeout), 0)?;
-    log_run(&mut report, "activation", 0, &boot);
-    if let Some(note) = init16_note(&boot, opts) {
-        report.activation.notes.push(note);
-    }
-    let act = activation(&boot, &map, opts.engine, &mut report.activation);
-    let Some(act) = act else {
-        let why = format!(
-            "not run: activation failed ({})",
-            report.activation.problems.join("; ")
-        );
-        report.calls = CALLS
-            .iter()
-            .map(|c| verdict(c.number, String::new(), Verdict::Skipped, why.clone()))
-            .collect();
-        // The call whose GetRelocationInfo raised the exception fails.
-        if let Some(e) = boot.stream.exception() {
-            if let StepId::GetReloc(n) = e.step {
-                let rom = report.activation.linear.zip(report.activation.rom_len);
-                let what = format!(
-                    "GetRelocationInfo({n}) raised {}",
-                    describe_exception(e, rom)
-                );
-                if let Some(c) = report.calls.get_mut(n as usize) {
-                    c.verdict = Verdict::Fail;
-                    c.detail = what;
-                }
-            }
-        }
-        report.skipped_reason = Some(why);
+    let Some(act) = activation::run(&runner, opts, &map, &mut report)? else {
         report.invocations = total_invocations(&report.run_log, opts.keep_ram);
         report.wall = start.elapsed();
         return Ok(report);
@@ -899,24 +861,6 @@ pub fn run_suite(rom: &Path, opts: &SuiteOptions) -> Result<SuiteReport, Harness
     Ok(report)
 }
 
-/// KVM engine: what the runner's BIOS step did in `boot`, in words.
-fn init16_note(boot: &Boot, opts: &SuiteOptions) -> Option<String> {
-    if opts.engine != Engine::Kvm {
-        return None;
-    }
-    Some(match &boot.init16 {
-        Some(crate::kvm::Init16::Ran(r)) => format!("the KVM runner {r}"),
-        Some(crate::kvm::Init16::Skipped { reason }) => format!(
-            "the KVM runner did not run the ROM's 16-bit init (SeaBIOS would not either): \
-             {reason}"
-        ),
-        None if !opts.run_init16 => "the KVM runner did not run the ROM's 16-bit init (asked \
-                                     not to): the ROM has no private RAM"
-            .into(),
-        None => return None,
-    })
-}
-
 /// Invocations per call summed over `runs` (None unless RAM was kept for every run).
 fn total_invocations(runs: &[RunSummary], kept: bool) -> Option<Vec<u32>> {
     if !kept {
@@ -976,17 +920,6 @@ fn log_summary(report: &mut SuiteReport, run: RunSummary) {
     report.run_log.push(run);
 }
 
-/// What activation produced, for the rest of the suite.
-struct Activated {
-    /// GetRelocationInfo answers by call number (None: never asked).
-    answers: Vec<Option<RelocAnswer>>,
-    /// The native CPU.
-    machine: Machine,
-    /// The ROM's linear base and length.
-    linear: u32,
-    len: u32,
-}
-
 /// Describes an exception for a verdict: mnemonic, vector, EIP with its ROM offset.
 fn describe_exception(e: &Exception, rom: Option<(u32, u32)>) -> String {
     let off = rom
@@ -1015,155 +948,6 @@ fn describe_exception(e: &Exception, rom: Option<(u32, u32)>) -> String {
             e.error_code
         )
     }
-}
-
-/// Judges the activation run; None when no call can be executed.
-fn activation(
-    boot: &Boot,
-    map: &MemoryMap,
-    engine: Engine,
-    a: &mut Activation,
-) -> Option<Activated> {
-    let p: ProbeReport =
-        match probe::report(&boot.stream, map, &boot.engine_run, engine, boot.nonce) {
-            Ok(p) => p,
-            Err(e) => {
-                a.problems
-                    .push(format!("the activation run is unusable: {e}"));
-                return None;
-            }
-        };
-    a.candidates = p.candidates.len();
-    a.found = p.chosen.is_some();
-    a.base = p.chosen;
-    a.linear = p.chosen_linear;
-    a.rom_len = p.rom_len;
-    if let Some(m) = boot.stream.machine() {
-        let [_, ebx, ecx, edx] = m.cpuid0;
-        a.cpu_vendor = [ebx, edx, ecx]
-            .into_iter()
-            .flat_map(u32::to_le_bytes)
-            .filter(|b| b.is_ascii_graphic() || *b == b' ')
-            .map(char::from)
-            .collect();
-    }
-    let rom = p.chosen_linear.zip(p.rom_len);
-    if let Some(e) = &p.exception {
-        a.problems
-            .push(format!("{} raised {}", e.step, describe_exception(e, rom)));
-    }
-    if !a.found {
-        let mut why = format!(
-            "no VMI ROM found by the probe ({} option-ROM candidate{} looked at",
-            p.candidates.len(),
-            if p.candidates.len() == 1 { "" } else { "s" }
-        );
-        let rejected: Vec<String> = p
-            .candidates
-            .iter()
-            .map(|c| format!("{:#x}: {:?}", c.base, c.outcome))
-            .collect();
-        if !rejected.is_empty() {
-            why.push_str(&format!(": {}", rejected.join(", ")));
-        }
-        why.push(')');
-        if p.seabios_log.contains("bad checksum") {
-            why.push_str(
-                "; SeaBIOS logged \"Found option rom with bad checksum\" and dropped the image",
-            );
-        }
-        a.problems.push(why);
-    }
-    if p.end.is_none() && p.exception.is_none() {
-        a.problems.push(format!(
-            "the activation run did not finish: {}{}",
-            boot.end,
-            boot.decode_error
-                .as_ref()
-                .map(|e| format!(" ({e})"))
-                .unwrap_or_default()
-        ));
-    }
-    if let Some(init) = &p.init {
-        a.init_eax = Some(init.eax);
-        a.kernel_rpl = Some(init.kernel_rpl);
-        if init.eax != 0 {
-            a.problems.push(format!(
-                "Init returned EAX {:#010x}: Linux prints \"VMI ROM failed to initialize!\" and \
-                 stays native",
-                init.eax
-            ));
-        }
-        for r in &init.clobbered {
-            a.problems.push(format!(
-                "Init changed {} (callee-saved)",
-                judge::reg_name(*r)
-            ));
-        }
-        if !init.esp_ok {
-            a.problems
-                .push(format!("Init returned with ESP {:#010x}", init.regs.esp));
-        }
-        if init.regs.eflags & judge::IF != 0 {
-            a.notes
-                .push("Init returned with IF = 1 (Linux activates with interrupts off)".into());
-        }
-    }
-    let mut answers: Vec<Option<RelocAnswer>> = vec![None; NUM_CALLS];
-    for r in &p.relocations {
-        let bad: Vec<String> = r
-            .changed
-            .iter()
-            .filter(|x| !matches!(x, vmi_abi::calls::Reg::Ecx))
-            .map(|x| judge::reg_name(*x))
-            .collect();
-        if !bad.is_empty() {
-            a.problems.push(format!(
-                "GetRelocationInfo({}) changed {} (callee-saved)",
-                r.call,
-                bad.join(", ")
-            ));
-        }
-        if !r.esp_ok {
-            a.problems.push(format!(
-                "GetRelocationInfo({}) returned with ESP {:#010x}",
-                r.call, r.regs.esp
-            ));
-        }
-        if r.regs.eflags & judge::DF != 0 {
-            a.problems.push(format!(
-                "GetRelocationInfo({}) returned with DF = 1",
-                r.call
-            ));
-        }
-        if UNKNOWN_CALLS.contains(&r.call) && r.reloc_type != 0 {
-            a.problems.push(format!(
-                "GetRelocationInfo({}) answered {} for a number that is not a VMI call (must be \
-                 NONE)",
-                r.call,
-                judge::reloc_name(r.reloc_type)
-            ));
-        }
-        if let Some(slot) = answers.get_mut(r.call as usize) {
-            *slot = Some(r.clone());
-        }
-    }
-    a.ok = a.problems.is_empty();
-    // An exception anywhere in activation would recur in every later run at the same step.
-    let usable = a.found
-        && p.exception.is_none()
-        && p.init.as_ref().is_some_and(|i| i.eax == 0)
-        && answers.iter().any(Option::is_some);
-    if !usable {
-        return None;
-    }
-    let machine = boot.stream.machine().copied()?;
-    Some(Activated {
-        answers,
-        machine,
-        linear: p.chosen_linear.unwrap_or(0),
-        len: p.rom_len.unwrap_or(0),
-    })
 }
 
 /// The verdict from the relocation answer alone; `true` when the call's code must be run.
