@@ -180,6 +180,7 @@
 mod activation;
 mod iret_faults;
 mod judge;
+mod reloc;
 mod run;
 mod scenarios;
 mod stress;
@@ -201,8 +202,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 pub use stress::StressSummary;
 use vectors::{Ctx, Flow, Plan, Spec};
-use vmi_abi::calls::{CALLS, NUM_CALLS, RelocType};
-use vmi_abi::{Call, call};
+use vmi_abi::call;
+use vmi_abi::calls::{NUM_CALLS, RelocType};
 
 /// Numbers that are not VMI calls: GetRelocationInfo must answer NONE for them.
 pub const UNKNOWN_CALLS: [u32; 4] = [74, 80, 0x100, 0xFF_FFFF];
@@ -649,17 +650,7 @@ pub fn run_suite(rom: &Path, opts: &SuiteOptions) -> Result<SuiteReport, Harness
             .as_ref()
             .is_none_or(|only| only.contains(&u32::from(n)))
     };
-    let mut verdicts: Vec<CallVerdict> = Vec::with_capacity(NUM_CALLS);
-    let mut to_run: Vec<Call> = Vec::new();
-    for c in CALLS.iter() {
-        let (v, run) = reloc_verdict(c.number, &act, selected(c.number));
-        if run {
-            if let Some(id) = Call::from_number(u32::from(c.number)) {
-                to_run.push(id);
-            }
-        }
-        verdicts.push(v);
-    }
+    let (mut verdicts, to_run) = reloc::verdicts(&act, selected);
 
     // 3. Plans.
     let ctx = Ctx {
@@ -947,97 +938,6 @@ fn describe_exception(e: &Exception, rom: Option<(u32, u32)>) -> String {
             e.eip,
             e.error_code
         )
-    }
-}
-
-/// The verdict from the relocation answer alone; `true` when the call's code must be run.
-fn reloc_verdict(n: u8, act: &Activated, selected: bool) -> (CallVerdict, bool) {
-    let Some(spec) = call(u32::from(n)) else {
-        return (
-            verdict(n, String::new(), Verdict::Skipped, "no such call"),
-            false,
-        );
-    };
-    if !selected {
-        let reloc = act
-            .answers
-            .get(usize::from(n))
-            .and_then(Option::as_ref)
-            .map(|a| judge::reloc_name(a.reloc_type))
-            .unwrap_or_default();
-        return (verdict(n, reloc, Verdict::Skipped, "not selected"), false);
-    }
-    let Some(a) = act.answers.get(usize::from(n)).and_then(Option::as_ref) else {
-        return (
-            verdict(
-                n,
-                String::new(),
-                Verdict::Skipped,
-                "not asked: activation stopped before GetRelocationInfo reached it",
-            ),
-            false,
-        );
-    };
-    let reloc = judge::reloc_name(a.reloc_type);
-    let fail = |why: String| (verdict(n, reloc.clone(), Verdict::Fail, why), false);
-    let Some(kind) = a.kind else {
-        return fail(format!(
-            "GetRelocationInfo answered type {}: not a relocation type (Linux BUG()s on it at \
-             inline-patched sites)",
-            a.reloc_type
-        ));
-    };
-    if !spec.allowed.contains(kind) {
-        let allowed: Vec<&str> = spec.allowed.iter().map(RelocType::name).collect();
-        return fail(format!(
-            "{} not allowed for {} (vmi-abi.md §3.5 allows {})",
-            kind.name(),
-            spec.name,
-            allowed.join("|")
-        ));
-    }
-    if kind != RelocType::None {
-        for r in spec.requires {
-            let dep = act.answers.get(usize::from(*r)).and_then(Option::as_ref);
-            if dep.and_then(|d| d.kind) != Some(RelocType::CallRel) {
-                return fail(format!(
-                    "{} is implemented, so {} must be CALL_REL (Linux calls it without a NULL \
-                     check), but it is {}",
-                    spec.name,
-                    call(u32::from(*r)).map_or("?", |c| c.name),
-                    dep.map_or_else(|| "unknown".into(), |d| judge::reloc_name(d.reloc_type))
-                ));
-            }
-        }
-    }
-    match kind {
-        RelocType::None => (
-            verdict(
-                n,
-                reloc,
-                Verdict::NotImplemented,
-                "NONE: Linux keeps the native operation",
-            ),
-            false,
-        ),
-        RelocType::Nop => (
-            verdict(n, reloc, Verdict::Pass, "NOP: nothing to execute"),
-            false,
-        ),
-        RelocType::CallRel | RelocType::JumpRel => {
-            let inside = a.eip.checked_sub(act.linear).is_some_and(|o| o < act.len);
-            if !inside {
-                return fail(format!(
-                    "target {:#010x} lies outside the ROM image ({:#010x}..{:#010x})",
-                    a.eip,
-                    act.linear,
-                    act.linear.wrapping_add(act.len)
-                ));
-            }
-            let mut v = verdict(n, reloc, Verdict::Skipped, "");
-            v.eip = Some(a.eip);
-            (v, true)
-        }
     }
 }
 
