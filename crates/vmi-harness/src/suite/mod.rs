@@ -180,6 +180,7 @@
 mod activation;
 mod iret_faults;
 mod judge;
+mod plan;
 mod reloc;
 mod run;
 mod scenarios;
@@ -189,7 +190,7 @@ mod vectors;
 
 use crate::engine::Engine;
 use crate::error::HarnessError;
-use crate::guest::{LAYOUT_VERSION, MemoryMap, Step, Vector, layout};
+use crate::guest::{LAYOUT_VERSION, MemoryMap, Step, Vector};
 use crate::kvm::ExitCounts;
 use crate::protocol::{EndStatus, Exception, Record, Samples, StepId, VectorResult};
 use activation::{Activated, activation_steps};
@@ -201,7 +202,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::time::{Duration, Instant};
 pub use stress::StressSummary;
-use vectors::{Ctx, Flow, Plan, Spec};
+use vectors::{Ctx, Flow, Spec};
 use vmi_abi::call;
 use vmi_abi::calls::{NUM_CALLS, RelocType};
 
@@ -653,56 +654,14 @@ pub fn run_suite(rom: &Path, opts: &SuiteOptions) -> Result<SuiteReport, Harness
     let (mut verdicts, to_run) = reloc::verdicts(&act, selected);
 
     // 3. Plans.
-    let ctx = Ctx {
-        map,
-        machine: act.machine,
-        engine: opts.engine,
-        stack_top: map.va(layout::STACK_TOP),
-        jump: act
-            .answers
-            .iter()
-            .flatten()
-            .filter(|a| a.kind == Some(RelocType::JumpRel))
-            .filter_map(|a| u8::try_from(a.call).ok())
-            .collect(),
-        call_rel: act
-            .answers
-            .iter()
-            .flatten()
-            .filter(|a| a.kind == Some(RelocType::CallRel))
-            .filter_map(|a| u8::try_from(a.call).ok())
-            .collect(),
-    };
-    let mut specs: Vec<Spec> = Vec::new();
-    let mut notes: BTreeMap<u8, Vec<String>> = BTreeMap::new();
-    for id in &to_run {
-        let n = *id as u8;
-        match vectors::plan(&ctx, *id) {
-            Plan::Skip(why) => set(&mut verdicts, n, Verdict::Skipped, why),
-            Plan::Run(mut s, note) => {
-                let before = s.len();
-                if !paging {
-                    s.retain(|x| !x.needs_paging);
-                }
-                if s.is_empty() {
-                    let why = if before > 0 {
-                        scenarios::needs_paging(&ctx)
-                    } else {
-                        "no vector applies".into()
-                    };
-                    set(&mut verdicts, n, Verdict::Skipped, why);
-                    continue;
-                }
-                notes.insert(n, note);
-                specs.extend(s);
-            }
-        }
-    }
+    let ctx = plan::context(map, &act, opts.engine);
+    let plan::Chosen {
+        batch,
+        terminal,
+        notes,
+    } = plan::choose(&ctx, &to_run, paging, &mut verdicts);
 
     // 4. Runs: the vector batch here, Shutdown/Reboot on their own (in parallel).
-    let (terminal, batch): (Vec<Spec>, Vec<Spec>) = specs
-        .into_iter()
-        .partition(|s| matches!(s.flow, Flow::Shutdown | Flow::Reboot));
     let jobs: Vec<(Vector, Duration)> = terminal
         .iter()
         .map(|s| {
@@ -893,13 +852,6 @@ fn run_terminals(
             runs
         })
         .collect()
-}
-
-fn set(verdicts: &mut [CallVerdict], n: u8, v: Verdict, detail: String) {
-    if let Some(x) = verdicts.get_mut(usize::from(n)) {
-        x.verdict = v;
-        x.detail = detail;
-    }
 }
 
 fn log_run(report: &mut SuiteReport, purpose: &str, vectors: usize, boot: &Boot) {
