@@ -181,6 +181,7 @@ mod activation;
 mod batch;
 mod iret_faults;
 mod judge;
+mod outcomes;
 mod plan;
 mod reloc;
 mod run;
@@ -193,10 +194,10 @@ use crate::engine::Engine;
 use crate::error::HarnessError;
 use crate::guest::{MemoryMap, Step, Vector};
 use crate::kvm::ExitCounts;
-use crate::protocol::{Exception, Record, StepId, VectorResult};
+use crate::protocol::{Exception, Record, StepId};
 use activation::{Activated, activation_steps};
-use batch::{Outcome, run_batch};
-use judge::{Findings, Judged, Seen};
+use batch::run_batch;
+use judge::{Findings, Judged};
 use run::{Boot, End, Runner};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -204,7 +205,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::time::{Duration, Instant};
 pub use stress::StressSummary;
-use vectors::{Ctx, Flow, Spec};
+use vectors::{Flow, Spec};
 use vmi_abi::call;
 use vmi_abi::calls::{NUM_CALLS, RelocType};
 
@@ -693,65 +694,9 @@ pub fn run_suite(rom: &Path, opts: &SuiteOptions) -> Result<SuiteReport, Harness
     }
 
     // 5. Judging.
-    let mut per_call: BTreeMap<u8, Vec<(String, Judged)>> = BTreeMap::new();
-    let mut earlier: BTreeMap<u8, Vec<&VectorResult>> = BTreeMap::new();
-    let mut reference: Option<(u8, judge::Reference<'_>)> = None;
-    let mut judged: Vec<Option<Judged>> = Vec::with_capacity(batch.len());
-    for (spec, out) in batch.iter().zip(&outcomes) {
-        let this_reference = reference
-            .take()
-            .filter(|(call, _)| *call == spec.call)
-            .map(|(_, r)| r);
-        if let Outcome::Result(r, trap, _) = out {
-            if spec.reference {
-                reference = Some((
-                    spec.call,
-                    judge::Reference {
-                        r,
-                        trap: trap.as_ref(),
-                    },
-                ));
-            }
-        }
-        let prev = earlier.entry(spec.call).or_default();
-        judged.push(judge_outcome(spec, out, &ctx, prev, this_reference));
-        if let Outcome::Result(r, ..) = out {
-            prev.push(r);
-        }
-    }
-    // Timing the host was too busy for: again, in runs of their own.
-    for round in 1..=TIMING_RETRIES {
-        let again: Vec<usize> = judged
-            .iter()
-            .enumerate()
-            .filter(|(_, j)| matches!(j, Some(Judged::Inconclusive(_))))
-            .map(|(i, _)| i)
-            .collect();
-        let specs: Vec<&Spec> = again.iter().filter_map(|i| batch.get(*i)).collect();
-        if specs.is_empty() {
-            break;
-        }
-        let mut log = Vec::new();
-        let (outs, _) = run_batch(&runner, &specs, &act, opts, &mut log)?;
-        for mut run in log {
-            run.purpose = format!("timing again ({round})");
-            log_summary(&mut report, run);
-        }
-        for ((i, spec), out) in again.iter().zip(&specs).zip(&outs) {
-            if let (Some(slot), Some(j)) = (
-                judged.get_mut(*i),
-                judge_outcome(spec, out, &ctx, &[], None),
-            ) {
-                *slot = Some(j);
-            }
-        }
-    }
-    for (spec, j) in batch.iter().zip(judged) {
-        let entry = per_call.entry(spec.call).or_default();
-        if let Some(j) = j {
-            entry.push((spec.what.clone(), j));
-        }
-    }
+    let mut judged = outcomes::judge_batch(&batch, &outcomes, &ctx);
+    outcomes::time_again(&runner, &batch, &mut judged, &act, opts, &ctx, &mut report)?;
+    let mut per_call = outcomes::by_call(&batch, judged);
     // (A panicked runner thread leaves no runs: "could not run".)
     let padded = terminal_boots
         .into_iter()
@@ -893,58 +838,6 @@ fn describe_exception(e: &Exception, rom: Option<(u32, u32)>) -> String {
             e.error_code
         )
     }
-}
-
-/// How often a vector the host was too busy to time runs again.
-const TIMING_RETRIES: u32 = 2;
-
-/// Judges one batch vector's outcome (None: it never ran because its call already failed).
-fn judge_outcome(
-    spec: &Spec,
-    out: &Outcome,
-    ctx: &Ctx,
-    earlier: &[&VectorResult],
-    reference: Option<judge::Reference<'_>>,
-) -> Option<Judged> {
-    Some(match out {
-        Outcome::Result(r, trap, samples) => {
-            let seen = Seen {
-                r,
-                trap: trap.as_ref(),
-                samples: samples.as_deref(),
-                earlier,
-                reference,
-            };
-            Judged::of(judge_vector(spec, ctx, &seen))
-        }
-        Outcome::Killed(why) => Judged::Failed(why.clone()),
-        Outcome::Unsupported(why) => Judged::Unsupported(why.clone()),
-        Outcome::NotRun(why) => Judged::Failed(why.clone()?),
-    })
-}
-
-/// The common checks, then the vector's own.
-fn judge_vector(spec: &Spec, ctx: &Ctx, seen: &Seen<'_>) -> Findings {
-    let mut f = Findings::default();
-    let Some(cs) = call(u32::from(spec.call)) else {
-        f.fail("no such call");
-        return f;
-    };
-    if spec.reference {
-        // A measurement of the engine's native instruction, not of the ROM: only notes.
-        (spec.check)(seen, &mut f);
-        return f;
-    }
-    judge::common(spec, cs, ctx, seen, &mut f);
-    let go_on = match spec.flow {
-        Flow::Returns => seen.r.returned_to_site,
-        Flow::Traps | Flow::Faults => seen.trap.is_some() && !seen.r.returned_to_site,
-        _ => true,
-    };
-    if go_on {
-        (spec.check)(seen, &mut f);
-    }
-    f
 }
 
 /// Shutdown / Reboot: judged by how their run ended.
