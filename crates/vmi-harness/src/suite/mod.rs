@@ -187,25 +187,26 @@ mod reloc;
 mod run;
 mod scenarios;
 mod stress;
+mod terminal;
 mod timer;
 mod vectors;
 
 use crate::engine::Engine;
 use crate::error::HarnessError;
-use crate::guest::{MemoryMap, Step, Vector};
+use crate::guest::MemoryMap;
 use crate::kvm::ExitCounts;
-use crate::protocol::{Exception, Record, StepId};
+use crate::protocol::Exception;
 use activation::{Activated, activation_steps};
 use batch::run_batch;
-use judge::{Findings, Judged};
-use run::{Boot, End, Runner};
+use judge::Judged;
+use run::{Boot, Runner};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::Path;
 use std::time::{Duration, Instant};
 pub use stress::StressSummary;
-use vectors::{Flow, Spec};
+use vectors::Spec;
 use vmi_abi::call;
 use vmi_abi::calls::{NUM_CALLS, RelocType};
 
@@ -665,28 +666,22 @@ pub fn run_suite(rom: &Path, opts: &SuiteOptions) -> Result<SuiteReport, Harness
     } = plan::choose(&ctx, &to_run, paging, &mut verdicts);
 
     // 4. Runs: the vector batch here, Shutdown/Reboot on their own (in parallel).
-    let jobs: Vec<(Vector, Duration)> = terminal
-        .iter()
-        .map(|s| {
-            let idle = match s.flow {
-                Flow::Shutdown => opts.settle,
-                _ => opts.hang_timeout,
-            };
-            (s.vector.clone(), idle)
-        })
-        .collect();
+    let jobs = terminal::jobs(&terminal, opts);
     let mut batch_log = Vec::new();
     let batch_refs: Vec<&Spec> = batch.iter().collect();
     let (batch_out, terminal_boots) = if opts.parallel && !jobs.is_empty() {
         std::thread::scope(|scope| {
-            let handle = scope.spawn(|| run_terminals(&runner, jobs, opts.hang_timeout));
+            let handle = scope.spawn(|| terminal::run_terminals(&runner, jobs, opts.hang_timeout));
             let out = run_batch(&runner, &batch_refs, &act, opts, &mut batch_log);
             let t = handle.join().unwrap_or_default();
             (out, t)
         })
     } else {
         let out = run_batch(&runner, &batch_refs, &act, opts, &mut batch_log);
-        (out, run_terminals(&runner, jobs, opts.hang_timeout))
+        (
+            out,
+            terminal::run_terminals(&runner, jobs, opts.hang_timeout),
+        )
     };
     let (outcomes, inconsistent) = batch_out?;
     for run in batch_log {
@@ -697,26 +692,7 @@ pub fn run_suite(rom: &Path, opts: &SuiteOptions) -> Result<SuiteReport, Harness
     let mut judged = outcomes::judge_batch(&batch, &outcomes, &ctx);
     outcomes::time_again(&runner, &batch, &mut judged, &act, opts, &ctx, &mut report)?;
     let mut per_call = outcomes::by_call(&batch, judged);
-    // (A panicked runner thread leaves no runs: "could not run".)
-    let padded = terminal_boots
-        .into_iter()
-        .chain(std::iter::repeat_with(Vec::new));
-    for (spec, boots) in terminal.iter().zip(padded) {
-        let mut out = Judged::Failed("could not run".into());
-        for boot in boots {
-            out = match boot {
-                Ok(b) => {
-                    log_run(&mut report, &spec.what, 1, &b);
-                    judge_terminal(spec, &b, &act)
-                }
-                Err(e) => Judged::Failed(format!("could not run: {e}")),
-            };
-        }
-        per_call
-            .entry(spec.call)
-            .or_default()
-            .push((spec.what.clone(), out));
-    }
+    terminal::judge_terminals(&terminal, terminal_boots, &act, &mut report, &mut per_call);
     // 6. Re-entrancy under a timer-interrupt storm, for the calls that passed so far.
     let failed: Vec<u8> = per_call
         .iter()
@@ -771,36 +747,6 @@ fn total_invocations(runs: &[RunSummary], kept: bool) -> Option<Vec<u32>> {
     })
 }
 
-/// Shutdown / Reboot: one run each, the vector right after activation. A run whose short
-/// settle time ran out before the guest even reached the call (the host was busy) is run once
-/// more with the hang timeout.
-/// Returns every run of each job (the last one counts).
-fn run_terminals(
-    runner: &Runner,
-    jobs: Vec<(Vector, Duration)>,
-    hang: Duration,
-) -> Vec<Vec<Result<Boot, HarnessError>>> {
-    jobs.into_iter()
-        .enumerate()
-        .map(|(k, (v, idle))| {
-            let mut steps = activation_steps();
-            steps.push(Step::Vector(0));
-            let salt = 1000 + 2 * k as u32;
-            let first = runner.boot(steps.clone(), vec![v.clone()], Vec::new(), Some(idle), salt);
-            let early = first.as_ref().is_ok_and(|b| {
-                matches!(b.end, End::Idle(_))
-                    && b.stream.last_step() != StepId::Vector(0)
-                    && idle < hang
-            });
-            let mut runs = vec![first];
-            if early {
-                runs.push(runner.boot(steps, vec![v], Vec::new(), Some(hang), salt + 1));
-            }
-            runs
-        })
-        .collect()
-}
-
 fn log_run(report: &mut SuiteReport, purpose: &str, vectors: usize, boot: &Boot) {
     log_summary(report, RunSummary::of(purpose, vectors, boot));
 }
@@ -838,70 +784,4 @@ fn describe_exception(e: &Exception, rom: Option<(u32, u32)>) -> String {
             e.error_code
         )
     }
-}
-
-/// Shutdown / Reboot: judged by how their run ended.
-fn judge_terminal(spec: &Spec, boot: &Boot, act: &Activated) -> Judged {
-    match terminal_findings(spec, boot, act) {
-        Ok(f) => Judged::Checked(f),
-        Err(_) if matches!(boot.end, End::Unsupported(_)) => Judged::Unsupported(match &boot.end {
-            End::Unsupported(d) => d.clone(),
-            other => other.to_string(),
-        }),
-        Err(why) => Judged::Failed(why),
-    }
-}
-
-fn terminal_findings(spec: &Spec, boot: &Boot, act: &Activated) -> Result<Findings, String> {
-    let mut f = Findings::default();
-    let rom = Some((act.linear, act.len));
-    let last = boot.stream.last_step();
-    let returned = boot
-        .stream
-        .records
-        .iter()
-        .any(|(_, r)| matches!(r, Record::VectorResult(v) if v.step == StepId::Vector(0)));
-    if let Some(e) = boot.stream.exception() {
-        return Err(describe_exception(e, rom));
-    }
-    if returned {
-        return Err(format!(
-            "{} returned to its caller",
-            call(u32::from(spec.call)).map_or("?", |c| c.name)
-        ));
-    }
-    if last != StepId::Vector(0) {
-        return Err(format!(
-            "the guest never reached the call (stopped in step {last}): {}",
-            boot.end
-        ));
-    }
-    match (spec.flow, &boot.end) {
-        (Flow::Shutdown, End::Idle(d)) => f.note(format!(
-            "no record, exception or reset for {:.1}s after the call: the CPU stopped (judged by \
-             silence; QEMU kept running)",
-            d.as_secs_f64()
-        )),
-        (Flow::Shutdown, End::Halted(eip)) => f.note(format!("the vCPU halted at EIP {eip:#010x}")),
-        (Flow::Reboot, End::Reset) => f.note("QEMU exited on the reset (-no-reboot)".to_string()),
-        (Flow::Reboot, End::TripleFault(eip)) => f.note(format!(
-            "the vCPU shut down (triple fault) at EIP {eip:#010x}: a reset on the kvm engine"
-        )),
-        (Flow::Shutdown, End::Reset) => {
-            return Err("the machine reset instead of halting".into());
-        }
-        (Flow::Reboot, End::Idle(d)) => {
-            return Err(format!(
-                "no reset: nothing happened for {:.1}s after the call",
-                d.as_secs_f64()
-            ));
-        }
-        (Flow::Reboot, End::Halted(eip)) => {
-            return Err(format!(
-                "the CPU halted at EIP {eip:#010x} instead of resetting"
-            ));
-        }
-        (_, end) => return Err(end.to_string()),
-    }
-    Ok(f)
 }
