@@ -88,14 +88,7 @@ pub(crate) fn run_batch(
     let runner = &smp;
     while !pending.is_empty() {
         round += 1;
-        let vectors: Vec<Vector> = pending
-            .iter()
-            .filter_map(|i| specs.get(*i))
-            .map(|s| s.vector.clone())
-            .collect();
-        let mut steps = activation_steps();
-        steps.extend((0..vectors.len() as u32).map(Step::Vector));
-        let boot = runner.boot(steps, vectors, Vec::new(), Some(opts.hang_timeout), round)?;
+        let boot = boot_round(runner, specs, &pending, opts, round)?;
         log.push(RunSummary::of(
             &format!("vectors (run {round})"),
             pending.len(),
@@ -127,6 +120,24 @@ pub(crate) fn run_batch(
             .collect(),
         inconsistent,
     ))
+}
+
+/// Boots run `round` of the batch: activation, then the `pending` vectors in order.
+fn boot_round(
+    runner: &Runner,
+    specs: &[&Spec],
+    pending: &[usize],
+    opts: &SuiteOptions,
+    round: u32,
+) -> Result<Boot, HarnessError> {
+    let vectors: Vec<Vector> = pending
+        .iter()
+        .filter_map(|i| specs.get(*i))
+        .map(|s| s.vector.clone())
+        .collect();
+    let mut steps = activation_steps();
+    steps.extend((0..vectors.len() as u32).map(Step::Vector));
+    runner.boot(steps, vectors, Vec::new(), Some(opts.hang_timeout), round)
 }
 
 /// Gives the `pending` vectors of one run their outcomes from its records; returns those that
