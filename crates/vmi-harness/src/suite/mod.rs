@@ -179,6 +179,7 @@
 
 mod activation;
 mod batch;
+mod counts;
 mod iret_faults;
 mod judge;
 mod outcomes;
@@ -198,6 +199,7 @@ use crate::kvm::ExitCounts;
 use crate::protocol::Exception;
 use activation::{Activated, activation_steps};
 use batch::run_batch;
+use counts::{attach_exits, call_exits, total_invocations};
 use judge::Judged;
 use run::{Boot, Runner};
 use serde::Serialize;
@@ -208,7 +210,7 @@ use std::time::{Duration, Instant};
 pub use stress::StressSummary;
 use vectors::Spec;
 use vmi_abi::call;
-use vmi_abi::calls::{NUM_CALLS, RelocType};
+use vmi_abi::calls::NUM_CALLS;
 
 /// Numbers that are not VMI calls: GetRelocationInfo must answer NONE for them.
 pub const UNKNOWN_CALLS: [u32; 4] = [74, 80, 0x100, 0xFF_FFFF];
@@ -441,43 +443,6 @@ impl RunSummary {
                 calls: call_exits(&boot.vector_exits),
             }),
         }
-    }
-}
-
-/// The exits of `vectors`, summed per call.
-fn call_exits(vectors: &[run::VectorExits]) -> BTreeMap<u8, CallExits> {
-    let mut out: BTreeMap<u8, CallExits> = BTreeMap::new();
-    for v in vectors {
-        let c = out.entry(v.call).or_default();
-        c.vectors += 1;
-        c.invocations += u32::from(v.invoked);
-        c.rom += &v.rom;
-        c.guest += &v.guest;
-    }
-    out
-}
-
-/// Gives every call the exits of its vectors over `runs` (calls without any keep None; a
-/// passing NOP answer gets zero counts where exits are counted).
-fn attach_exits(verdicts: &mut [CallVerdict], runs: &[RunSummary]) {
-    let counted = runs.iter().any(|r| r.exits.is_some());
-    for v in verdicts {
-        let mut sum: Option<CallExits> = None;
-        for c in runs
-            .iter()
-            .filter_map(|r| r.exits.as_ref()?.calls.get(&v.call))
-        {
-            let s = sum.get_or_insert_with(CallExits::default);
-            s.vectors += c.vectors;
-            s.invocations += c.invocations;
-            s.rom += &c.rom;
-            s.guest += &c.guest;
-        }
-        let nop = RelocType::Nop.name();
-        if sum.is_none() && counted && v.reloc == nop && v.verdict == Verdict::Pass {
-            sum = Some(CallExits::default());
-        }
-        v.exits = sum;
     }
 }
 
@@ -732,19 +697,6 @@ pub fn run_suite(rom: &Path, opts: &SuiteOptions) -> Result<SuiteReport, Harness
     report.invocations = total_invocations(&report.run_log, opts.keep_ram);
     report.wall = start.elapsed();
     Ok(report)
-}
-
-/// Invocations per call summed over `runs` (None unless RAM was kept for every run).
-fn total_invocations(runs: &[RunSummary], kept: bool) -> Option<Vec<u32>> {
-    if !kept {
-        return None;
-    }
-    runs.iter().try_fold(vec![0u32; NUM_CALLS], |mut sum, r| {
-        for (s, n) in sum.iter_mut().zip(r.invoked.as_ref()?) {
-            *s = s.saturating_add(*n);
-        }
-        Some(sum)
-    })
 }
 
 fn log_run(report: &mut SuiteReport, purpose: &str, vectors: usize, boot: &Boot) {
