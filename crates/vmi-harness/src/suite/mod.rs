@@ -185,6 +185,7 @@ mod judge;
 mod outcomes;
 mod plan;
 mod reloc;
+mod report;
 mod run;
 mod scenarios;
 mod stress;
@@ -198,9 +199,11 @@ use crate::guest::MemoryMap;
 use crate::kvm::ExitCounts;
 use crate::protocol::Exception;
 use activation::{Activated, activation_steps};
-use batch::run_batch;
-use counts::{attach_exits, call_exits, total_invocations};
+use batch::{Outcome, run_batch};
+use counts::{attach_exits, call_exits};
 use judge::Judged;
+use outcomes::PerCall;
+use report::{log_run, log_summary};
 use run::{Boot, Runner};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -208,6 +211,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::time::{Duration, Instant};
 pub use stress::StressSummary;
+use terminal::TerminalRuns;
 use vectors::Spec;
 use vmi_abi::call;
 use vmi_abi::calls::NUM_CALLS;
@@ -524,94 +528,16 @@ fn verdict(n: u8, reloc: String, verdict: Verdict, detail: impl Into<String>) ->
 /// found by the probe — is in the report.
 pub fn run_suite(rom: &Path, opts: &SuiteOptions) -> Result<SuiteReport, HarnessError> {
     let start = Instant::now();
-    std::fs::metadata(rom).map_err(|source| HarnessError::Io {
-        what: "reading",
-        path: rom.to_path_buf(),
-        source,
-    })?;
-    match opts.engine {
-        Engine::Qemu(crate::qemu::Accel::Tcg) => {
-            crate::qemu::find_qemu()?;
-        }
-        other => other
-            .available()
-            .map_err(|reason| HarnessError::KvmUnavailable { reason })?,
-    }
-    let bad = |reason: String| Err(HarnessError::InvalidConfig { reason });
-    match opts.engine {
-        Engine::Kvm if !opts.extra_args.is_empty() => {
-            return bad(format!(
-                "QEMU arguments {:?} were given for the kvm engine",
-                opts.extra_args
-            ));
-        }
-        Engine::Qemu(_) if opts.rom_base.is_some() => {
-            return bad(format!(
-                "a ROM base ({:#x?}) was given for {}: under QEMU SeaBIOS chooses where the ROM \
-                 goes",
-                opts.rom_base, opts.engine
-            ));
-        }
-        Engine::Qemu(_) if !opts.run_init16 => {
-            return bad(format!(
-                "not running the ROM's 16-bit init was asked for {}: under QEMU SeaBIOS always \
-                 runs it (use the kvm engine)",
-                opts.engine
-            ));
-        }
-        _ => {}
-    }
-    let can_page = opts.engine.can_page();
-    let paging = match (opts.paging, &can_page) {
-        (Some(true), Err(why)) => {
-            return Err(HarnessError::PagingUnsupported {
-                reason: why.clone(),
-            });
-        }
-        (Some(p), _) => p,
-        (None, r) => r.is_ok(),
-    };
+    check_setup(rom, opts)?;
+    let (paging, paging_note) = choose_paging(opts)?;
     let map = MemoryMap::new(opts.page_offset, paging)?;
-    let runner = Runner {
-        rom: rom.to_path_buf(),
-        engine: opts.engine,
-        map,
-        rom_base: opts.rom_base,
-        memory_mib: opts.memory_mib,
-        timeout: opts.timeout_per_run,
-        extra_args: opts.extra_args.clone(),
-        keep_ram: opts.keep_ram,
-        run_init16: opts.run_init16,
-    };
-    let mut report = SuiteReport {
-        rom: rom.display().to_string(),
-        engine: opts.engine.to_string(),
-        activation: Activation {
-            page_offset: opts.page_offset,
-            paging,
-            ..Activation::default()
-        },
-        calls: Vec::new(),
-        wall: Duration::ZERO,
-        runs: 0,
-        skipped_reason: None,
-        run_log: Vec::new(),
-        invocations: None,
-        stress: None,
-        bios_init: opts.engine.uses_seabios() || opts.run_init16,
-    };
-    if !paging {
-        report.activation.notes.push(match &can_page {
-            Err(why) => format!("running without paging: {why}"),
-            Ok(()) => "running without paging (asked for)".into(),
-        });
-    }
+    let runner = runner(rom, opts, map);
+    let mut report = report::empty(rom, opts, paging);
+    report.activation.notes.extend(paging_note);
 
     // 1. Activation.
     let Some(act) = activation::run(&runner, opts, &map, &mut report)? else {
-        report.invocations = total_invocations(&report.run_log, opts.keep_ram);
-        report.wall = start.elapsed();
-        return Ok(report);
+        return Ok(report::finish(report, opts, start));
     };
 
     // 2. Relocation answers.
@@ -631,34 +557,147 @@ pub fn run_suite(rom: &Path, opts: &SuiteOptions) -> Result<SuiteReport, Harness
     } = plan::choose(&ctx, &to_run, paging, &mut verdicts);
 
     // 4. Runs: the vector batch here, Shutdown/Reboot on their own (in parallel).
-    let jobs = terminal::jobs(&terminal, opts);
-    let mut batch_log = Vec::new();
-    let batch_refs: Vec<&Spec> = batch.iter().collect();
-    let (batch_out, terminal_boots) = if opts.parallel && !jobs.is_empty() {
-        std::thread::scope(|scope| {
-            let handle = scope.spawn(|| terminal::run_terminals(&runner, jobs, opts.hang_timeout));
-            let out = run_batch(&runner, &batch_refs, &act, opts, &mut batch_log);
-            let t = handle.join().unwrap_or_default();
-            (out, t)
-        })
-    } else {
-        let out = run_batch(&runner, &batch_refs, &act, opts, &mut batch_log);
-        (
-            out,
-            terminal::run_terminals(&runner, jobs, opts.hang_timeout),
-        )
-    };
-    let (outcomes, inconsistent) = batch_out?;
-    for run in batch_log {
-        log_summary(&mut report, run);
-    }
+    let (outcomes, inconsistent, terminal_boots) =
+        run_vectors(&runner, &batch, &terminal, &act, opts, &mut report)?;
 
     // 5. Judging.
     let mut judged = outcomes::judge_batch(&batch, &outcomes, &ctx);
     outcomes::time_again(&runner, &batch, &mut judged, &act, opts, &ctx, &mut report)?;
     let mut per_call = outcomes::by_call(&batch, judged);
     terminal::judge_terminals(&terminal, terminal_boots, &act, &mut report, &mut per_call);
+
     // 6. Re-entrancy under a timer-interrupt storm, for the calls that passed so far.
+    let stressable = may_stress(selected, &per_call, &inconsistent);
+    let (summary, boot) = stress::run(&runner, opts, &act, &stressable, &mut per_call)?;
+    if let Some(boot) = boot {
+        log_run(&mut report, "stress", 0, &boot);
+    }
+    report.stress = Some(summary);
+
+    // 7. The verdicts, with each call's VM exits.
+    report::call_verdicts(&mut verdicts, per_call, &inconsistent, &notes);
+    attach_exits(&mut verdicts, &report.run_log);
+    report.calls = verdicts;
+    Ok(report::finish(report, opts, start))
+}
+
+/// What must hold before anything runs: the ROM file readable, the engine available, and no
+/// option given that the engine cannot honour.
+fn check_setup(rom: &Path, opts: &SuiteOptions) -> Result<(), HarnessError> {
+    std::fs::metadata(rom).map_err(|source| HarnessError::Io {
+        what: "reading",
+        path: rom.to_path_buf(),
+        source,
+    })?;
+    match opts.engine {
+        Engine::Qemu(crate::qemu::Accel::Tcg) => {
+            crate::qemu::find_qemu()?;
+        }
+        other => other
+            .available()
+            .map_err(|reason| HarnessError::KvmUnavailable { reason })?,
+    }
+    let bad = |reason: String| Err(HarnessError::InvalidConfig { reason });
+    match opts.engine {
+        Engine::Kvm if !opts.extra_args.is_empty() => bad(format!(
+            "QEMU arguments {:?} were given for the kvm engine",
+            opts.extra_args
+        )),
+        Engine::Qemu(_) if opts.rom_base.is_some() => bad(format!(
+            "a ROM base ({:#x?}) was given for {}: under QEMU SeaBIOS chooses where the ROM \
+             goes",
+            opts.rom_base, opts.engine
+        )),
+        Engine::Qemu(_) if !opts.run_init16 => bad(format!(
+            "not running the ROM's 16-bit init was asked for {}: under QEMU SeaBIOS always \
+             runs it (use the kvm engine)",
+            opts.engine
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Whether the guest pages ([`SuiteOptions::paging`], else wherever the engine can), and the
+/// activation note when it does not; an error when paging was asked for where the engine
+/// cannot page.
+fn choose_paging(opts: &SuiteOptions) -> Result<(bool, Option<String>), HarnessError> {
+    let can_page = opts.engine.can_page();
+    let paging = match (opts.paging, &can_page) {
+        (Some(true), Err(why)) => {
+            return Err(HarnessError::PagingUnsupported {
+                reason: why.clone(),
+            });
+        }
+        (Some(p), _) => p,
+        (None, r) => r.is_ok(),
+    };
+    let note = (!paging).then(|| match &can_page {
+        Err(why) => format!("running without paging: {why}"),
+        Ok(()) => "running without paging (asked for)".into(),
+    });
+    Ok((paging, note))
+}
+
+/// The runner of every guest run of the suite.
+fn runner(rom: &Path, opts: &SuiteOptions, map: MemoryMap) -> Runner {
+    Runner {
+        rom: rom.to_path_buf(),
+        engine: opts.engine,
+        map,
+        rom_base: opts.rom_base,
+        memory_mib: opts.memory_mib,
+        timeout: opts.timeout_per_run,
+        extra_args: opts.extra_args.clone(),
+        keep_ram: opts.keep_ram,
+        run_init16: opts.run_init16,
+    }
+}
+
+/// The batch's outcomes, the calls whose GetRelocationInfo answer changed between runs, and
+/// every run of each terminal job.
+type Ran = (Vec<Outcome>, BTreeMap<u8, String>, TerminalRuns);
+
+/// Runs the batch and, alongside it ([`SuiteOptions::parallel`]), Shutdown/Reboot's runs of
+/// their own. The batch's runs go into the run log; the terminal ones are logged when judged.
+fn run_vectors(
+    runner: &Runner,
+    batch: &[Spec],
+    terminal: &[Spec],
+    act: &Activated,
+    opts: &SuiteOptions,
+    report: &mut SuiteReport,
+) -> Result<Ran, HarnessError> {
+    let jobs = terminal::jobs(terminal, opts);
+    let mut batch_log = Vec::new();
+    let batch_refs: Vec<&Spec> = batch.iter().collect();
+    let (batch_out, terminal_boots) = if opts.parallel && !jobs.is_empty() {
+        std::thread::scope(|scope| {
+            let handle = scope.spawn(|| terminal::run_terminals(runner, jobs, opts.hang_timeout));
+            let out = run_batch(runner, &batch_refs, act, opts, &mut batch_log);
+            let t = handle.join().unwrap_or_default();
+            (out, t)
+        })
+    } else {
+        let out = run_batch(runner, &batch_refs, act, opts, &mut batch_log);
+        (
+            out,
+            terminal::run_terminals(runner, jobs, opts.hang_timeout),
+        )
+    };
+    let (outcomes, inconsistent) = batch_out?;
+    for run in batch_log {
+        log_summary(report, run);
+    }
+    Ok((outcomes, inconsistent, terminal_boots))
+}
+
+/// The calls the stress run may make: selected, no judgment of theirs failed, and their
+/// GetRelocationInfo answer never changed.
+fn may_stress<'a>(
+    selected: impl Fn(u8) -> bool + 'a,
+    per_call: &PerCall,
+    inconsistent: &'a BTreeMap<u8, String>,
+) -> impl Fn(u8) -> bool + 'a {
     let failed: Vec<u8> = per_call
         .iter()
         .filter(|(n, outs)| {
@@ -671,41 +710,7 @@ pub fn run_suite(rom: &Path, opts: &SuiteOptions) -> Result<SuiteReport, Harness
         })
         .map(|(n, _)| *n)
         .collect();
-    let stressable = |n: u8| selected(n) && !failed.contains(&n);
-    let (summary, boot) = stress::run(&runner, opts, &act, &stressable, &mut per_call)?;
-    if let Some(boot) = boot {
-        log_run(&mut report, "stress", 0, &boot);
-    }
-    report.stress = Some(summary);
-    for (n, mut outs) in per_call {
-        if let Some(why) = inconsistent.get(&n) {
-            outs.push(("GetRelocationInfo".into(), Judged::Failed(why.clone())));
-        }
-        let idx = usize::from(n);
-        if let Some(v) = verdicts.get_mut(idx) {
-            let note = notes.get(&n).cloned().unwrap_or_default();
-            *v = judge::aggregate(v.clone(), &outs, &note);
-        }
-    }
-    for v in &mut verdicts {
-        if v.verdict == Verdict::Skipped && v.detail.is_empty() {
-            v.detail = "not run".into();
-        }
-    }
-    attach_exits(&mut verdicts, &report.run_log);
-    report.calls = verdicts;
-    report.invocations = total_invocations(&report.run_log, opts.keep_ram);
-    report.wall = start.elapsed();
-    Ok(report)
-}
-
-fn log_run(report: &mut SuiteReport, purpose: &str, vectors: usize, boot: &Boot) {
-    log_summary(report, RunSummary::of(purpose, vectors, boot));
-}
-
-fn log_summary(report: &mut SuiteReport, run: RunSummary) {
-    report.runs += 1;
-    report.run_log.push(run);
+    move |n: u8| selected(n) && !failed.contains(&n)
 }
 
 /// Describes an exception for a verdict: mnemonic, vector, EIP with its ROM offset.
