@@ -420,7 +420,7 @@ fn a_rom_implementing_every_call_passes() {
     // the interrupt storm.
     assert_eq!(r.call(63).unwrap().checks, 5);
     assert_eq!(r.call(64).unwrap().checks, 4);
-    assert_eq!(r.call(67).unwrap().checks, 5);
+    assert_eq!(r.call(67).unwrap().checks, 6);
     assert_eq!(r.call(68).unwrap().checks, 10);
     let s = r.stress.as_ref().unwrap();
     assert_eq!(
