@@ -220,7 +220,7 @@ fn judge_frequency(r: &VectorResult, f: &mut Findings, expect: bool) {
     let (want, tolerance) = (pv.hz(), scale_tolerance(&pv));
     let off = got as f64 - want;
     let source = format!(
-        "the pvclock area at {:#x} ({} = {:#x}; tsc_to_system_mul {:#x}, tsc_shift {}): \
+        "the pvclock area at {:#x} ({} = {:#x}, tsc_to_system_mul {:#x}, tsc_shift {}): \
          1e9·2^32/(mul·2^shift) = {want:.1} Hz",
         pv.gpa(),
         msr_name(),
@@ -400,7 +400,7 @@ mod tests {
         assert!(
             f.problems[0].starts_with(
                 "2323000000 Hz, but the pvclock area at 0x9f040 (MSR_KVM_SYSTEM_TIME_NEW \
-                 0x4b564d01 = 0x9f041; tsc_to_system_mul 0xde9bd37a, tsc_shift -1): \
+                 0x4b564d01 = 0x9f041, tsc_to_system_mul 0xde9bd37a, tsc_shift -1): \
                  1e9·2^32/(mul·2^shift) = "
             ),
             "{f:?}"
