@@ -221,7 +221,7 @@ impl Timing {
     fn of(ctx: &Ctx) -> Result<Timing, String> {
         if !ctx.has_pic() {
             return Err(format!(
-                "no interrupt controller, timer or RTC on the {} engine",
+                "no interrupt controller on the {} engine: nothing raises an alarm's interrupt",
                 ctx.engine
             ));
         }
