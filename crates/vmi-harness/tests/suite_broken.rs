@@ -364,13 +364,18 @@ fn a_strict_call_that_rewrites_eflags_wholesale() {
 /// between the store and the load pushes its frame over the parked value. `-singlestep` (or
 /// `-one-insn-per-tb`, [`one_insn_per_tb`](vmi_harness::qemu::one_insn_per_tb)) lets
 /// IRQ0 land between any two instructions (TCG otherwise takes interrupts between translation
-/// blocks only).
+/// blocks only). The value stays parked for a 64-iteration loop: with a window of a few
+/// instructions only, a storm of ~300 interrupts on a loaded host sometimes missed it.
 #[test]
 fn a_call_that_is_not_reentrant_fails_under_the_interrupt_storm() {
     let g = broken(Call::GetCR0, |e| {
+        let mut wait = e.a.create_label();
         e.a.mov(eax, cr0)?;
         e.a.mov(dword_ptr(esp - 8), eax)?;
-        e.a.xor(ecx, ecx)?;
+        e.a.mov(ecx, 64)?;
+        e.a.set_label(&mut wait)?;
+        e.a.dec(ecx)?;
+        e.a.jnz(wait)?;
         e.a.inc(ecx)?;
         e.a.mov(eax, dword_ptr(esp - 8))?;
         e.a.ret()?;

@@ -416,7 +416,8 @@ fn lost_without_lock_prefixes(storm: &Storm) -> u64 {
 
 /// The two-CPU tests can fail: without `lock` prefixes, counts are lost when two vCPUs update
 /// the same counters (here the calls' own counters: a ROM without a call-site table) — what
-/// the exact equalities above rule out.
+/// the exact equalities above rule out. Losing needs both vCPU threads on host cores at the
+/// same time, which a loaded host may not grant in one run: up to three runs.
 #[test]
 fn without_lock_prefixes_two_cpus_lose_counts() {
     let storm = Storm {
@@ -426,5 +427,5 @@ fn without_lock_prefixes_two_cpus_lose_counts() {
         ap_loops: 200_000,
         shared: false,
     };
-    assert!(lost_without_lock_prefixes(&storm) > 0);
+    assert!((0..3).any(|_| lost_without_lock_prefixes(&storm) > 0));
 }

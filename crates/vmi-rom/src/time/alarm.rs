@@ -5,7 +5,10 @@
 //!
 //! State: each CPU's alarms live in its slot of the per-CPU region, the slot found by the
 //! CPU's GDT base (`sgdt`: every CPU of an SMP kernel runs on its own GDT, and reading it
-//! costs no VM exit — unlike CPUID or an APIC read). Semantics (VMI spec, vmi-abi.md §5.1):
+//! costs no VM exit — unlike CPUID or an APIC read). A guest whose CPUs share one GDT
+//! therefore shares one slot: its CPUs' alarms replace each other, and CancelAlarm on one CPU
+//! answers for another's (Linux never does this: each CPU has its per-CPU GDT from early
+//! boot, before it can call SetAlarm). Semantics (VMI spec, vmi-abi.md §5.1):
 //! absolute expiries on the counter; a period of 0 (or the one-shot flag) is a one-shot, which
 //! disarms on firing; a periodic alarm fires at e0 + k·p, and after firing its next expiry is
 //! the first one after now (missed periods coalesce); re-arming replaces; CancelAlarm answers
