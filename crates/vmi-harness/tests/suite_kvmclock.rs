@@ -119,7 +119,8 @@ fn the_kvm_rom_passes_the_kvmclock_checks_on_the_kvm_runner() {
         ),
         "{d}"
     );
-    // GetWallclockTime: the host's clock (microseconds off: KVM's wall clock is the host's),
+    // GetWallclockTime: the host's clock (microseconds off, KVM's wall clock being the host's;
+    // measured from the middle of the PM-timer readings around the call),
     // the runner's RTC (whole seconds), advancing with the PM timer and REAL.
     let d = detail(&r, Call::GetWallclockTime);
     let host = "GetWallclockTime() against the host's clock: ";
@@ -129,7 +130,8 @@ fn the_kvm_rom_passes_the_kvmclock_checks_on_the_kvm_runner() {
             .unwrap_or_else(|| panic!("{d}"))
             .parse()
             .unwrap();
-        assert!(off.abs() < 0.1, "{off} s: {d}");
+        // From the middle of the readings around the call, at most 250 ms apart.
+        assert!(off.abs() < 0.13, "{off} s: {d}");
     }
     assert!(
         d.contains("GetWallclockTime() against the CMOS RTC: "),
@@ -251,24 +253,39 @@ fn a_kvm_rom_that_scales_the_frequency_wrongly_gets_the_exact_verdict() {
         &f.detail,
         Some(&format!("{hz} Hz, but GetCycleCounter(REAL) advanced at ")),
     );
-    // The wall clock keeps time, but no longer agrees with REAL ÷ GetCycleFrequency.
+    // The wall clock keeps time, but no longer agrees with REAL ÷ GetCycleFrequency — unless
+    // the host stalled the vCPU inside the readings around the calls, leaving brackets too
+    // wide to resolve 1 % (the check passes leniently then, never fails wrongly).
     let w = r.call(Call::GetWallclockTime as u8).unwrap();
-    assert_eq!(w.verdict, Verdict::Fail, "{}", w.detail);
     let adv = item(
         &w.detail,
         "GetWallclockTime() 150 ms later, against the PM timer and GetCycleCounter(REAL): ",
     );
-    assert!(
-        adv.starts_with("advanced ")
-            && adv.contains(" ms between two calls, while GetCycleCounter(REAL) advanced between ")
-            && adv.ends_with(&format!(" ms (at GetCycleFrequency {hz} Hz)")),
-        "{adv}"
-    );
-    assert!(
-        !w.detail.contains("against the host's clock"),
-        "{}",
-        w.detail
-    );
+    if w.verdict == Verdict::Pass {
+        let real = adv.rsplit_once(", REAL ").unwrap().1;
+        let (lo, hi) = real.strip_suffix(" ms").unwrap().split_once('–').unwrap();
+        let width: f64 = hi.parse::<f64>().unwrap() - lo.parse::<f64>().unwrap();
+        assert!(
+            width > 1.5,
+            "REAL known to {width} ms, yet 1 % passed: {adv}"
+        );
+        eprintln!("the host was too busy for the wall clock's advance to show 1 %: {adv}");
+    } else {
+        assert_eq!(w.verdict, Verdict::Fail, "{}", w.detail);
+        assert!(
+            adv.starts_with("advanced ")
+                && adv.contains(
+                    " ms between two calls, while GetCycleCounter(REAL) advanced between "
+                )
+                && adv.ends_with(&format!(" ms (at GetCycleFrequency {hz} Hz)")),
+            "{adv}"
+        );
+        assert!(
+            !w.detail.contains("against the host's clock"),
+            "{}",
+            w.detail
+        );
+    }
     for n in [65u8, 67, 68, 69, 71] {
         let c = r.call(n).unwrap();
         assert_eq!(
