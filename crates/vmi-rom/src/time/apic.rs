@@ -2,8 +2,9 @@
 //!
 //! APICRead(reg) / APICWrite(reg, value) access register `reg & 0xFF0` of the calling CPU's
 //! APIC through the kernel's own mapping (found once by [`emit_find`], then kept in private
-//! RAM). A write of the LVT timer keeps its timer-mode bits: the kernel chooses the vector
-//! and the mask (Linux writes just the vector), the alarm machinery runs the timer. APICWrite of EOI (0xB0) also gives the alarm machinery its chance to re-arm an alarm
+//! RAM). While a CPU's VMI alarm runs on its LVT timer, a write of the LVTT keeps the timer
+//! mode: the kernel chooses the vector and the mask (Linux writes just the vector), the alarm
+//! machinery runs the timer; otherwise writes go through unchanged. APICWrite of EOI (0xB0) also gives the alarm machinery its chance to re-arm an alarm
 //! the hardware could not hold ([`super::alarm::emit_service`]) — only when some CPU needs it.
 
 use super::{helper, time_ptr, tm};
@@ -262,6 +263,45 @@ fn apic_base(e: &mut Emit, none: CodeLabel) -> Result<(), GenError> {
     Ok(())
 }
 
+/// A write of the LVT timer (EAX = 0x320, ECX = the APIC, EDX = the value, ESI = the
+/// per-ROM region): while this CPU's VMI alarm runs on the LVTT, the kernel programs the
+/// LVTT's vector and mask and the timer mode stays the alarm's (Linux writes just the vector
+/// when it wires the VMI timer there); otherwise — the kernel's own LAPIC timer
+/// (`vmi=disable_timer`) — the write goes through as it is. Keeps EAX, ECX, ESI.
+fn keep_alarm_mode(e: &mut Emit, slot: &str) -> Result<(), GenError> {
+    use super::{al, mode};
+    let mut through = e.a.create_label();
+    e.a.push(eax)?;
+    e.a.push(ecx)?;
+    e.a.push(edx)?;
+    e.a.push(ebx)?;
+    e.a.push(edi)?;
+    let find = e.helper(slot)?;
+    e.a.call(find)?;
+    e.a.xor(eax, eax)?;
+    e.a.test(edi, edi)?;
+    e.a.jz(through)?;
+    e.a.mov(eax, dword_ptr(edi + al::MODE))?;
+    e.a.set_label(&mut through)?;
+    e.a.pop(edi)?;
+    e.a.pop(ebx)?;
+    e.a.pop(edx)?;
+    e.a.pop(ecx)?;
+    // EAX = the CPU's alarm mode: LVTT one-shot, periodic or TSC-deadline keep their bits.
+    let mut write = e.a.create_label();
+    e.a.cmp(eax, mode::LVTT_ONESHOT)?;
+    e.a.jb(write)?;
+    e.a.cmp(eax, mode::TSC_DEADLINE)?;
+    e.a.ja(write)?;
+    e.a.mov(eax, dword_ptr(ecx + LVTT))?;
+    e.a.and(eax, LVT_MODE)?;
+    e.a.and(edx, !LVT_MODE)?;
+    e.a.or(edx, eax)?;
+    e.a.set_label(&mut write)?;
+    e.a.pop(eax)?;
+    Ok(())
+}
+
 /// APICRead: EAX = register offset → EAX = its value (class C). 0 without an APIC mapping.
 pub fn emit_read(e: &mut Emit) -> Result<(), GenError> {
     let mut none = e.a.create_label();
@@ -301,12 +341,7 @@ pub fn emit_write(e: &mut Emit, slot: &str, pv_eoi: bool) -> Result<(), GenError
     }
     e.a.cmp(eax, LVTT)?;
     e.a.jne(store)?;
-    // The kernel programs the LVTT's vector and mask; its timer mode is the alarm's.
-    e.a.mov(eax, dword_ptr(ecx + LVTT))?;
-    e.a.and(eax, LVT_MODE)?;
-    e.a.and(edx, !LVT_MODE)?;
-    e.a.or(edx, eax)?;
-    e.a.mov(eax, LVTT)?;
+    keep_alarm_mode(e, slot)?;
     e.a.set_label(&mut store)?;
     e.a.mov(dword_ptr(ecx + eax), edx)?;
     e.a.cmp(eax, EOI)?;
