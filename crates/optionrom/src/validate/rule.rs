@@ -201,6 +201,42 @@ pub fn close_matches(rules: &[&Rule], query: &str) -> Vec<String> {
     near.into_iter().take(5).map(|(_, n)| n).collect()
 }
 
+/// What is missing from the declarations of `rules`: an id that is not kebab-case or repeats
+/// within its profile, a summary that is not one sentence, an empty explanation or source.
+/// Empty when every rule is fully declared.
+pub fn undocumented(rules: &[&Rule]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (i, r) in rules.iter().enumerate() {
+        let name = r.qualified();
+        let kebab = !r.id.is_empty()
+            && r.id.split('-').all(|w| {
+                !w.is_empty()
+                    && w.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            });
+        if !kebab {
+            problems.push(format!("{name}: the id is not kebab-case"));
+        }
+        let again = rules.get(..i).unwrap_or_default();
+        if again.iter().any(|o| o.profile == r.profile && o.id == r.id) {
+            problems.push(format!("{name}: declared twice"));
+        }
+        let summary = r.summary();
+        if summary.is_empty() || !summary.ends_with('.') {
+            problems.push(format!(
+                "{name}: the summary is not a sentence: {summary:?}"
+            ));
+        }
+        if r.explanation().len() < 40 {
+            problems.push(format!("{name}: no explanation"));
+        }
+        if r.source.trim().is_empty() {
+            problems.push(format!("{name}: no source"));
+        }
+    }
+    problems
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +268,40 @@ mod tests {
             (Level::Warn, "nowhere §1")
         );
         assert_eq!(SAMPLE.qualified(), "p:sample-rule");
+    }
+
+    #[test]
+    fn every_rule_of_every_profile_is_documented() {
+        let all: Vec<&Rule> = crate::validate::rules().collect();
+        assert_eq!(all.len(), 15 + 11 + 27);
+        assert_eq!(undocumented(&all), Vec::<String>::new());
+        for p in crate::validate::Profile::ALL {
+            assert!(p.rules().iter().all(|r| r.profile == p.name()), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn undocumented_names_what_is_missing() {
+        crate::rule! {
+            /// no full stop
+            static BAD {
+                profile: "p",
+                id: "Bad_Id",
+                severity: Fail,
+                source: " ",
+            }
+        }
+        let found = undocumented(&[&BAD, &SAMPLE, &SAMPLE]);
+        assert_eq!(
+            found,
+            [
+                "p:Bad_Id: the id is not kebab-case",
+                "p:Bad_Id: the summary is not a sentence: \"no full stop\"",
+                "p:Bad_Id: no explanation",
+                "p:Bad_Id: no source",
+                "p:sample-rule: declared twice",
+            ]
+        );
     }
 
     #[test]

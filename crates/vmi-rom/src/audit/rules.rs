@@ -676,6 +676,15 @@ mod tests {
     }
 
     #[test]
+    fn every_rule_is_documented() {
+        assert_eq!(
+            optionrom::validate::rule::undocumented(RULES),
+            Vec::<String>::new()
+        );
+        assert!(RULES.iter().all(|r| r.profile == PROFILE));
+    }
+
+    #[test]
     fn a_rom_without_a_manifest_is_only_warned_about() {
         let f = of(&MANIFEST, &samples::foreign());
         assert_eq!(worst(&f), Severity::Warn, "{f:#?}");
