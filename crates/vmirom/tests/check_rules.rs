@@ -197,3 +197,24 @@ fn every_fail_and_warn_line_names_a_rule_explain_knows() {
         assert!(text(&o).starts_with(name.as_str()), "{}", text(&o));
     }
 }
+
+/// The README's `--explain` example and rule counts are what the command prints.
+#[test]
+fn the_readme_shows_the_rules_as_they_are() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let cmd = "$ vmirom check --explain seabios:checksum\n";
+    let at = readme.find(cmd).expect("the README's --explain example") + cmd.len();
+    let shown = &readme[at..at + readme[at..].find("```").unwrap()];
+    let o = vmirom(&["check", "--explain", "seabios:checksum"]);
+    assert_eq!(shown, String::from_utf8(o.stdout).unwrap());
+    let count = |p: &str| catalog().iter().filter(|r| r.profile == p).count();
+    let counts = format!(
+        "`linux-vmi` {}, `seabios` {}, `pci` {}, `vmi-audit` {}",
+        count("linux-vmi"),
+        count("seabios"),
+        count("pci"),
+        count("vmi-audit")
+    );
+    assert!(readme.contains(&counts), "{counts}");
+}
