@@ -28,8 +28,7 @@ pub struct Args {
     /// Show only warnings and failures.
     #[arg(long, short, conflicts_with_all = ["list_rules", "explain"])]
     quiet: bool,
-    /// List the rules (id, severity, summary) of every profile, in the order check reports
-    /// them, instead of checking a file.
+    /// List the rules (id, severity, summary) of every profile instead of checking a file.
     #[arg(long, conflicts_with_all = ["file", "explain"])]
     list_rules: bool,
     /// Explain a rule: RULE is an id (every profile's rule of that id, e.g. checksum) or

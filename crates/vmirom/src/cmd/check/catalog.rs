@@ -16,15 +16,21 @@ fn selected(profiles: &[CheckProfile]) -> Vec<CheckProfile> {
     }
 }
 
-/// Every rule of `profiles`, profile by profile, each in report order.
-fn rules_of(profiles: &[CheckProfile]) -> Vec<&'static Rule> {
+/// The profiles asked for, each once, in the order given (all four when none was).
+fn distinct(profiles: &[CheckProfile]) -> Vec<CheckProfile> {
     let mut seen = Vec::new();
     for p in selected(profiles) {
         if !seen.contains(&p) {
             seen.push(p);
         }
     }
-    seen.iter()
+    seen
+}
+
+/// Every rule of `profiles`, profile by profile, each in report order.
+fn rules_of(profiles: &[CheckProfile]) -> Vec<&'static Rule> {
+    distinct(profiles)
+        .iter()
         .flat_map(|p| p.rules().iter().copied())
         .collect()
 }
@@ -66,18 +72,18 @@ fn print_json(rules: &[&Rule]) -> Result<ExitCode, CliError> {
 
 /// `--list-rules`: one line per rule, under a heading per profile.
 pub(super) fn list(profiles: &[CheckProfile], json: bool) -> Result<ExitCode, CliError> {
-    let rules = rules_of(profiles);
     if json {
-        return print_json(&rules);
+        return print_json(&rules_of(profiles));
     }
-    let mut profile = "";
-    for r in &rules {
-        if r.profile != profile {
-            profile = r.profile;
-            let n = rules.iter().filter(|x| x.profile == profile).count();
-            println!("{profile} ({n} rules, in the order check reports them)");
+    for p in distinct(profiles) {
+        let order = match p {
+            CheckProfile::VmiAudit => "each reported where it is broken",
+            CheckProfile::Rom(_) => "in the order check reports them",
+        };
+        println!("{} ({} rules, {order})", p.name(), p.rules().len());
+        for r in p.rules() {
+            println!("  {:<22} {:<4}  {}", r.id, r.severity, r.summary());
         }
-        println!("  {:<22} {:<4}  {}", r.id, r.severity, r.summary());
     }
     println!("vmirom check --explain RULE (an id, or PROFILE:ID) explains a rule");
     Ok(ExitCode::SUCCESS)
