@@ -4,7 +4,7 @@
 //! |---|---|---|---|---|
 //! | [`Engine::Qemu`]`(`[`Accel::Tcg`]`)` | `qemu-tcg` | QEMU binary translation | SeaBIOS (runs the ROM's 16-bit init) | yes |
 //! | [`Engine::Qemu`]`(`[`Accel::Kvm`]`)` | `qemu-kvm` | QEMU on hardware virtualization | SeaBIOS | yes |
-//! | [`Engine::Kvm`] | `kvm` | the [built-in VMM](crate::kvm) on `/dev/kvm` | none: the ROM is mapped, nothing runs its 16-bit init | only where the KVM can page |
+//! | [`Engine::Kvm`] | `kvm` | the [built-in VMM](crate::kvm) on `/dev/kvm` | no BIOS image: the runner itself far-calls the ROM's 16-bit init in real mode as SeaBIOS does, then maps the ROM read-only ([`run_init16`](crate::kvm::KvmConfig::run_init16), default on; off: nothing runs it) | only where the KVM can page |
 //!
 //! `qemu-kvm` needs VMX or SVM: on a machine whose `/dev/kvm` is *kvm-pvm* (a software KVM
 //! inside a VM, see the project's PLATFORM.md) QEMU's KVM accelerator cannot run a paged
@@ -20,7 +20,8 @@ use std::str::FromStr;
 pub enum Engine {
     /// QEMU with SeaBIOS loading the ROM through `-option-rom`.
     Qemu(Accel),
-    /// The built-in KVM VMM ([`crate::kvm`]): the ROM mapped read-only, no BIOS.
+    /// The built-in KVM VMM ([`crate::kvm`]): no BIOS image; the ROM's 16-bit init run by the
+    /// runner's BIOS step (unless turned off), then the ROM mapped read-only.
     Kvm,
 }
 
@@ -50,7 +51,8 @@ impl Engine {
         }
     }
 
-    /// Whether the engine loads the ROM through SeaBIOS (which then also runs its 16-bit init).
+    /// Whether the engine loads the ROM through SeaBIOS (which then also runs its 16-bit init;
+    /// the KVM engine runs it itself, see [`crate::kvm::KvmConfig::run_init16`]).
     pub const fn uses_seabios(self) -> bool {
         matches!(self, Engine::Qemu(_))
     }

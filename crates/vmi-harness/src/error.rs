@@ -132,6 +132,18 @@ pub enum HarnessError {
         /// The vm-memory error.
         reason: String,
     },
+    /// The KVM runner's BIOS step: the ROM's 16-bit init did not return (it faulted, halted,
+    /// hung, or KVM could not run it).
+    #[error(
+        "the ROM's 16-bit init (far-called at {segment:04X}:0003 in real mode, as a BIOS does \
+         at POST) {reason}"
+    )]
+    RomInit {
+        /// The ROM's segment (its base ÷ 16).
+        segment: u16,
+        /// What happened.
+        reason: String,
+    },
     /// The ROM cannot be mapped where it was asked to go.
     #[error("ROM of {len} bytes at {base:#x}: {reason}")]
     RomPlacement {

@@ -1,11 +1,29 @@
 //! A small KVM VMM (rust-vmm crates) that boots the multiboot [test guest](crate::guest)
-//! against a ROM mapped read-only — no BIOS, no QEMU.
+//! against a ROM mapped read-only — no QEMU, no BIOS image, but by default the one thing a
+//! BIOS does for an option ROM.
 //!
-//! Under QEMU, SeaBIOS copies the ROM into shadow RAM and runs its 16-bit init. Here the image
-//! is simply *there*, at a caller-chosen 2 KiB boundary, the way a hypervisor that maps the ROM
-//! itself presents it: nothing ran the 16-bit init, and the pages are read-only for real (a
-//! `KVM_MEM_READONLY` slot), so a ROM that tries to keep writable state inside its own image is
-//! caught writing.
+//! Under QEMU, SeaBIOS copies the ROM into shadow RAM, runs its 16-bit init and then
+//! write-protects it. Here the image sits at a caller-chosen 2 KiB boundary, and
+//! [`KvmConfig::run_init16`] (on by default) does what SeaBIOS does before the guest runs: the
+//! ROM's slot is writable, low memory holds a real-mode IVT, a BIOS data area whose word at
+//! 0x413 says 639 KiB of base memory (640 KiB minus SeaBIOS's 1 KiB EBDA, whose segment is at
+//! 0x40E) and a `$PnP` installation check structure, and the vCPU far-calls the ROM's init
+//! (offset 3) in real mode with SeaBIOS's registers (AX = 0, BX = DX = 0xFFFF, ES:DI → the
+//! `$PnP` structure; see [`bios`]) until it returns with `retf`. Then the slot becomes
+//! read-only (`KVM_MEM_READONLY`) and the guest boots in protected mode; a ROM that took
+//! private RAM at POST (lowered 0x413) finds it, and the multiboot information's `mem_lower`
+//! is what the BDA says. An init that faults, halts, hangs past [`KvmConfig::timeout`] or
+//! cannot be run is an error ([`HarnessError::RomInit`]) naming it; an image SeaBIOS would
+//! not run (bad signature, size or checksum) is mapped without running its init
+//! ([`Init16::Skipped`]). What happened is in [`KvmRun::init16`].
+//!
+//! With `run_init16` off the image is simply *there*, the way a hypervisor that maps the ROM
+//! itself presents it: nothing ran the 16-bit init (a ROM that relies on private RAM answers
+//! NONE for the calls that need it). Either way the pages are read-only for real once the
+//! guest runs, so a ROM that tries to keep writable state inside its own image is caught
+//! writing.
+//!
+//! [`HarnessError::RomInit`]: crate::HarnessError::RomInit
 //!
 //! ```no_run
 //! use vmi_harness::kvm::{self, KvmConfig};
@@ -23,9 +41,9 @@
 //!
 //! | Range | What | KVM slot |
 //! |---|---|---|
-//! | `0x0000_0000`–`0x0009_FFFF` | low RAM (640 KiB); the multiboot info at [`MBI_ADDR`], the loader's stack below [`BOOT_STACK_TOP`] | 0, read/write |
+//! | `0x0000_0000`–`0x0009_FFFF` | low RAM (640 KiB); with the BIOS step the IVT, BDA and EBDA ([`bios`]) and whatever the ROM's init took below 639 KiB; the multiboot info at [`MBI_ADDR`], the loader's stack below [`BOOT_STACK_TOP`] (also the init's real-mode stack) | 0, read/write |
 //! | `0x000A_0000`–`0x000F_FFFF` | legacy hole: no memory (reads `0xFF`, writes recorded) | — |
-//! | ROM base (default [`DEFAULT_ROM_BASE`]) | the ROM image, in a slot rounded out to 4 KiB pages (bytes around the image read `0xFF`) | 2, `KVM_MEM_READONLY` |
+//! | ROM base (default [`DEFAULT_ROM_BASE`]) | the ROM image, in a slot rounded out to 4 KiB pages (bytes around the image read `0xFF`) | 2, `KVM_MEM_READONLY` (writable during the BIOS step's init) |
 //! | `0x0010_0000`–`memory_mib` MiB | RAM: the multiboot image at its `load_addr`, bss zeroed | 1, read/write |
 //!
 //! The ROM base must be a multiple of 2 KiB inside the window Linux scans
@@ -40,7 +58,9 @@
 //! empty GDTR and IDTR (the guest loads its own); EFLAGS = 0x2, EIP = the multiboot entry,
 //! EAX = `0x2BADB002`, EBX = [`MBI_ADDR`], ESP = [`BOOT_STACK_TOP`]. CPUID answers what KVM
 //! supports (`KVM_GET_SUPPORTED_CPUID` → `KVM_SET_CPUID2`). There is no interrupt controller:
-//! the guest's writes to the 8259A ports are ignored and no interrupt is ever delivered.
+//! the guest's writes to the 8259A ports are ignored and no interrupt is ever delivered. The
+//! PIT's counters, port 0x61 and the CMOS RTC can be read ([`devices`]: a ROM may measure
+//! time with them), but nothing raises IRQ0.
 //!
 //! # Exits
 //!
@@ -48,14 +68,22 @@
 //! |---|---|
 //! | `IoOut` port [`DEBUGCON_PORT`] (0xE9) | bytes appended to [`KvmRun::debugcon`] (up to [`DEBUGCON_LIMIT`]) |
 //! | `IoOut` port [`EXIT_PORT`] (0xF4) | the run ends: [`EndReason::ExitPort`] with the byte written |
-//! | `IoOut` other ports | ignored (the guest programs the 8259A PICs) |
-//! | `IoIn` any port | the guest reads `0xFF` bytes |
+//! | `IoOut` ports 0x40–0x43, 0x61, 0x70, 0x71 | the [`devices`] (PIT, port B, CMOS) |
+//! | `IoOut` other ports | ignored (the guest programs the 8259A PICs; Linux's delay port 0x80) |
+//! | `IoIn` ports 0x40–0x42, 0x61, 0x70, 0x71 | the [`devices`] answer |
+//! | `IoIn` any other port | the guest reads `0xFF` bytes |
 //! | `MmioWrite` | recorded as an [`MmioWrite`] (address, size, value; which ROM offset) and the guest continues: this is a write to the read-only ROM slot or to unmapped space |
 //! | `MmioRead` | the guest reads `0xFF` bytes (unmapped space) |
-//! | `Hlt` | the run ends: [`EndReason::Halted`] (nothing can wake the vCPU) |
+//! | `Hlt` | the run ends: [`EndReason::Halted`] (nothing can wake the vCPU); during the BIOS step, the init returned (or faulted, [`bios`]) |
 //! | `Shutdown` | the run ends: [`EndReason::Shutdown`] (triple fault), or [`EndReason::PagingUnsupported`] when the vCPU stopped on a `mov cr0` that sets PG — the way kvm-pvm refuses paging |
 //! | `FailEntry`, `InternalError` | error [`HarnessError::KvmExit`] with the hardware reason / suberror |
 //! | any other exit | error [`HarnessError::KvmExit`] naming it |
+//!
+//! Every exit is counted by kind ([`exits`]): [`KvmRun::exit_log`] holds those after the BIOS
+//! step — all of them, those whose instruction lay inside the ROM's slot, and the same split
+//! into segments between writes to the debug console, which a host decoding the guest's
+//! record stream gives to the step that caused them (the conformance suite reports them per
+//! call); [`Init16Report::exits`] holds the init's.
 //!
 //! # Time bound
 //!
@@ -84,10 +112,15 @@
 //! [`EXIT_PORT`]: crate::qemu::EXIT_PORT
 //! [`HarnessError::KvmExit`]: crate::HarnessError::KvmExit
 
+pub mod bios;
+pub mod devices;
+pub mod exits;
 pub mod layout;
 
 #[cfg(target_os = "linux")]
 mod kick;
+#[cfg(target_os = "linux")]
+mod post;
 #[cfg(target_os = "linux")]
 mod vcpu;
 #[cfg(target_os = "linux")]
@@ -96,6 +129,8 @@ mod vmm;
 use crate::error::HarnessError;
 use std::fmt;
 use std::time::Duration;
+
+pub use exits::{ExitCounts, ExitLog};
 
 pub use layout::{
     BOOT_STACK_TOP, DEFAULT_ROM_BASE, HIGH_RAM_START, LOW_RAM_END, MBI_ADDR, ROM_ALIGN,
@@ -124,6 +159,11 @@ pub struct KvmConfig {
     /// Copy guest-physical `0..`[`KEPT_RAM_END`] into [`KvmRun::ram`] when the run ends
     /// (conventional memory, the ROM window and the test guest's image and bss).
     pub keep_ram: bool,
+    /// Do what a BIOS does for an option ROM before the guest runs (default on): low memory
+    /// with an IVT, BDA and EBDA, the ROM's 16-bit init far-called in real mode with its image
+    /// writable, then the image read-only ([`bios`]). Off: the ROM is mapped read-only and
+    /// nothing runs its init (no private RAM). Nothing happens without a ROM.
+    pub run_init16: bool,
 }
 
 impl Default for KvmConfig {
@@ -135,6 +175,7 @@ impl Default for KvmConfig {
             memory_mib: 64,
             timeout: Duration::from_secs(20),
             keep_ram: false,
+            run_init16: true,
         }
     }
 }
@@ -221,6 +262,60 @@ impl fmt::Display for MmioWrite {
     }
 }
 
+/// What the BIOS step ([`KvmConfig::run_init16`]) did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Init16 {
+    /// The init was called and returned.
+    Ran(Init16Report),
+    /// The image is not one SeaBIOS would run ([`bios::check_image`]): mapped, init not run.
+    Skipped {
+        /// Why, in SeaBIOS's terms.
+        reason: String,
+    },
+}
+
+/// A ROM's 16-bit init that returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Init16Report {
+    /// The segment it ran in (CS; the ROM's base ÷ 16).
+    pub segment: u16,
+    /// BDA base memory (KiB, word at 0x413) before the call: [`bios::BASE_MEMORY_KIB`].
+    pub base_kib_before: u16,
+    /// … and after it (lower when the ROM took conventional memory).
+    pub base_kib_after: u16,
+    /// The size byte (offset 2) after it (a ROM may shrink itself; SeaBIOS re-reads it).
+    pub size_byte_after: u8,
+    /// Bytes of the image the init changed (written while the image was writable).
+    pub image_bytes_changed: usize,
+    /// VM exits during the init.
+    pub exits: ExitCounts,
+    /// Wall-clock time of the call.
+    pub wall: Duration,
+}
+
+impl Init16Report {
+    /// KiB of conventional memory the init took.
+    pub fn kib_taken(&self) -> u16 {
+        self.base_kib_before.saturating_sub(self.base_kib_after)
+    }
+}
+
+impl fmt::Display for Init16Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ran the ROM's 16-bit init at {:04X}:0003: base memory {} → {} KiB, {} image bytes \
+             changed, {} exits, {:.1} ms",
+            self.segment,
+            self.base_kib_before,
+            self.base_kib_after,
+            self.image_bytes_changed,
+            self.exits.total,
+            self.wall.as_secs_f64() * 1000.0
+        )
+    }
+}
+
 /// What a KVM run produced (the counterpart of [`crate::qemu::QemuRun`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvmRun {
@@ -240,8 +335,12 @@ pub struct KvmRun {
     pub rom: Option<RomPlacement>,
     /// Wall-clock time of the run (VM setup included).
     pub wall: Duration,
-    /// Number of returns from `KVM_RUN`.
+    /// Number of returns from `KVM_RUN` (the BIOS step's included).
     pub exits: u64,
+    /// The exits after the BIOS step by kind, place and time ([`exits`]).
+    pub exit_log: ExitLog,
+    /// What the BIOS step did (None: [`KvmConfig::run_init16`] off, or no ROM).
+    pub init16: Option<Init16>,
     /// With [`KvmConfig::keep_ram`]: guest-physical `0..`[`KEPT_RAM_END`] as the run left it
     /// (capped at the end of RAM; what no slot backs reads as zero, the ROM slot as mapped).
     pub ram: Option<Vec<u8>>,
@@ -298,6 +397,10 @@ pub(crate) struct Partial {
     pub debugcon: Vec<u8>,
     /// With [`KvmConfig::keep_ram`]: guest memory as the vCPU left it.
     pub ram: Option<Vec<u8>>,
+    /// The exits until then.
+    pub exit_log: Box<ExitLog>,
+    /// What the BIOS step did, if it got that far.
+    pub init16: Option<Box<Init16>>,
 }
 
 /// [`run`], but when the run fails after the vCPU started (an exit the VMM does not model,
@@ -320,11 +423,13 @@ pub(crate) fn run_partial(cfg: &KvmConfig) -> Result<KvmRun, (HarnessError, Part
     }
 }
 
-/// Boots `cfg.kernel` with `cfg.rom` mapped read-only and runs it until it writes to the exit
-/// port, halts, shuts down or times out.
+/// Runs the ROM's 16-bit init (with [`KvmConfig::run_init16`]), then boots `cfg.kernel` with
+/// `cfg.rom` mapped read-only and runs it until it writes to the exit port, halts, shuts down
+/// or times out.
 ///
 /// Errors: a misplaced ROM or a multiboot image that does not fit ([`RomPlacement::new`],
-/// [`layout::MultibootLayout::parse`]), KVM unavailable or an ioctl failing, a vCPU that KVM
+/// [`layout::MultibootLayout::parse`]), KVM unavailable or an ioctl failing, a ROM init that
+/// does not return ([`HarnessError::RomInit`]), a vCPU that KVM
 /// cannot run (`FailEntry`, `InternalError`) or an exit this VMM does not model.
 pub fn run(cfg: &KvmConfig) -> Result<KvmRun, HarnessError> {
     #[cfg(target_os = "linux")]

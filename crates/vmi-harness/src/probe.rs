@@ -37,7 +37,7 @@
 use crate::engine::Engine;
 use crate::error::HarnessError;
 use crate::guest::{self, GuestConfig, GuestImage, layout};
-use crate::kvm::{self, EndReason, KvmConfig, MmioWrite};
+use crate::kvm::{self, EndReason, ExitLog, Init16, KvmConfig, MmioWrite};
 use crate::protocol::{
     self, Candidate, EXIT_DONE, EndStatus, Exception, Outcome, Record, Regs, StepId, Stream,
 };
@@ -68,6 +68,10 @@ pub struct ProbeOptions {
     pub memory_mib: u32,
     /// Further QEMU arguments (e.g. `-vga std`); must be empty on the KVM engine.
     pub extra_args: Vec<OsString>,
+    /// KVM engine: run the ROM's 16-bit init before the guest, as a BIOS does
+    /// ([`KvmConfig::run_init16`], default on). Under QEMU SeaBIOS always does, so it must
+    /// stay on there.
+    pub run_init16: bool,
 }
 
 impl Default for ProbeOptions {
@@ -81,6 +85,7 @@ impl Default for ProbeOptions {
             timeout: Duration::from_secs(20),
             memory_mib: 64,
             extra_args: Vec::new(),
+            run_init16: true,
         }
     }
 }
@@ -162,6 +167,11 @@ pub struct ProbeReport {
     pub mmio_writes: Vec<MmioWrite>,
     /// The decoded record stream.
     pub stream: Stream,
+    /// KVM engine: what the runner's BIOS step did (None: [`ProbeOptions::run_init16`] off,
+    /// or QEMU — where SeaBIOS ran the init, see [`ProbeReport::seabios_log`]).
+    pub init16: Option<Init16>,
+    /// KVM engine: the run's VM exits by kind, place and time (None under QEMU).
+    pub exits: Option<ExitLog>,
 }
 
 impl ProbeReport {
@@ -309,6 +319,13 @@ fn check_options(opts: &ProbeOptions) -> Result<(), HarnessError> {
                     opts.engine
                 ));
             }
+            if !opts.run_init16 {
+                return bad(format!(
+                    "not running the ROM's 16-bit init was asked for {}: under QEMU SeaBIOS \
+                     always runs it (use the kvm engine)",
+                    opts.engine
+                ));
+            }
         }
         Engine::Kvm => {
             if !opts.extra_args.is_empty() {
@@ -342,6 +359,10 @@ pub(crate) struct EngineRun {
     pub(crate) stderr: String,
     /// How the KVM run ended (KVM engine).
     pub(crate) kvm_end: Option<EndReason>,
+    /// What the KVM runner's BIOS step did (KVM engine with it on).
+    pub(crate) kvm_init16: Option<Init16>,
+    /// The KVM run's exits (KVM engine).
+    pub(crate) kvm_exits: Option<ExitLog>,
 }
 
 fn run_qemu(
@@ -382,6 +403,8 @@ fn run_qemu(
         exit_code: run.exit_code,
         stderr: run.stderr,
         kvm_end: None,
+        kvm_init16: None,
+        kvm_exits: None,
     })
 }
 
@@ -398,6 +421,7 @@ fn run_kvm(rom: &Path, g: &GuestImage, opts: &ProbeOptions) -> Result<EngineRun,
         memory_mib: opts.memory_mib,
         timeout: opts.timeout,
         keep_ram: false,
+        run_init16: opts.run_init16,
     })?;
     Ok(EngineRun {
         exit_value: run.guest_exit_value(),
@@ -409,6 +433,8 @@ fn run_kvm(rom: &Path, g: &GuestImage, opts: &ProbeOptions) -> Result<EngineRun,
         exit_code: None,
         stderr: String::new(),
         kvm_end: Some(run.end),
+        kvm_init16: run.init16,
+        kvm_exits: Some(run.exit_log),
     })
 }
 
@@ -446,6 +472,8 @@ pub(crate) fn report(
         seabios_log: run.seabios_log.clone(),
         mmio_writes: run.mmio_writes.clone(),
         stream: stream.clone(),
+        init16: run.kvm_init16.clone(),
+        exits: run.kvm_exits.clone(),
     };
     let stack_top = map.va(layout::STACK_TOP);
     let mut pending = Vec::new();

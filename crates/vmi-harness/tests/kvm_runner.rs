@@ -1,5 +1,6 @@
-//! The KVM runner: the same multiboot test guest, no BIOS, the ROM mapped read-only wherever
-//! the test puts it.
+//! The KVM runner: the same multiboot test guest, no BIOS image, the ROM mapped read-only
+//! wherever the test puts it — after the runner's BIOS step ran its 16-bit init (the
+//! default) or without it — and the VM exits it counts.
 //!
 //! Every test first checks [`kvm::available`] and skips (with a `SKIP:` line) where KVM cannot
 //! be used. On kvm-pvm (this project's machines) only the non-paged guest runs; the paging
@@ -20,6 +21,7 @@ use vmi_harness::protocol::{
 };
 use vmi_harness::{Engine, HarnessError, guest, multiboot};
 use vmi_rom::generate::{BuildOptions, Generated, generate};
+use vmi_rom::manifest::Manifest;
 use vmi_rom::native::Native;
 
 /// Returns false (after saying why) when KVM cannot be used here.
@@ -39,6 +41,14 @@ fn kvm_opts(rom_base: u32) -> ProbeOptions {
         paging: false,
         rom_base: Some(rom_base),
         ..ProbeOptions::default()
+    }
+}
+
+/// `opts` without the runner's BIOS step: nothing runs the ROM's 16-bit init.
+fn no_bios(opts: ProbeOptions) -> ProbeOptions {
+    ProbeOptions {
+        run_init16: false,
+        ..opts
     }
 }
 
@@ -114,10 +124,11 @@ fn native_rom_found_and_activated_at_two_placements_without_a_bios() {
     assert_eq!(top % 0x800, 0);
     assert_ne!(top % 0x1000, 0);
     for base in [0xC_0000, top] {
-        let r = probe_image(&g.image, &kvm_opts(base)).unwrap();
+        let r = probe_image(&g.image, &no_bios(kvm_opts(base))).unwrap();
         r.check().unwrap();
         assert_eq!(r.engine, Engine::Kvm);
         assert!(r.seabios_log.is_empty());
+        assert_eq!(r.init16, None);
         // Found exactly where it was mapped, through the flat (linear = physical) map.
         assert_eq!(r.chosen, Some(base), "{:#x?}", r.candidates);
         assert_eq!(r.linear_offset, 0);
@@ -153,19 +164,61 @@ const WRITTEN: u32 = 0x600D_F00D;
 enum InitKind {
     /// Stores [`WRITTEN`] into the ROM's own data dword, reads it back into ECX, returns 0.
     WriteOwnImage,
+    /// Reads the ROM's data dword into ECX, returns 0.
+    ReadOwnImage,
     /// `jmp $`.
     Hang,
 }
 
 struct TestRom {
     bytes: Vec<u8>,
-    /// Image offset of the data dword.
+    /// Image offset of the data dword ([`DATA_LEN`] bytes of data start there).
     data: u32,
+    /// Image offset of the 16-bit init's code (0: the builder's default init).
+    init16: u32,
+    /// Image offset of the extra 32-bit routine (0: none).
+    routine: u32,
 }
 
+/// Bytes of data a test ROM carries (the first dword is [`ORIGINAL`], the rest zero).
+const DATA_LEN: usize = 64;
+
+/// A 16-bit init: the assembler (code at the IP it runs at) and the data area's offset.
+type Init16Code<'a> = &'a dyn Fn(&mut CodeAssembler, u32);
+
 fn build_rom(kind: InitKind) -> TestRom {
+    build_rom_with(kind, None, None)
+}
+
+/// A hand-built ROM: `kind`'s Init, GetRelocationInfo answering NONE, optionally a 16-bit
+/// init (assembled for CS = the ROM's segment) and a 32-bit routine (any position).
+fn build_rom_with(
+    kind: InitKind,
+    init16: Option<Init16Code<'_>>,
+    routine: Option<&dyn Fn(&mut CodeAssembler)>,
+) -> TestRom {
     let mut b = common::vmi_builder("kvm runner ROM");
-    let data = b.append(&ORIGINAL.to_le_bytes(), 16);
+    let mut bytes = ORIGINAL.to_le_bytes().to_vec();
+    bytes.resize(DATA_LEN, 0);
+    let data = b.append(&bytes, 16);
+    let mut init16_at = 0;
+    if let Some(code) = init16 {
+        b.align(16);
+        init16_at = b.len();
+        let mut a = CodeAssembler::new(16).unwrap();
+        code(&mut a, data as u32);
+        let bytes = a.assemble(init16_at as u64).unwrap();
+        assert_eq!(b.append(&bytes, 1), init16_at);
+        b.set_init_entry(init16_at).unwrap();
+    }
+    let mut routine_at = 0;
+    if let Some(code) = routine {
+        b.align(16);
+        routine_at = b.len();
+        let mut a = CodeAssembler::new(32).unwrap();
+        code(&mut a);
+        assert_eq!(b.append(&a.assemble(0).unwrap(), 1), routine_at);
+    }
 
     // Init: position independent (`call next; next: pop edx` finds where it runs).
     b.align(16);
@@ -180,6 +233,16 @@ fn build_rom(kind: InitKind) -> TestRom {
             a.set_label(&mut l_next).unwrap();
             a.pop(edx).unwrap();
             a.mov(dword_ptr(edx + rel), WRITTEN).unwrap();
+            a.mov(ecx, dword_ptr(edx + rel)).unwrap();
+            a.xor(eax, eax).unwrap();
+            a.ret().unwrap();
+        }
+        InitKind::ReadOwnImage => {
+            let mut l_next = a.create_label();
+            let rel = data as i32 - next as i32;
+            a.call(l_next).unwrap();
+            a.set_label(&mut l_next).unwrap();
+            a.pop(edx).unwrap();
             a.mov(ecx, dword_ptr(edx + rel)).unwrap();
             a.xor(eax, eax).unwrap();
             a.ret().unwrap();
@@ -205,6 +268,8 @@ fn build_rom(kind: InitKind) -> TestRom {
     TestRom {
         bytes: b.finish(&Finish::default()).unwrap(),
         data: data as u32,
+        init16: init16_at as u32,
+        routine: routine_at as u32,
     }
 }
 
@@ -290,6 +355,20 @@ fn misplaced_roms_and_misused_options_are_errors() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("QEMU arguments"), "{e}");
+    // Under QEMU SeaBIOS always runs the ROM's 16-bit init: not running it is the KVM
+    // runner's option only.
+    let e = probe_image(
+        &g.image,
+        &ProbeOptions {
+            run_init16: false,
+            ..ProbeOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("under QEMU SeaBIOS always runs it"),
+        "{e}"
+    );
     // A multiboot image that does not fit the RAM.
     let e = kvm::run(&KvmConfig {
         kernel: multiboot::image(0x3F_F000, &[0xF4; 64], 0, 0x2000),
@@ -537,4 +616,520 @@ fn qemu_kvm_detection_says_why_not() {
         }
     }
     assert_eq!(Engine::Kvm.available(), kvm::available());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The BIOS step: the ROM's 16-bit init before the guest.
+
+/// Runs a tiny guest (see [`tiny_guest`]) with `rom` mapped at `base`.
+fn run_with_rom(
+    rom: &[u8],
+    base: u32,
+    run_init16: bool,
+    code: impl FnOnce(&mut CodeAssembler),
+) -> Result<kvm::KvmRun, HarnessError> {
+    let run = kvm::run(&KvmConfig {
+        rom: Some(rom.to_vec()),
+        rom_base: base,
+        kernel: tiny_guest(code),
+        memory_mib: 4,
+        timeout: Duration::from_secs(10),
+        keep_ram: true,
+        run_init16,
+    });
+    if let Ok(r) = &run {
+        eprintln!(
+            "guest with a ROM at {base:#x}: {} after {:?}, init16 {:?}",
+            r.end, r.wall, r.init16
+        );
+    }
+    run
+}
+
+/// Little-endian dwords of `bytes`.
+fn words(bytes: &[u8]) -> Vec<u32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn ran(init16: &Option<kvm::Init16>) -> &kvm::Init16Report {
+    match init16 {
+        Some(kvm::Init16::Ran(r)) => r,
+        other => panic!("the init did not run: {other:?}"),
+    }
+}
+
+#[test]
+fn the_bios_step_runs_the_native_roms_init_and_its_private_ram_exists() {
+    if !kvm_usable() {
+        return;
+    }
+    let g = native();
+    let kib = g.ram.kib();
+    assert!(kib > 0, "the native ROM asks for private RAM");
+    for base in [0xC_0000, top_placement(g.image.len())] {
+        let r = probe_image(&g.image, &kvm_opts(base)).unwrap();
+        r.check().unwrap();
+        let init = ran(&r.init16);
+        eprintln!("{init}");
+        assert_eq!(u32::from(init.segment), base >> 4);
+        assert_eq!(init.base_kib_before, 639);
+        assert_eq!(u32::from(init.base_kib_after), 639 - kib);
+        assert_eq!(u32::from(init.kib_taken()), kib);
+        assert_eq!(init.size_byte_after, g.image[2]);
+        // The RAM link (4 bytes) and the byte that keeps the checksum: at most 5 bytes.
+        assert!(
+            (1..=vmi_rom::ram::LINK_SIZE).contains(&init.image_bytes_changed),
+            "{init:?}"
+        );
+        // The native init does no port I/O: its only exit is the `hlt` it returns to.
+        assert_eq!((init.exits.total, init.exits.hlt), (1, 1), "{init:?}");
+        // Init (32-bit) found the block and made it ready: the RAM calls answer as the
+        // generator's table says; nothing is written to the (read-only again) image.
+        assert_eq!(r.init.as_ref().unwrap().eax, 0);
+        common::assert_answers_match(&g, &r);
+        assert_eq!(r.mmio_writes, vec![], "{:#x?}", r.mmio_writes);
+        // Init measured the TSC against the runner's PIT channel 2 (ports 0x42/0x43/0x61).
+        let rom_exits = &r.exits.as_ref().unwrap().rom;
+        eprintln!("ROM exits in the probe run: {rom_exits:?}");
+        assert!(rom_exits.ins(0x42) > 100 && rom_exits.outs(0x43) > 50);
+        assert_eq!(rom_exits.outs(0x61), 2, "gate on, then restored");
+    }
+}
+
+#[test]
+fn after_the_bios_step_the_guest_finds_the_block_and_cannot_write_the_rom() {
+    if !kvm_usable() {
+        return;
+    }
+    let g = native();
+    let link = Manifest::read(&g.image).unwrap().unwrap().data.unwrap().0;
+    let base = 0xD_0800;
+    let guest = |a: &mut CodeAssembler| {
+        let at = base + u32::from(link);
+        a.mov(dx, u32::from(vmi_harness::qemu::DEBUGCON_PORT))
+            .unwrap();
+        a.movzx(eax, word_ptr(0x413)).unwrap();
+        a.out(dx, eax).unwrap();
+        a.mov(eax, dword_ptr(ebx + 4)).unwrap(); // MBI mem_lower
+        a.out(dx, eax).unwrap();
+        a.mov(eax, dword_ptr(at)).unwrap();
+        a.out(dx, eax).unwrap();
+        a.mov(dword_ptr(at), 0xDEAD_BEEFu32).unwrap();
+        a.mov(eax, dword_ptr(at)).unwrap();
+        a.out(dx, eax).unwrap();
+        a.mov(al, 0x21).unwrap();
+        a.out(0xF4, al).unwrap();
+    };
+    let run = run_with_rom(&g.image, base, true, guest).unwrap();
+    assert_eq!(run.end, EndReason::ExitPort(0x21));
+    let init = ran(&run.init16);
+    let w = words(&run.debugcon);
+    let lower = u32::from(init.base_kib_after);
+    // BDA 0x413 lowered, and the loader reports what the BDA says.
+    assert_eq!(w[..2], [lower, lower]);
+    // The link the init wrote points at the block: block − ROM base.
+    assert_eq!(w[2], (lower * 1024).wrapping_sub(base));
+    // The guest's write is an MMIO exit on the read-only slot, not a change.
+    assert_eq!(w[3], w[2]);
+    let writes: Vec<_> = run.rom_writes().collect();
+    assert_eq!(writes.len(), 1, "{:#x?}", run.mmio_writes);
+    assert_eq!(
+        (writes[0].addr, writes[0].value, writes[0].rom_offset),
+        (
+            u64::from(base) + u64::from(link),
+            0xDEAD_BEEF,
+            Some(u32::from(link))
+        )
+    );
+    assert_eq!(run.exit_log.all.mmio_write, 1);
+    // The block in the guest's RAM: signed, written by this ROM at this address.
+    let ram = run.ram.as_ref().unwrap();
+    let block = vmi_rom::ram::find(ram).unwrap().unwrap();
+    assert_eq!(block.phys, lower * 1024);
+    assert_eq!((block.rom_phys, block.build_id), (base, g.build_id));
+    assert_eq!(block.layout, g.ram);
+    // The BIOS's tables: an EBDA at 639 KiB, the $PnP structure, the IVT.
+    assert_eq!(u16::from_le_bytes([ram[0x40E], ram[0x40F]]), 0x9FC0);
+    assert_eq!(ram[0x9_FC00], 1);
+    assert_eq!(&ram[0x560..0x564], b"$PnP");
+
+    // Without the BIOS step: no BDA, 640 KiB, no link, no block.
+    let run = run_with_rom(&g.image, base, false, guest).unwrap();
+    assert_eq!(run.init16, None);
+    assert_eq!(words(&run.debugcon), [0, 640, 0, 0]);
+    assert!(vmi_rom::ram::find(run.ram.as_ref().unwrap()).is_none());
+}
+
+/// Stores what the init was called with into its data area (image writable during POST):
+/// AX, BX, DX, DI, ES, SS, SP, FLAGS, CS at data + 4 …, the dword at ES:DI, the BDA's
+/// base-memory word; then takes 2 KiB of conventional memory, writes one byte to port 0x80
+/// and stores [`WRITTEN`] over the data dword.
+fn snapshot_init16(a: &mut CodeAssembler, d: u32) {
+    let at = |o: u32| word_ptr(d + o).cs();
+    a.mov(at(4), ax).unwrap();
+    a.mov(at(6), bx).unwrap();
+    a.mov(at(8), dx).unwrap();
+    a.mov(at(10), di).unwrap();
+    a.mov(at(12), es).unwrap();
+    a.mov(at(14), ss).unwrap();
+    a.mov(at(16), sp).unwrap();
+    a.pushf().unwrap();
+    a.pop(at(18)).unwrap();
+    a.mov(at(20), cs).unwrap();
+    a.mov(eax, dword_ptr(di).es()).unwrap();
+    a.mov(dword_ptr(d + 24).cs(), eax).unwrap();
+    a.xor(ax, ax).unwrap();
+    a.mov(ds, ax).unwrap();
+    a.mov(ax, word_ptr(0x413)).unwrap();
+    a.mov(at(28), ax).unwrap();
+    a.sub(word_ptr(0x413), 2).unwrap();
+    a.out(0x80, al).unwrap();
+    a.mov(dword_ptr(d).cs(), WRITTEN).unwrap();
+    a.retf().unwrap();
+}
+
+#[test]
+fn the_init_gets_seabios_registers_and_what_it_writes_stays() {
+    if !kvm_usable() {
+        return;
+    }
+    let rom = build_rom_with(InitKind::ReadOwnImage, Some(&snapshot_init16), None);
+    let base = 0xD_0000;
+    let r = probe_image(&rom.bytes, &kvm_opts(base)).unwrap();
+    r.check().unwrap();
+    let init = ran(&r.init16);
+    assert_eq!((init.base_kib_before, init.base_kib_after), (639, 637));
+    assert_eq!(init.exits.outs(0x80), 1);
+    assert_eq!((init.exits.io, init.exits.hlt), (1, 1));
+    // What the init stored in its image during POST is what Init (32-bit) reads later.
+    assert_eq!(r.init.as_ref().unwrap().regs.ecx, WRITTEN);
+    // The init's port I/O is not counted with the guest's.
+    assert_eq!(r.exits.as_ref().unwrap().all.outs(0x80), 0);
+
+    let run = run_with_rom(&rom.bytes, base, true, |a| {
+        a.mov(al, 0x21).unwrap();
+        a.out(0xF4, al).unwrap();
+    })
+    .unwrap();
+    let ram = run.ram.as_ref().unwrap();
+    let at = (base + rom.data) as usize;
+    let w16 = |o: usize| u16::from_le_bytes([ram[at + o], ram[at + o + 1]]);
+    // AX = 0, BX = DX = 0xFFFF, ES:DI → $PnP, SS:SP the far return address on top of
+    // 0000:8000, IF set, CS the ROM's segment.
+    assert_eq!(
+        [w16(4), w16(6), w16(8), w16(10), w16(12), w16(14), w16(16)],
+        [0, 0xFFFF, 0xFFFF, 0x560, 0, 0, 0x7FFC]
+    );
+    assert_eq!(w16(18) & 0x200, 0x200, "IF");
+    assert_eq!(u32::from(w16(20)), base >> 4);
+    assert_eq!(&ram[at + 24..at + 28], b"$PnP");
+    assert_eq!(w16(28), 639);
+    assert_eq!(u16::from_le_bytes([ram[0x413], ram[0x414]]), 637);
+    assert_eq!(
+        init.image_bytes_changed,
+        ran(&run.init16).image_bytes_changed
+    );
+    // The init changed its data dword and the snapshot words.
+    assert!(ran(&run.init16).image_bytes_changed > 4);
+
+    // Without the BIOS step Init reads the image as built.
+    let r = probe_image(&rom.bytes, &no_bios(kvm_opts(base))).unwrap();
+    assert_eq!(r.init.as_ref().unwrap().regs.ecx, ORIGINAL);
+}
+
+#[test]
+fn an_init_that_faults_halts_or_hangs_is_an_error_naming_it() {
+    if !kvm_usable() {
+        return;
+    }
+    let base = 0xD_0000u32;
+    // A divide error: the CPU delivers it through the IVT, to the runner's fault stub.
+    let div0 = |a: &mut CodeAssembler, _: u32| {
+        a.xor(cx, cx).unwrap();
+        a.div(cx).unwrap();
+        a.retf().unwrap();
+    };
+    let de = build_rom_with(InitKind::ReadOwnImage, Some(&div0), None);
+    let e = probe_image(&de.bytes, &kvm_opts(base)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            HarnessError::RomInit {
+                segment: 0xD000,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "the ROM's 16-bit init (far-called at D000:0003 in real mode, as a BIOS does at \
+             POST) raised #DE (vector 0x0) at D000:{:04X}",
+            de.init16 + 2
+        )
+    );
+    // An undefined opcode: #UD the same way — or, where KVM emulates real mode and cannot
+    // emulate it (kvm-pvm), KVM's own error, still naming the init and its IP.
+    let ud2 = build_rom_with(InitKind::ReadOwnImage, Some(&|a, _| a.ud2().unwrap()), None);
+    let e = probe_image(&ud2.bytes, &kvm_opts(base))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("the ROM's 16-bit init (far-called at D000:0003 in real mode"),
+        "{e}"
+    );
+    assert!(
+        e.ends_with(&format!(
+            "raised #UD (vector 0x6) at D000:{:04X}",
+            ud2.init16
+        )) || e.contains(&format!(
+            "KVM exit InternalError: KVM could not continue the vCPU at EIP {:#010x}",
+            ud2.init16
+        )),
+        "{e}"
+    );
+    let hlt = build_rom_with(InitKind::ReadOwnImage, Some(&|a, _| a.hlt().unwrap()), None);
+    let e = probe_image(&hlt.bytes, &kvm_opts(base)).unwrap_err();
+    assert!(
+        e.to_string().ends_with(&format!(
+            "executed hlt at D000:{:04X}: nothing can wake it (no interrupt controller)",
+            hlt.init16
+        )),
+        "{e}"
+    );
+    // A BIOS service it calls returns "unsupported" (CF set, AH = 0x86); an init that then
+    // spins is stopped at the run's time limit.
+    let spin = |a: &mut CodeAssembler, _: u32| {
+        a.mov(ah, 0x0E).unwrap();
+        a.int(0x10).unwrap();
+        let mut here = a.create_label();
+        a.set_label(&mut here).unwrap();
+        a.jmp(here).unwrap();
+    };
+    let hang = build_rom_with(InitKind::ReadOwnImage, Some(&spin), None);
+    let timeout = Duration::from_secs(2);
+    let start = Instant::now();
+    let e = probe_image(
+        &hang.bytes,
+        &ProbeOptions {
+            timeout,
+            ..kvm_opts(base)
+        },
+    )
+    .unwrap_err();
+    let took = start.elapsed();
+    assert!(
+        e.to_string()
+            .ends_with("did not return within 2s (the run's time limit): it hangs"),
+        "{e}"
+    );
+    assert!(took < timeout + Duration::from_secs(2), "{took:?}");
+    // Without the BIOS step the same ROMs run: nothing calls their init.
+    for rom in [&de, &ud2, &hlt, &hang] {
+        let r = probe_image(&rom.bytes, &no_bios(kvm_opts(base))).unwrap();
+        r.check().unwrap();
+    }
+    // In the suite the ROM's fault is a verdict (activation fails), not an input error.
+    let (_dir, path) = common::rom_file(&de.bytes);
+    let r = vmi_harness::suite::run_suite(
+        &path,
+        &vmi_harness::suite::SuiteOptions {
+            engine: Engine::Kvm,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(!r.activation.ok);
+    let problems = r.activation.problems.join("; ");
+    assert!(problems.contains("raised #DE (vector 0x0)"), "{problems}");
+}
+
+#[test]
+fn an_image_seabios_would_not_run_is_mapped_without_running_its_init() {
+    if !kvm_usable() {
+        return;
+    }
+    let g = native();
+    let mut bad = g.image.clone();
+    let last = bad.len() - 1;
+    bad[last] = bad[last].wrapping_add(1);
+    let r = probe_image(&bad, &kvm_opts(0xC_8000)).unwrap();
+    r.check().unwrap();
+    match &r.init16 {
+        Some(kvm::Init16::Skipped { reason }) => {
+            assert!(reason.starts_with("bad checksum: "), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Linux does not check the sum: the ROM is found and works, without private RAM.
+    assert_eq!(r.chosen, Some(0xC_8000));
+    common::assert_answers_match(&g, &r);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exit counts.
+
+#[test]
+fn exits_are_counted_by_kind_port_place_and_record() {
+    if !kvm_usable() {
+        return;
+    }
+    // A ROM routine that costs two port-I/O exits.
+    let routine = |a: &mut CodeAssembler| {
+        a.out(0x80, al).unwrap();
+        a.in_(al, 0x61).unwrap();
+        a.ret().unwrap();
+    };
+    let rom = build_rom_with(InitKind::ReadOwnImage, None, Some(&routine));
+    let base = 0xC_8000;
+    let target = u64::from(base + rom.routine);
+    let run = run_with_rom(&rom.bytes, base, true, |a| {
+        a.out(0x80, al).unwrap(); // the guest's own
+        a.mov(dx, u32::from(vmi_harness::qemu::DEBUGCON_PORT))
+            .unwrap();
+        a.out(dx, al).unwrap(); // a record boundary
+        a.call(target).unwrap();
+        a.mov(dword_ptr(0xB_8000), 1u32).unwrap();
+        a.mov(eax, dword_ptr(0xB_0000)).unwrap();
+        a.out(dx, al).unwrap();
+        a.mov(al, 0x21).unwrap();
+        a.out(0xF4, al).unwrap();
+    })
+    .unwrap();
+    assert_eq!(run.end, EndReason::ExitPort(0x21));
+    let log = &run.exit_log;
+    eprintln!("{log:#?}");
+    let all = &log.all;
+    assert_eq!(
+        (
+            all.outs(0x80),
+            all.ins(0x61),
+            all.outs(0xE9),
+            all.outs(0xF4)
+        ),
+        (2, 1, 2, 1)
+    );
+    assert_eq!(
+        (all.mmio_read, all.mmio_write, all.io, all.total),
+        (1, 1, 6, 8)
+    );
+    assert_eq!(
+        (log.rom.outs(0x80), log.rom.ins(0x61), log.rom.total),
+        (1, 1, 2)
+    );
+    // Two segments: before the first debug-console byte (the guest's out), and between the
+    // two bytes (the ROM's two, the guest's two MMIO accesses).
+    let at: Vec<u64> = log.segments.iter().map(|s| s.at).collect();
+    assert_eq!(at, [0, 1]);
+    let (rom, guest) = log.between(0, 1);
+    assert_eq!((rom.total, guest.total), (2, 2));
+    assert_eq!((guest.mmio_read, guest.mmio_write), (1, 1));
+    let (rom, guest) = log.between(u64::MAX - 1, u64::MAX);
+    assert!(rom.is_empty() && guest.is_empty());
+    // The init's exits are apart (the builder's default init: its return).
+    assert_eq!(ran(&run.init16).exits.total, 1);
+    // Every return from KVM_RUN is counted somewhere.
+    assert_eq!(run.exits, all.total + 1);
+}
+
+/// The native ROM's IODelay is `out 0x80`: exactly one port-I/O exit per invocation, on
+/// port 0x80 and nothing else, whether or not the BIOS step ran (IODelay needs no private
+/// RAM). The counts are in the suite report, per call and per run.
+#[test]
+fn the_native_iodelay_costs_one_port_0x80_exit_per_invocation() {
+    if !kvm_usable() {
+        return;
+    }
+    let g = native();
+    for run_init16 in [true, false] {
+        let r = common::suite(
+            &g.image,
+            &vmi_harness::suite::SuiteOptions {
+                engine: Engine::Kvm,
+                only: Some(vec![vmi_abi::Call::IODelay as u32]),
+                run_init16,
+                ..Default::default()
+            },
+        );
+        assert!(r.passed());
+        let c = r.call(vmi_abi::Call::IODelay as u8).unwrap();
+        let e = c.exits.as_ref().expect("the kvm engine counts exits");
+        eprintln!("IODelay (BIOS step {run_init16}): {e:?}");
+        assert!(e.invocations >= 1 && e.vectors == e.invocations, "{e:?}");
+        let n = u64::from(e.invocations);
+        assert_eq!(e.rom.outs(0x80), n);
+        assert_eq!((e.rom.io, e.rom.total), (n, n), "nothing but the out 0x80");
+        let json = serde_json::to_value(&r).unwrap();
+        let j = &json["calls"][vmi_abi::Call::IODelay as usize]["exits"];
+        assert_eq!(j["rom"]["io_out"]["0x80"], n);
+        assert_eq!(j["invocations"], n);
+        // Calls that did not run have no counts.
+        assert!(r.call(17).unwrap().exits.is_none());
+        // Per run: activation (Init, GetRelocationInfo) and the vector run.
+        let act = r.run_log[0].exits.as_ref().unwrap();
+        assert_eq!(act.rom.outs(0x80), 0);
+        if run_init16 {
+            assert_eq!(act.init16.as_ref().unwrap().hlt, 1);
+            assert!(act.rom.ins(0x42) > 100, "Init calibrated: {act:?}");
+        } else {
+            assert_eq!(act.init16, None);
+            assert_eq!(act.rom.total, 0, "no private RAM: Init measures nothing");
+        }
+        let vectors = r.run_log.iter().find(|l| l.purpose.starts_with("vectors"));
+        let v = vectors.unwrap().exits.as_ref().unwrap();
+        assert_eq!(v.calls.get(&(vmi_abi::Call::IODelay as u8)), Some(e));
+        assert_eq!(json["run_log"][1]["exits"]["calls"]["65"]["rom"]["io"], n);
+        eprintln!(
+            "activation run {:?}, exits {:?}",
+            r.run_log[0].wall, act.all
+        );
+    }
+}
+
+/// The kvm ROM on the runner (KVM's CPUID leaves, kvmclock MSRs in the kernel): with its
+/// private RAM from the BIOS step it takes the KVM path — the time calls answer CALL_REL and
+/// cost no exit, Init measures nothing (no PIT polling), and IODelay is NOP: no exit at all
+/// where the native ROM's costs one.
+#[test]
+fn the_kvm_rom_takes_kvmclock_and_its_iodelay_costs_no_exit() {
+    if !kvm_usable() {
+        return;
+    }
+    let k = generate(&vmi_rom::kvm::Kvm, &BuildOptions::default()).unwrap();
+    let calls = [
+        vmi_abi::Call::IODelay,
+        vmi_abi::Call::GetCycleFrequency,
+        vmi_abi::Call::GetCycleCounter,
+        vmi_abi::Call::GetWallclockTime,
+    ];
+    let r = common::suite(
+        &k.image,
+        &vmi_harness::suite::SuiteOptions {
+            engine: Engine::Kvm,
+            only: Some(calls.iter().map(|c| *c as u32).collect()),
+            ..Default::default()
+        },
+    );
+    assert!(r.passed());
+    let io = r.call(vmi_abi::Call::IODelay as u8).unwrap();
+    assert_eq!(
+        (io.reloc.as_str(), io.detail.as_str()),
+        ("NOP", "NOP: nothing to execute")
+    );
+    let e = io.exits.as_ref().unwrap();
+    assert_eq!((e.vectors, e.invocations, e.rom.total), (0, 0, 0));
+    for c in &calls[1..] {
+        let v = r.call(*c as u8).unwrap();
+        assert_eq!(v.reloc, "CALL_REL", "{c:?}");
+        let e = v.exits.as_ref().unwrap();
+        eprintln!("{c:?}: {e:?} — {}", v.detail);
+        assert!(e.invocations >= 1);
+        assert_eq!(e.rom.total, 0, "{c:?}: kvmclock needs no exit");
+    }
+    let act = r.run_log[0].exits.as_ref().unwrap();
+    assert_eq!(act.rom.total, 0, "Init polls nothing: {act:?}");
 }

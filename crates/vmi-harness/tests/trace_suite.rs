@@ -131,13 +131,17 @@ fn without_a_bios_the_kvm_runner_has_no_trace_area_and_the_calls_still_pass() {
         return;
     }
     let t = traced(0);
-    let r = common::suite(&t.image, &keep(Engine::Kvm));
+    let no_bios = |o: SuiteOptions| SuiteOptions {
+        run_init16: false,
+        ..o
+    };
+    let r = common::suite(&t.image, &no_bios(keep(Engine::Kvm)));
     let native = common::suite(
         &generate(&Native, &BuildOptions::default()).unwrap().image,
-        &SuiteOptions {
+        &no_bios(SuiteOptions {
             engine: Engine::Kvm,
             ..SuiteOptions::default()
-        },
+        }),
     );
     same_verdicts(&r, &native);
     for run in &r.run_log {
@@ -148,6 +152,54 @@ fn without_a_bios_the_kvm_runner_has_no_trace_area_and_the_calls_still_pass() {
             run.purpose
         );
     }
+    let sum = r.invocations.expect("every run's RAM was read");
+    assert!(sum.iter().sum::<u32>() > 50);
+}
+
+/// The KVM runner's BIOS step runs the trace ROM's 16-bit init: every run has a trace area
+/// in conventional memory, below the base memory the BDA reports, and its counters equal
+/// the guest's own counts call by call.
+#[test]
+fn with_the_bios_step_the_kvm_runner_has_a_trace_area_that_counts_exactly() {
+    if let Err(why) = kvm::available() {
+        eprintln!("SKIP: KVM unavailable: {why}");
+        return;
+    }
+    let t = traced(16);
+    let r = common::suite(&t.image, &keep(Engine::Kvm));
+    let native = common::suite(
+        &generate(&Native, &BuildOptions::default()).unwrap().image,
+        &SuiteOptions {
+            engine: Engine::Kvm,
+            ..SuiteOptions::default()
+        },
+    );
+    same_verdicts(&r, &native);
+    assert!(r.bios_init);
+    let mut compared = 0;
+    for run in &r.run_log {
+        let low = run.low_ram.as_ref().expect("RAM kept");
+        let invoked = run.invoked.as_ref().expect("guest counters read");
+        let a = area::find(low).unwrap_or_else(|e| panic!("{}: {e}", run.purpose));
+        assert_eq!(a.build_id, t.build_id);
+        // The block sits where the BDA says conventional memory now ends.
+        let bda = u32::from(u16::from_le_bytes([low[0x413], low[0x414]]));
+        let block = vmi_rom::ram::find(low).unwrap().unwrap();
+        assert_eq!(block.phys, bda * 1024, "{}", run.purpose);
+        assert_eq!(block.rom_phys, kvm::DEFAULT_ROM_BASE);
+        assert!(a.phys >= block.phys && a.phys < 0xA_0000);
+        assert_eq!((invoked.len(), a.counters.len()), (NUM_CALLS, NUM_CALLS));
+        for (n, (counter, guest)) in a.counters.iter().zip(invoked).enumerate() {
+            assert_eq!(
+                counter.count,
+                u64::from(*guest),
+                "run {:?}, call {n}: trace area vs guest",
+                run.purpose
+            );
+        }
+        compared += 1;
+    }
+    assert_eq!(compared, r.run_log.len());
     let sum = r.invocations.expect("every run's RAM was read");
     assert!(sum.iter().sum::<u32>() > 50);
 }

@@ -106,3 +106,59 @@ fn a_trace_rom_that_misses_a_call_fails_the_accounting() {
         "{problems:#?}"
     );
 }
+
+/// On the kvm engine the JSON carries VM exit counts: the native IODelay's one `out 0x80` per
+/// invocation can be read off call 65; a trace ROM's counters are accounted there too, since
+/// the runner runs the ROM's 16-bit init like a BIOS (`--no-bios-init` turns that off).
+#[test]
+fn on_the_kvm_engine_the_json_counts_exits_and_a_trace_rom_is_accounted() {
+    if let Err(why) = vmi_harness::kvm::available() {
+        eprintln!("SKIP: KVM unavailable: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let native = rom(dir.path(), "n.rom", &|| image(&Native));
+    let n = native.to_str().unwrap();
+    for extra in [&[][..], &["--no-bios-init"][..]] {
+        let mut args = vec!["test", n, "--engine", "kvm", "--only", "IODelay", "--json"];
+        args.extend_from_slice(extra);
+        let o = vmirom(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", common::text(&o));
+        let j = json(&o);
+        assert_eq!(j["bios_init"], extra.is_empty());
+        let e = &j["calls"][65]["exits"];
+        assert_eq!(j["calls"][65]["verdict"], "pass");
+        let invocations = e["invocations"].as_u64().unwrap();
+        assert!(invocations >= 1, "{e}");
+        assert_eq!(e["rom"]["io_out"]["0x80"], invocations, "{e}");
+        assert_eq!(e["rom"]["total"], invocations, "{e}");
+        assert!(j["calls"][17]["exits"].is_null());
+        assert!(j["run_log"][0]["exits"]["all"]["total"].as_u64().unwrap() > 0);
+    }
+    let trace = rom(dir.path(), "t.rom", &|| image(&Trace::new(Native)));
+    let o = vmirom(&["test", trace.to_str().unwrap(), "--engine", "kvm", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", common::text(&o));
+    let t = &json(&o)["trace_accounting"];
+    assert_eq!(t["problems"], serde_json::json!([]));
+    assert_eq!(t["runs_without_bios"], 0);
+    assert!(t["runs_compared"].as_u64().unwrap() >= 3, "{t}");
+    let o = vmirom(&[
+        "test",
+        trace.to_str().unwrap(),
+        "--engine",
+        "kvm",
+        "--no-bios-init",
+        "--json",
+    ]);
+    let t = &json(&o)["trace_accounting"];
+    assert_eq!(t["runs_compared"], 0);
+    assert!(t["runs_without_bios"].as_u64().unwrap() >= 3, "{t}");
+    // Under QEMU SeaBIOS always runs the init: asking otherwise is a usage error.
+    let o = vmirom(&["test", n, "--no-bios-init"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        common::text(&o).contains("under QEMU SeaBIOS always runs it"),
+        "{}",
+        common::text(&o)
+    );
+}

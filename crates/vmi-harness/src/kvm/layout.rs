@@ -285,7 +285,12 @@ impl MultibootLayout {
 /// The multiboot information structure (flags, `mem_lower`, `mem_upper`; 12 bytes) for a guest
 /// with `ram` bytes of RAM: 640 KiB of low memory and everything from 1 MiB up, in KiB.
 pub fn multiboot_info(ram: u64) -> [u8; 12] {
-    let lower = LOW_RAM_END / 1024;
+    multiboot_info_with(ram, LOW_RAM_END / 1024)
+}
+
+/// [`multiboot_info`] with `lower` KiB of conventional memory (what the BDA says after a ROM's
+/// init took some: a loader asks the BIOS, `int 0x12`).
+pub fn multiboot_info_with(ram: u64, lower: u32) -> [u8; 12] {
     let upper = (ram.saturating_sub(u64::from(HIGH_RAM_START)) / 1024) as u32;
     let mut out = [0u8; 12];
     for (dst, w) in out.chunks_exact_mut(4).zip([MBI_FLAG_MEM, lower, upper]) {

@@ -1,12 +1,16 @@
-//! The vCPU: the register state a multiboot loader leaves, and the exit loop.
+//! The vCPU: the register state a multiboot loader leaves (and the real-mode state a BIOS
+//! calls an option ROM's init with), and the exit loop.
 
-use super::{DEBUGCON_LIMIT, EndReason, MMIO_WRITE_LIMIT, MmioWrite, RomPlacement};
+use super::devices::Platform;
+use super::exits::{ExitCounts, ExitKind, ExitLog};
+use super::{DEBUGCON_LIMIT, EndReason, MMIO_WRITE_LIMIT, MmioWrite, RomPlacement, bios};
 use crate::error::HarnessError;
 use crate::qemu::{DEBUGCON_PORT, EXIT_PORT};
 use iced_x86::{Code, Decoder, DecoderOptions, Register};
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// Selector of the flat code segment in CS (no GDT backs it: only the hidden part counts).
@@ -71,6 +75,51 @@ pub fn boot_regs(entry: u32, mbi: u32, stack_top: u32) -> kvm_regs {
     }
 }
 
+/// A real-mode segment as KVM's reset state has them (limit 64 KiB, present, accessed):
+/// execute/read code or read/write data.
+pub fn real_segment(selector: u16, code: bool) -> kvm_segment {
+    kvm_segment {
+        base: u64::from(selector) << 4,
+        limit: 0xFFFF,
+        selector,
+        type_: if code { 0xB } else { 0x3 },
+        present: 1,
+        dpl: 0,
+        db: 0,
+        s: 1,
+        l: 0,
+        g: 0,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    }
+}
+
+/// `sregs` changed to what a BIOS far-calls an option ROM's init with: real mode, CS = the
+/// ROM's segment, DS = ES = SS = 0 (ES:DI points at the `$PnP` structure in segment 0).
+pub fn init16_sregs(mut s: kvm_sregs, rom_segment: u16) -> kvm_sregs {
+    s.cs = real_segment(rom_segment, true);
+    let zero = real_segment(0, false);
+    (s.ds, s.es, s.fs, s.gs, s.ss) = (zero, zero, zero, zero, zero);
+    s.cr0 = (s.cr0 & !(CR0_PE | CR0_PG)) | CR0_ET;
+    s.efer = 0;
+    s
+}
+
+/// The general registers of the init call ([`bios`]: SeaBIOS's `callrom`).
+pub fn init16_regs() -> kvm_regs {
+    kvm_regs {
+        rip: u64::from(bios::INIT_OFFSET),
+        rax: 0,
+        rbx: 0xFFFF,
+        rdx: 0xFFFF,
+        rdi: u64::from(bios::PNP_CHECK),
+        rsp: u64::from(bios::INIT_STACK_TOP - 4),
+        rflags: bios::INIT_EFLAGS,
+        ..kvm_regs::default()
+    }
+}
+
 /// What the exit loop collected.
 #[derive(Debug, Default)]
 pub struct Collected {
@@ -78,14 +127,47 @@ pub struct Collected {
     pub debugcon: Vec<u8>,
     /// Bytes dropped past [`DEBUGCON_LIMIT`].
     pub debugcon_truncated: bool,
+    /// Every debug-console byte written (kept or dropped).
+    pub debugcon_written: u64,
     /// Recorded MMIO writes.
     pub mmio_writes: Vec<MmioWrite>,
     /// All MMIO writes.
     pub mmio_writes_total: u64,
     /// Returns from `KVM_RUN`.
     pub exits: u64,
+    /// The exits after the ROM's 16-bit init, by kind, place and time.
+    pub exit_log: ExitLog,
+    /// The exits during the ROM's 16-bit init.
+    pub init16_exits: ExitCounts,
+    /// The loop runs the ROM's 16-bit init (its exits count in `init16_exits`).
+    pub in_init16: bool,
+    /// What the BIOS step did.
+    pub init16: Option<super::Init16>,
     /// Guest memory at the end of the run ([`super::KvmConfig::keep_ram`]).
     pub ram: Option<Vec<u8>>,
+}
+
+/// What the exit loop works with besides the vCPU.
+pub struct Env<'a> {
+    /// Guest memory (read to tell why the vCPU shut down).
+    pub memory: &'a GuestMemoryMmap,
+    /// Where the ROM is mapped.
+    pub rom: Option<RomPlacement>,
+    /// Set when the run must stop.
+    pub stop: &'a AtomicBool,
+    /// The devices on ports 0x40–0x43, 0x61, 0x70, 0x71.
+    pub devices: &'a mut Platform,
+    /// The devices' time origin.
+    pub clock: Instant,
+}
+
+impl std::fmt::Debug for Env<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env")
+            .field("rom", &self.rom)
+            .field("devices", &self.devices)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What one exit asks of the loop.
@@ -107,23 +189,25 @@ fn eip(vcpu: &VcpuFd) -> u32 {
     vcpu.get_regs().map(|r| r.rip as u32).unwrap_or(0)
 }
 
-/// Runs `vcpu` until the guest ends the run, `stop` is set (after a kick), or KVM fails.
-/// `memory` is read to tell why the vCPU shut down.
+/// Runs `vcpu` until the guest ends the run, `env.stop` is set (after a kick), or KVM fails;
+/// what it sees goes into `c`.
 pub fn run_loop(
     vcpu: &mut VcpuFd,
-    memory: &GuestMemoryMmap,
-    rom: Option<RomPlacement>,
-    stop: &AtomicBool,
-) -> (Result<EndReason, HarnessError>, Collected) {
-    let mut c = Collected::default();
-    let end = loop {
-        if stop.load(Ordering::SeqCst) {
-            break Ok(EndReason::TimedOut);
+    env: &mut Env<'_>,
+    c: &mut Collected,
+) -> Result<EndReason, HarnessError> {
+    loop {
+        if env.stop.load(Ordering::SeqCst) {
+            return Ok(EndReason::TimedOut);
         }
+        let written = c.debugcon_written;
         let next = match vcpu.run() {
             Ok(exit) => {
                 c.exits += 1;
-                handle(exit, rom, &mut c)
+                let kind = kind_of(&exit);
+                let next = handle(exit, env, c);
+                count(vcpu, env.rom, c, kind, written);
+                next
             }
             Err(e) if errno_is(&e, libc::EINTR) => Next::Interrupted,
             Err(e) if errno_is(&e, libc::EAGAIN) => Next::Continue,
@@ -139,11 +223,11 @@ pub fn run_loop(
                 // decides whether the run is over.
                 vcpu.set_kvm_immediate_exit(0);
             }
-            Next::End(r) => break Ok(r),
-            Next::Halted => break Ok(EndReason::Halted { eip: eip(vcpu) }),
-            Next::Shutdown => break Ok(shutdown_reason(vcpu, memory)),
+            Next::End(r) => return Ok(r),
+            Next::Halted => return Ok(EndReason::Halted { eip: eip(vcpu) }),
+            Next::Shutdown => return Ok(shutdown_reason(vcpu, env.memory)),
             Next::Internal => {
-                break Err(HarnessError::KvmExit {
+                return Err(HarnessError::KvmExit {
                     exit: "InternalError".into(),
                     detail: format!(
                         "KVM could not continue the vCPU at EIP {:#010x}: {}",
@@ -152,10 +236,65 @@ pub fn run_loop(
                     ),
                 });
             }
-            Next::Fail(e) => break Err(e),
+            Next::Fail(e) => return Err(e),
+        }
+    }
+}
+
+/// What kind of exit `exit` is, for counting, and whether it is the record channel's own (a
+/// debug-console write or the exit port).
+fn kind_of(exit: &VcpuExit<'_>) -> (ExitKind, bool) {
+    match exit {
+        VcpuExit::IoOut(port, _) => (
+            ExitKind::Out(*port),
+            *port == DEBUGCON_PORT || *port == EXIT_PORT,
+        ),
+        VcpuExit::IoIn(port, _) => (ExitKind::In(*port), false),
+        VcpuExit::MmioRead(..) => (ExitKind::MmioRead, false),
+        VcpuExit::MmioWrite(..) => (ExitKind::MmioWrite, false),
+        VcpuExit::Hlt => (ExitKind::Hlt, false),
+        _ => (ExitKind::Other, false),
+    }
+}
+
+/// Counts one exit: during the init in `c.init16_exits`, otherwise in `c.exit_log` (the
+/// record channel's own exits without a place; the others with whether the instruction lay
+/// in the ROM's slot). `written`: debug-console bytes before this exit.
+fn count(
+    vcpu: &VcpuFd,
+    rom: Option<RomPlacement>,
+    c: &mut Collected,
+    (kind, channel): (ExitKind, bool),
+    written: u64,
+) {
+    if c.in_init16 {
+        c.init16_exits.add(kind);
+    } else if channel {
+        c.exit_log
+            .channel(kind, written, kind == ExitKind::Out(DEBUGCON_PORT));
+    } else {
+        c.exit_log.exit(kind, in_rom(vcpu, rom));
+    }
+}
+
+/// Whether the instruction the vCPU exited on lies inside the ROM's slot (its linear address
+/// translated when paging is on).
+fn in_rom(vcpu: &VcpuFd, rom: Option<RomPlacement>) -> bool {
+    let Some(rom) = rom else { return false };
+    let (Ok(regs), Ok(sregs)) = (vcpu.get_regs(), vcpu.get_sregs()) else {
+        return false;
+    };
+    let linear = sregs.cs.base.wrapping_add(regs.rip) & 0xFFFF_FFFF;
+    let phys = if sregs.cr0 & CR0_PG == 0 {
+        linear
+    } else {
+        match vcpu.translate_gva(linear) {
+            Ok(t) if t.valid != 0 => t.physical_address,
+            _ => return false,
         }
     };
-    (end, c)
+    let (start, len) = rom.slot();
+    (u64::from(start)..u64::from(start) + u64::from(len)).contains(&phys)
 }
 
 /// A shutdown is [`EndReason::PagingUnsupported`] when the vCPU stopped *on* a `mov cr0, r32`
@@ -230,12 +369,14 @@ fn internal_error(vcpu: &mut VcpuFd) -> String {
     )
 }
 
-fn handle(exit: VcpuExit<'_>, rom: Option<RomPlacement>, c: &mut Collected) -> Next {
+fn handle(exit: VcpuExit<'_>, env: &mut Env<'_>, c: &mut Collected) -> Next {
+    let rom = env.rom;
     match exit {
         VcpuExit::IoOut(port, data) if port == EXIT_PORT => {
             Next::End(EndReason::ExitPort(data.first().copied().unwrap_or(0)))
         }
         VcpuExit::IoOut(port, data) if port == DEBUGCON_PORT => {
+            c.debugcon_written += data.len() as u64;
             let room = DEBUGCON_LIMIT.saturating_sub(c.debugcon.len());
             if data.len() > room {
                 c.debugcon_truncated = true;
@@ -244,8 +385,23 @@ fn handle(exit: VcpuExit<'_>, rom: Option<RomPlacement>, c: &mut Collected) -> N
                 .extend_from_slice(data.get(..room.min(data.len())).unwrap_or(&[]));
             Next::Continue
         }
-        VcpuExit::IoOut(..) => Next::Continue,
-        VcpuExit::IoIn(_, data) | VcpuExit::MmioRead(_, data) => {
+        VcpuExit::IoOut(port, data) => {
+            // A wider access reaches the consecutive ports; ports no device claims ignore it
+            // (the guest programs the 8259A PICs).
+            let now = env.clock.elapsed();
+            for (port, b) in (port..).zip(data.iter()) {
+                env.devices.write(port, *b, now);
+            }
+            Next::Continue
+        }
+        VcpuExit::IoIn(port, data) => {
+            let now = env.clock.elapsed();
+            for (port, b) in (port..).zip(data.iter_mut()) {
+                *b = env.devices.read(port, now).unwrap_or(0xFF);
+            }
+            Next::Continue
+        }
+        VcpuExit::MmioRead(_, data) => {
             data.fill(0xFF);
             Next::Continue
         }

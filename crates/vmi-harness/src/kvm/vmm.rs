@@ -1,8 +1,11 @@
 //! The VM: `/dev/kvm`, guest memory and its slots, one vCPU on its own thread, the deadline.
 
+use super::bios;
+use super::devices::Platform;
 use super::kick;
 use super::layout::{self, MultibootLayout, RomPlacement};
-use super::vcpu;
+use super::post;
+use super::vcpu::{self, Collected};
 use super::{EndReason, KvmConfig, KvmRun};
 use crate::error::HarnessError;
 use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_MEM_READONLY, kvm_userspace_memory_region};
@@ -10,7 +13,7 @@ use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use std::io::ErrorKind;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, mpsc};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::signal::Killable;
 
@@ -27,7 +30,8 @@ fn io(e: &kvm_ioctls::Error) -> std::io::Error {
     std::io::Error::from_raw_os_error(e.errno())
 }
 
-fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> HarnessError {
+/// Maps a failed ioctl to [`HarnessError::Kvm`] naming it.
+pub(super) fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> HarnessError {
     move |e| HarnessError::Kvm {
         what,
         source: io(&e),
@@ -70,17 +74,35 @@ pub fn available() -> Result<(), String> {
 /// VM, and only then the memory the VM's slots point into.
 struct Vm {
     vcpu: VcpuFd,
-    _vm: VmFd,
+    vm: VmFd,
     memory: GuestMemoryMmap,
+    /// The ROM's slot as registered.
+    rom_slot: Option<kvm_userspace_memory_region>,
+}
+
+/// Writes `data` at guest-physical `at`.
+pub(super) fn write_mem(
+    memory: &GuestMemoryMmap,
+    what: &'static str,
+    data: &[u8],
+    at: u64,
+) -> Result<(), HarnessError> {
+    memory
+        .write_slice(data, GuestAddress(at))
+        .map_err(|e| HarnessError::GuestMemory {
+            what,
+            reason: format!("{} bytes at {at:#x}: {e}", data.len()),
+        })
 }
 
 impl Vm {
-    /// Creates the VM, maps and fills its memory, and puts the vCPU at the multiboot entry.
+    /// Creates the VM, maps its memory with the ROM loaded (its slot read-only, or writable
+    /// when `rom_writable`: a BIOS step runs the init first) and creates the vCPU.
     fn new(
         cfg: &KvmConfig,
-        mb: &MultibootLayout,
         rom: Option<RomPlacement>,
         ram: u64,
+        rom_writable: bool,
     ) -> Result<Vm, HarnessError> {
         let kvm = open().map_err(|reason| HarnessError::KvmUnavailable { reason })?;
         if rom.is_some() && !kvm.check_extension(Cap::ReadonlyMem) {
@@ -111,48 +133,27 @@ impl Vm {
                 what: "allocating guest memory",
                 reason: e.to_string(),
             })?;
-        let write = |what: &'static str, data: &[u8], at: u64| {
-            memory
-                .write_slice(data, GuestAddress(at))
-                .map_err(|e| HarnessError::GuestMemory {
-                    what,
-                    reason: format!("{} bytes at {at:#x}: {e}", data.len()),
-                })
-        };
         // Bytes of the ROM slot around the image read like an empty ROM socket.
         if let Some(r) = rom {
             let (start, len) = r.slot();
-            write(
+            write_mem(
+                &memory,
                 "filling the ROM slot",
                 &vec![0xFF; len as usize],
                 u64::from(start),
             )?;
-            write(
+            write_mem(
+                &memory,
                 "loading the ROM",
                 cfg.rom.as_deref().unwrap_or(&[]),
                 u64::from(r.base),
             )?;
         }
-        write(
-            "loading the multiboot image",
-            mb.payload(&cfg.kernel),
-            u64::from(mb.load_addr),
-        )?;
-        // Fresh anonymous memory is already zero; the explicit bss clear documents the contract.
-        write(
-            "zeroing the bss",
-            &vec![0; (mb.bss_end - mb.load_end) as usize],
-            u64::from(mb.load_end),
-        )?;
-        write(
-            "writing the multiboot information",
-            &layout::multiboot_info(ram),
-            u64::from(layout::MBI_ADDR),
-        )?;
 
+        let mut rom_slot = None;
         for (slot, region) in memory.iter().enumerate() {
             let start = region.start_addr().0;
-            let readonly = ranges.iter().any(|&(s, _, ro)| ro && s == start);
+            let is_rom = ranges.iter().any(|&(s, _, ro)| ro && s == start);
             let host = memory.get_host_address(region.start_addr()).map_err(|e| {
                 HarnessError::GuestMemory {
                     what: "finding the host mapping",
@@ -161,7 +162,11 @@ impl Vm {
             })?;
             let region = kvm_userspace_memory_region {
                 slot: slot as u32,
-                flags: if readonly { KVM_MEM_READONLY } else { 0 },
+                flags: if is_rom && !rom_writable {
+                    KVM_MEM_READONLY
+                } else {
+                    0
+                },
                 guest_phys_addr: start,
                 memory_size: region.len(),
                 userspace_addr: host as u64,
@@ -172,6 +177,9 @@ impl Vm {
             // (the ranges are disjoint by construction).
             unsafe { vm.set_user_memory_region(region) }
                 .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+            if is_rom {
+                rom_slot = Some(region);
+            }
         }
 
         let vcpu = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
@@ -179,27 +187,114 @@ impl Vm {
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
         vcpu.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
-        let sregs = vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
-        vcpu.set_sregs(&vcpu::boot_sregs(sregs))
-            .map_err(kvm_err("KVM_SET_SREGS"))?;
-        vcpu.set_regs(&vcpu::boot_regs(
-            mb.entry,
-            layout::MBI_ADDR,
-            layout::BOOT_STACK_TOP,
-        ))
-        .map_err(kvm_err("KVM_SET_REGS"))?;
         Ok(Vm {
             vcpu,
-            _vm: vm,
+            vm,
             memory,
+            rom_slot,
         })
     }
+}
+
+/// Makes the ROM's slot read-only, as a BIOS write-protects shadow RAM after POST. KVM does
+/// not change the read-only flag of a live slot: the slot is deleted and created again over
+/// the same memory (which keeps what the init wrote).
+fn protect_rom(vm: &VmFd, slot: Option<kvm_userspace_memory_region>) -> Result<(), HarnessError> {
+    let Some(slot) = slot else { return Ok(()) };
+    if slot.flags & KVM_MEM_READONLY != 0 {
+        return Ok(());
+    }
+    for region in [
+        kvm_userspace_memory_region {
+            memory_size: 0,
+            ..slot
+        },
+        kvm_userspace_memory_region {
+            flags: KVM_MEM_READONLY,
+            ..slot
+        },
+    ] {
+        // SAFETY: the first call deletes the slot; the second registers the same host range
+        // as before (one region of the VM's guest memory, alive as long as the VM, no other
+        // slot overlapping it), now read-only.
+        unsafe { vm.set_user_memory_region(region) }
+            .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION (ROM read-only)"))?;
+    }
+    Ok(())
+}
+
+/// Loads the multiboot image and its information (`lower_kib` KiB of conventional memory, as
+/// the BDA reports it) and puts the vCPU at the multiboot entry.
+fn boot(
+    vcpu: &VcpuFd,
+    memory: &GuestMemoryMmap,
+    cfg: &KvmConfig,
+    mb: &MultibootLayout,
+    ram: u64,
+    lower_kib: u32,
+) -> Result<(), HarnessError> {
+    let taken = lower_kib * 1024;
+    if taken < layout::LOW_RAM_END && mb.load_addr < layout::LOW_RAM_END && mb.bss_end > taken {
+        return Err(HarnessError::Multiboot {
+            reason: format!(
+                "[{:#x}, {:#x}) overlaps [{taken:#x}, {:#x}), the conventional memory the \
+                 ROM's 16-bit init took (BDA base memory {lower_kib} KiB)",
+                mb.load_addr,
+                mb.bss_end,
+                layout::LOW_RAM_END
+            ),
+        });
+    }
+    write_mem(
+        memory,
+        "loading the multiboot image",
+        mb.payload(&cfg.kernel),
+        u64::from(mb.load_addr),
+    )?;
+    // Fresh anonymous memory is already zero; the explicit bss clear documents the contract.
+    write_mem(
+        memory,
+        "zeroing the bss",
+        &vec![0; (mb.bss_end - mb.load_end) as usize],
+        u64::from(mb.load_end),
+    )?;
+    write_mem(
+        memory,
+        "writing the multiboot information",
+        &layout::multiboot_info_with(ram, lower_kib),
+        u64::from(layout::MBI_ADDR),
+    )?;
+    let sregs = vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+    vcpu.set_sregs(&vcpu::boot_sregs(sregs))
+        .map_err(kvm_err("KVM_SET_SREGS"))?;
+    vcpu.set_regs(&vcpu::boot_regs(
+        mb.entry,
+        layout::MBI_ADDR,
+        layout::BOOT_STACK_TOP,
+    ))
+    .map_err(kvm_err("KVM_SET_REGS"))?;
+    Ok(())
+}
+
+/// A u16 of guest memory (0 when it cannot be read).
+pub(super) fn read_u16(memory: &GuestMemoryMmap, at: u64) -> u16 {
+    let mut b = [0u8; 2];
+    let _ = memory.read_slice(&mut b, GuestAddress(at));
+    u16::from_le_bytes(b)
 }
 
 /// What the vCPU thread hands back.
 type ThreadResult = (Result<EndReason, HarnessError>, vcpu::Collected);
 
-/// The vCPU thread: builds the VM, runs it, tears it down.
+/// Wall-clock time now, since 1970 (zero if the clock is before it).
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// The vCPU thread: builds the VM, runs the BIOS step when asked, boots the guest, runs it,
+/// tears it down.
 fn vcpu_thread(
     cfg: &KvmConfig,
     mb: &MultibootLayout,
@@ -207,21 +302,44 @@ fn vcpu_thread(
     ram: u64,
     stop: &AtomicBool,
 ) -> ThreadResult {
-    let mut vm = match Vm::new(cfg, mb, rom, ram) {
+    let mut c = Collected::default();
+    let bios_step = cfg.run_init16 && rom.is_some();
+    let mut vm = match Vm::new(cfg, rom, ram, bios_step) {
         Ok(vm) => vm,
-        Err(e) => return (Err(e), vcpu::Collected::default()),
+        Err(e) => return (Err(e), c),
     };
     let run: *mut kvm_bindings::kvm_run = vm.vcpu.get_kvm_run();
     // SAFETY: `run` points into the vCPU's `kvm_run` mapping, which lives as long as
     // `vm.vcpu`; the registration is dropped below, on this thread, before `vm`.
     let registration = unsafe { kick::Registration::new(run) };
-    let mut out = vcpu::run_loop(&mut vm.vcpu, &vm.memory, rom, stop);
+    let mut devices = Platform::new(unix_now());
+    let mut env = vcpu::Env {
+        memory: &vm.memory,
+        rom,
+        stop,
+        devices: &mut devices,
+        clock: Instant::now(),
+    };
+    let end = (|| {
+        let mut lower_kib = layout::LOW_RAM_END / 1024;
+        if bios_step {
+            let image = cfg.rom.as_deref().unwrap_or(&[]);
+            let init16 = post::run(&mut vm.vcpu, &mut env, &mut c, image, cfg.timeout)?;
+            c.init16 = Some(init16);
+            protect_rom(&vm.vm, vm.rom_slot)?;
+            lower_kib =
+                u32::from(read_u16(env.memory, u64::from(bios::BDA_BASE_MEMORY))).min(lower_kib);
+        }
+        boot(&vm.vcpu, env.memory, cfg, mb, ram, lower_kib)?;
+        vcpu::run_loop(&mut vm.vcpu, &mut env, &mut c)
+    })();
+    c.exit_log.close(c.debugcon_written);
     drop(registration);
     if cfg.keep_ram {
-        out.1.ram = Some(kept_ram(&vm.memory, ram.min(super::KEPT_RAM_END)));
+        c.ram = Some(kept_ram(&vm.memory, ram.min(super::KEPT_RAM_END)));
     }
     drop(vm);
-    out
+    (end, c)
 }
 
 /// Guest-physical `0..end` as the guest left it: every region's bytes where a region lies,
@@ -328,6 +446,8 @@ pub fn run_partial(cfg: &KvmConfig) -> Result<KvmRun, (HarnessError, super::Part
             let partial = super::Partial {
                 debugcon: collected.debugcon,
                 ram: collected.ram,
+                exit_log: Box::new(collected.exit_log),
+                init16: collected.init16.map(Box::new),
             };
             return Err((e, partial));
         }
@@ -342,6 +462,8 @@ pub fn run_partial(cfg: &KvmConfig) -> Result<KvmRun, (HarnessError, super::Part
         rom,
         wall: start.elapsed(),
         exits: collected.exits,
+        exit_log: collected.exit_log,
+        init16: collected.init16,
         ram: collected.ram,
     })
 }

@@ -99,13 +99,37 @@
 //! # Engines
 //!
 //! On QEMU (TCG or KVM) everything runs, with paging. On the kvm engine (the built-in VMM)
-//! there is no BIOS, no interrupt controller, no PIT and no local APIC, and on kvm-pvm no
+//! there is no BIOS image, no interrupt controller and no local APIC, and on kvm-pvm no
 //! paging: the guest runs flat, the page-table checks are [`Verdict::Skipped`] with "needs
 //! paging; this KVM cannot page", Halt and the APIC calls are skipped, the interrupt calls
 //! lose their pending-IRQ vectors, and whatever KVM cannot emulate (kvm-pvm: a protected-mode
 //! `iret`, the reset the native Reboot ends in) is skipped with KVM's own reason rather than
 //! failed; a #UD at exactly the ring-3 stub's `int 0x80` (kvm-pvm cannot run it) still lets
 //! the ring-3 state be checked from that frame.
+//!
+//! Before every kvm guest run the runner does what SeaBIOS does for an option ROM
+//! ([`SuiteOptions::run_init16`], on by default; see [`crate::kvm`]): it far-calls the ROM's
+//! 16-bit init in real mode with the image writable and a BIOS data area saying 639 KiB of
+//! base memory, then maps the ROM read-only — so a ROM that takes private RAM at POST has it,
+//! as under QEMU, and an activation note says what the init did. The PIT's counters, port
+//! 0x61 and the CMOS clock can be read there (a ROM's Init may measure the TSC with them), but
+//! nothing raises an interrupt. With `run_init16` off nothing runs the init (what a hypervisor
+//! that maps the ROM itself presents): the calls that need private RAM answer NONE.
+//! [`SuiteReport::bios_init`] says which.
+//!
+//! # VM exits (kvm engine)
+//!
+//! The kvm engine counts every exit to user space by kind (port I/O per port and direction,
+//! MMIO reads and writes, `hlt`, other) and by where the exiting instruction lay (inside the
+//! ROM's slot or in the guest's own code), and gives each to the step of the guest's record
+//! stream it happened in: a vector's exits are those from its `STEP` record to the next
+//! step's. [`RunSummary::exits`] holds a run's ([`RunExits`]: all, the ROM's, the 16-bit
+//! init's, and per call), [`CallVerdict::exits`] a call's over every run ([`CallExits`]:
+//! vectors, invocations, the ROM's and the guest's exits) — so the native IODelay's one
+//! `out 0x80` per invocation reads `calls[65].exits.rom.io_out["0x80"] == invocations`; a
+//! call answered NOP (nothing to execute) gets all-zero counts with no vectors. Exits
+//! KVM handles in the kernel (kvmclock's MSRs, CPUID, …) never reach user space and are not
+//! counted. QEMU counts none: both fields are None (`null` in JSON) there.
 //!
 //! Every run is bounded: QEMU runs are killed after [`SuiteOptions::hang_timeout`] without
 //! progress (the guest streams a record per step, so silence means a hang) and after
@@ -121,6 +145,7 @@ mod vectors;
 use crate::engine::Engine;
 use crate::error::HarnessError;
 use crate::guest::{LAYOUT_VERSION, MemoryMap, Step, Vector, layout};
+use crate::kvm::ExitCounts;
 use crate::probe::{self, ProbeReport, RelocAnswer};
 use crate::protocol::{EndStatus, Exception, Machine, Record, StepId, VectorResult};
 use judge::{Findings, Judged, Seen};
@@ -171,6 +196,11 @@ pub struct SuiteOptions {
     /// Run the re-entrancy check ([`SuiteReport::stress`]): the hot-path calls in a loop
     /// while IRQ0 fires at ~20 kHz and the timer handler calls the ROM too (QEMU engines).
     pub stress: bool,
+    /// KVM engine: run the ROM's 16-bit init before every guest run, as a BIOS does
+    /// ([`crate::kvm::KvmConfig::run_init16`]; default on). Off: no private RAM, what a
+    /// hypervisor that maps the ROM itself presents. Under QEMU SeaBIOS always runs it, so it
+    /// must stay on there.
+    pub run_init16: bool,
 }
 
 impl Default for SuiteOptions {
@@ -189,6 +219,7 @@ impl Default for SuiteOptions {
             parallel: true,
             keep_ram: false,
             stress: true,
+            run_init16: true,
         }
     }
 }
@@ -226,6 +257,42 @@ pub struct CallVerdict {
     /// The relocation target (linear), for CALL_REL/JUMP_REL.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eip: Option<u32>,
+    /// KVM engine: the VM exits of the call's vectors over every run (None under QEMU, which
+    /// counts no exits, and for a call none of whose vectors ran to its result). A call
+    /// answered NOP costs nothing by construction (Linux turns its sites into NOPs): its
+    /// counts are all zero, with no vectors.
+    pub exits: Option<CallExits>,
+}
+
+/// The VM exits of one call's vectors (KVM engine), summed over the suite's runs. A vector's
+/// exits are those from its `STEP` record to the next step's: the call itself, and the
+/// guest's own setting up, capturing and restoring around it — told apart by where the
+/// exiting instruction lay.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CallExits {
+    /// Vectors counted (each ran to its `VECTOR_RESULT`).
+    pub vectors: u32,
+    /// How many of them invoked the ROM (the others ran a native reference instruction): the
+    /// ROM's exits per invocation are `rom` ÷ this.
+    pub invocations: u32,
+    /// Exits raised by instructions inside the ROM's slot.
+    pub rom: ExitCounts,
+    /// Exits raised by the guest's own code around the calls.
+    pub guest: ExitCounts,
+}
+
+/// The VM exits of one guest run (KVM engine).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RunExits {
+    /// Every exit after the ROM's 16-bit init, the record channel's own (port 0xE9, the exit
+    /// port) included.
+    pub all: ExitCounts,
+    /// Those raised by instructions inside the ROM's slot (Init, GetRelocationInfo, the calls).
+    pub rom: ExitCounts,
+    /// The exits during the ROM's 16-bit init (None: the runner did not run it).
+    pub init16: Option<ExitCounts>,
+    /// Per call number: the exits of its vectors in this run.
+    pub calls: BTreeMap<u8, CallExits>,
 }
 
 /// What activation found.
@@ -280,6 +347,8 @@ pub struct RunSummary {
     /// the run left it.
     #[serde(skip)]
     pub low_ram: Option<RamImage>,
+    /// KVM engine: the run's VM exits (None under QEMU, which counts none).
+    pub exits: Option<RunExits>,
 }
 
 /// A copy of guest RAM from physical address 0 (its `Debug` shows only the size).
@@ -312,7 +381,53 @@ impl RunSummary {
                 .and_then(crate::guest::Invocations::from_ram)
                 .map(|i| i.counts.into_iter().take(NUM_CALLS).collect()),
             low_ram: ram.map(|r| RamImage(r.get(..conventional).unwrap_or(r).to_vec())),
+            exits: boot.exits.as_ref().map(|log| RunExits {
+                all: log.all.clone(),
+                rom: log.rom.clone(),
+                init16: match &boot.init16 {
+                    Some(crate::kvm::Init16::Ran(r)) => Some(r.exits.clone()),
+                    _ => None,
+                },
+                calls: call_exits(&boot.vector_exits),
+            }),
         }
+    }
+}
+
+/// The exits of `vectors`, summed per call.
+fn call_exits(vectors: &[run::VectorExits]) -> BTreeMap<u8, CallExits> {
+    let mut out: BTreeMap<u8, CallExits> = BTreeMap::new();
+    for v in vectors {
+        let c = out.entry(v.call).or_default();
+        c.vectors += 1;
+        c.invocations += u32::from(v.invoked);
+        c.rom += &v.rom;
+        c.guest += &v.guest;
+    }
+    out
+}
+
+/// Gives every call the exits of its vectors over `runs` (calls without any keep None; a
+/// passing NOP answer gets zero counts where exits are counted).
+fn attach_exits(verdicts: &mut [CallVerdict], runs: &[RunSummary]) {
+    let counted = runs.iter().any(|r| r.exits.is_some());
+    for v in verdicts {
+        let mut sum: Option<CallExits> = None;
+        for c in runs
+            .iter()
+            .filter_map(|r| r.exits.as_ref()?.calls.get(&v.call))
+        {
+            let s = sum.get_or_insert_with(CallExits::default);
+            s.vectors += c.vectors;
+            s.invocations += c.invocations;
+            s.rom += &c.rom;
+            s.guest += &c.guest;
+        }
+        let nop = RelocType::Nop.name();
+        if sum.is_none() && counted && v.reloc == nop && v.verdict == Verdict::Pass {
+            sum = Some(CallExits::default());
+        }
+        v.exits = sum;
     }
 }
 
@@ -341,6 +456,9 @@ pub struct SuiteReport {
     pub invocations: Option<Vec<u32>>,
     /// The re-entrancy check under a timer-interrupt storm (None: activation failed).
     pub stress: Option<StressSummary>,
+    /// Whether something ran the ROM's 16-bit init before each guest run: SeaBIOS (QEMU
+    /// engines), or the KVM runner's BIOS step ([`SuiteOptions::run_init16`]).
+    pub bios_init: bool,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -379,6 +497,7 @@ fn verdict(n: u8, reloc: String, verdict: Verdict, detail: impl Into<String>) ->
         detail: detail.into(),
         checks: 0,
         eip: None,
+        exits: None,
     }
 }
 
@@ -425,6 +544,13 @@ pub fn run_suite(rom: &Path, opts: &SuiteOptions) -> Result<SuiteReport, Harness
                 opts.rom_base, opts.engine
             ));
         }
+        Engine::Qemu(_) if !opts.run_init16 => {
+            return bad(format!(
+                "not running the ROM's 16-bit init was asked for {}: under QEMU SeaBIOS always \
+                 runs it (use the kvm engine)",
+                opts.engine
+            ));
+        }
         _ => {}
     }
     let can_page = opts.engine.can_page();
@@ -447,6 +573,7 @@ pub fn run_suite(rom: &Path, opts: &SuiteOptions) -> Result<SuiteReport, Harness
         timeout: opts.timeout_per_run,
         extra_args: opts.extra_args.clone(),
         keep_ram: opts.keep_ram,
+        run_init16: opts.run_init16,
     };
     let mut report = SuiteReport {
         rom: rom.display().to_string(),
@@ -463,6 +590,7 @@ pub fn run_suite(rom: &Path, opts: &SuiteOptions) -> Result<SuiteReport, Harness
         run_log: Vec::new(),
         invocations: None,
         stress: None,
+        bios_init: opts.engine.uses_seabios() || opts.run_init16,
     };
     if !paging {
         report.activation.notes.push(match &can_page {
@@ -477,6 +605,9 @@ pub fn run_suite(rom: &Path, opts: &SuiteOptions) -> Result<SuiteReport, Harness
     steps.extend(UNKNOWN_CALLS.iter().map(|n| Step::GetReloc(*n)));
     let boot = runner.boot(steps, Vec::new(), Vec::new(), Some(opts.hang_timeout), 0)?;
     log_run(&mut report, "activation", 0, &boot);
+    if let Some(note) = init16_note(&boot, opts) {
+        report.activation.notes.push(note);
+    }
     let act = activation(&boot, &map, opts.engine, &mut report.activation);
     let Some(act) = act else {
         let why = format!(
@@ -693,10 +824,29 @@ pub fn run_suite(rom: &Path, opts: &SuiteOptions) -> Result<SuiteReport, Harness
             v.detail = "not run".into();
         }
     }
+    attach_exits(&mut verdicts, &report.run_log);
     report.calls = verdicts;
     report.invocations = total_invocations(&report.run_log, opts.keep_ram);
     report.wall = start.elapsed();
     Ok(report)
+}
+
+/// KVM engine: what the runner's BIOS step did in `boot`, in words.
+fn init16_note(boot: &Boot, opts: &SuiteOptions) -> Option<String> {
+    if opts.engine != Engine::Kvm {
+        return None;
+    }
+    Some(match &boot.init16 {
+        Some(crate::kvm::Init16::Ran(r)) => format!("the KVM runner {r}"),
+        Some(crate::kvm::Init16::Skipped { reason }) => format!(
+            "the KVM runner did not run the ROM's 16-bit init (SeaBIOS would not either): \
+             {reason}"
+        ),
+        None if !opts.run_init16 => "the KVM runner did not run the ROM's 16-bit init (asked \
+                                     not to): the ROM has no private RAM"
+            .into(),
+        None => return None,
+    })
 }
 
 /// Invocations per call summed over `runs` (None unless RAM was kept for every run).

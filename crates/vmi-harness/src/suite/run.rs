@@ -6,7 +6,7 @@ use crate::error::HarnessError;
 use crate::guest::{self, GuestConfig, GuestImage, MemoryMap};
 use crate::kvm::{self, EndReason, KvmConfig};
 use crate::probe::EngineRun;
-use crate::protocol::{self, EXIT_DONE, EXIT_NESTED, ProtocolError, Stream};
+use crate::protocol::{self, EXIT_DONE, EXIT_NESTED, ProtocolError, Record, StepId, Stream};
 use crate::qemu::{self, QemuConfig};
 use std::ffi::OsString;
 use std::fmt;
@@ -79,6 +79,72 @@ pub(crate) struct Boot {
     /// With [`Runner::keep_ram`]: guest-physical `0..`[`kvm::KEPT_RAM_END`] as the run left
     /// it (None when the engine could not provide it).
     pub ram: Option<Vec<u8>>,
+    /// KVM engine: what the runner's BIOS step did.
+    pub init16: Option<kvm::Init16>,
+    /// KVM engine: the run's exits.
+    pub exits: Option<kvm::ExitLog>,
+    /// KVM engine: the exits of each vector that ran to its `VECTOR_RESULT`.
+    pub vector_exits: Vec<VectorExits>,
+}
+
+/// The exits one vector caused: from its `STEP` record to the next step's (the guest's
+/// restoring included).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct VectorExits {
+    /// Its call.
+    pub call: u8,
+    /// Whether it invoked the ROM (not a native reference instruction).
+    pub invoked: bool,
+    /// Exits raised inside the ROM's slot.
+    pub rom: kvm::ExitCounts,
+    /// Exits raised by the guest's own code.
+    pub guest: kvm::ExitCounts,
+}
+
+/// Gives each vector of `vectors` that ran to its `VECTOR_RESULT` the exits between its
+/// `STEP` record and the next record that starts a step or ends the stream.
+fn vector_exits(
+    stream: &Stream,
+    vectors: &[guest::Vector],
+    log: &kvm::ExitLog,
+    written: u64,
+) -> Vec<VectorExits> {
+    let starts: Vec<(u64, StepId)> = stream
+        .records
+        .iter()
+        .filter_map(|(at, r)| match r {
+            Record::Step(s) => Some((*at as u64, *s)),
+            Record::End(_) => Some((*at as u64, StepId::Boot)),
+            _ => None,
+        })
+        .collect();
+    let done: Vec<u32> = stream
+        .records
+        .iter()
+        .filter_map(|(_, r)| match r {
+            Record::VectorResult(v) => match v.step {
+                StepId::Vector(k) => Some(k),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (i, (at, step)) in starts.iter().enumerate() {
+        let StepId::Vector(k) = step else { continue };
+        let Some(v) = vectors.get(*k as usize).filter(|_| done.contains(k)) else {
+            continue;
+        };
+        let end = starts.get(i + 1).map_or(written, |(e, _)| *e);
+        let (rom, guest) = log.between(*at, end);
+        out.push(VectorExits {
+            call: v.call,
+            invoked: v.invoke != guest::Invoke::NativeIret,
+            rom,
+            guest,
+        });
+    }
+    out
 }
 
 /// What every run of one suite shares.
@@ -93,6 +159,8 @@ pub(crate) struct Runner {
     pub extra_args: Vec<OsString>,
     /// Keep each run's low RAM ([`Boot::ram`]).
     pub keep_ram: bool,
+    /// KVM engine: run the ROM's 16-bit init first ([`KvmConfig::run_init16`]).
+    pub run_init16: bool,
 }
 
 fn nonce(salt: u32) -> u32 {
@@ -123,18 +191,26 @@ impl Runner {
             nonce: nonce(salt),
         };
         let image = guest::build(&cfg)?;
-        let (engine_run, end, ram) = match self.engine {
+        let (mut engine_run, end, ram) = match self.engine {
             Engine::Qemu(accel) => self.qemu(&image, accel, idle)?,
             Engine::Kvm => self.kvm(&image)?,
         };
         let (stream, decode_error) = protocol::decode_partial(&engine_run.debugcon);
+        let exits = engine_run.kvm_exits.take();
+        let vector_exits = exits.as_ref().map_or_else(Vec::new, |log| {
+            let written = engine_run.debugcon.len() as u64;
+            vector_exits(&stream, &cfg.vectors, log, written)
+        });
         Ok(Boot {
             stream,
             decode_error,
             end,
+            init16: engine_run.kvm_init16.take(),
             engine_run,
             nonce: cfg.nonce,
             ram,
+            exits,
+            vector_exits,
         })
     }
 
@@ -204,6 +280,8 @@ impl Runner {
                 exit_code: run.exit_code,
                 stderr: run.stderr,
                 kvm_end: None,
+                kvm_init16: None,
+                kvm_exits: None,
             },
             end,
             ram,
@@ -224,10 +302,12 @@ impl Runner {
             memory_mib: self.memory_mib,
             timeout: self.timeout,
             keep_ram: self.keep_ram,
+            run_init16: self.run_init16,
         }) {
             Ok(run) => run,
             // The vCPU stopped in a way the VMM does not model: a verdict, not a failure to run.
-            Err((e @ HarnessError::KvmExit { .. }, partial)) => {
+            // So is a ROM init that does not return (the BIOS step).
+            Err((e @ (HarnessError::KvmExit { .. } | HarnessError::RomInit { .. }), partial)) => {
                 let end = match &e {
                     HarnessError::KvmExit { exit, detail } if exit == "InternalError" => {
                         End::Unsupported(detail.clone())
@@ -245,6 +325,8 @@ impl Runner {
                         exit_code: None,
                         stderr: String::new(),
                         kvm_end: None,
+                        kvm_init16: partial.init16.map(|i| *i),
+                        kvm_exits: Some(*partial.exit_log),
                     },
                     end,
                     partial.ram,
@@ -271,6 +353,8 @@ impl Runner {
                 exit_code: None,
                 stderr: String::new(),
                 kvm_end: Some(run.end),
+                kvm_init16: run.init16,
+                kvm_exits: Some(run.exit_log),
             },
             end,
             run.ram,

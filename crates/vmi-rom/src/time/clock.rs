@@ -29,6 +29,31 @@ pub const WINDOWS: u32 = 3;
 const TRIES: u32 = 16;
 /// Counter reads before a measurement is given up (no PIT answers).
 const POLL_LIMIT: u32 = 20_000_000;
+/// Measurements restarted (the counter went round while the host had the guest descheduled)
+/// before calibration is given up.
+const RESTART_LIMIT: u32 = 20;
+/// Most ticks (3.4 ms) the second sample may follow the last poll by; more means the guest
+/// was descheduled in between and the 16-bit count may have gone round.
+const SAMPLE_SLACK: u32 = 4096;
+/// The calibration's stack frame, bytes.
+const FRAME: i32 = 40;
+
+/// Offsets of `calibrate`'s stack slots; the measurements are the first [`WINDOWS`] dwords.
+mod slot {
+    /// Port 0x61 as found.
+    pub const PORT61: i32 = 12;
+    /// The first sample's TSC (low dword).
+    pub const TSC_A: i32 = 16;
+    /// The first sample's count.
+    pub const COUNT_A: i32 = 20;
+    /// The next measurement's index.
+    pub const INDEX: i32 = 24;
+    /// Elapsed ticks at the last poll before the second sample.
+    pub const LAST: i32 = 28;
+    /// Restarts left.
+    pub const RESTARTS: i32 = 32;
+}
+const _: () = assert!(WINDOWS as i32 * 4 <= slot::PORT61 && slot::RESTARTS + 4 <= FRAME);
 /// CPUID.1:ECX: the TSC-deadline timer.
 const CPUID_TSC_DEADLINE: u32 = 1 << 24;
 
@@ -40,19 +65,22 @@ const CPUID_TSC_DEADLINE: u32 = 1 << 24;
 /// the narrowest of [`TRIES`] brackets, its TSC the bracket's middle — then waits until at
 /// least [`LATCH`] ticks have passed and takes another: a host that deschedules the guest
 /// widens some brackets, not the narrowest. The median of [`WINDOWS`] measurements counts.
+/// The count is 16 bits, so a host that deschedules the guest for a while can make it go
+/// round unseen: a measurement whose polls see the elapsed ticks shrink, or whose second
+/// sample comes more than [`SAMPLE_SLACK`] ticks after the last poll, is taken again (at
+/// most [`RESTART_LIMIT`] times in all; then the TSC stays uncalibrated).
 pub fn emit_calibrate(e: &mut Emit) -> Result<(), GenError> {
     let a = &mut e.a;
     let mut measure = a.create_label();
     let mut wait = a.create_label();
+    let mut restart = a.create_label();
     let mut fail = a.create_label();
     let mut sample = a.create_label();
     let mut read_count = a.create_label();
     a.pushad()?;
-    // [esp] .. [esp+8]: the measurements (cycles per LATCH ticks); [esp+12]: port 0x61 as
-    // found; [esp+16]: the first sample's TSC; [esp+20]: its count; [esp+24]: the index.
-    a.sub(esp, 28)?;
+    a.sub(esp, FRAME)?;
     a.in_(al, 0x61)?;
-    a.mov(dword_ptr(esp + 12), eax)?;
+    a.mov(dword_ptr(esp + slot::PORT61), eax)?;
     a.and(al, 0xFC)?;
     a.or(al, 0x01)?; // gate 2 high, speaker off
     a.out(0x61, al)?;
@@ -61,45 +89,62 @@ pub fn emit_calibrate(e: &mut Emit) -> Result<(), GenError> {
     a.mov(al, 0xFF)?;
     a.out(0x42, al)?;
     a.out(0x42, al)?;
-    a.mov(dword_ptr(esp + 24), 0)?;
+    a.mov(dword_ptr(esp + slot::INDEX), 0)?;
+    a.mov(dword_ptr(esp + slot::RESTARTS), RESTART_LIMIT)?;
     a.set_label(&mut measure)?;
     a.call(sample)?;
-    a.mov(dword_ptr(esp + 16), ebx)?;
-    a.mov(dword_ptr(esp + 20), ecx)?;
+    a.mov(dword_ptr(esp + slot::TSC_A), ebx)?;
+    a.mov(dword_ptr(esp + slot::COUNT_A), ecx)?;
     a.mov(esi, POLL_LIMIT)?;
+    a.xor(edi, edi)?; // the last poll's elapsed ticks
     a.set_label(&mut wait)?;
     a.dec(esi)?;
     a.jz(fail)?;
     a.call(read_count)?;
-    a.mov(eax, dword_ptr(esp + 20))?;
+    a.mov(eax, dword_ptr(esp + slot::COUNT_A))?;
     a.sub(eax, edx)?;
     a.and(eax, 0xFFFF)?;
+    a.cmp(eax, edi)?;
+    a.jb(restart)?; // fewer than at the last poll: the counter went round (guest descheduled)
+    a.mov(edi, eax)?;
     a.cmp(eax, LATCH)?;
     a.jb(wait)?;
+    a.mov(dword_ptr(esp + slot::LAST), edi)?;
     a.call(sample)?;
-    // ticks = (count A − count B) mod 2^16, cycles = TSC B − TSC A; normalised to LATCH ticks.
-    a.mov(eax, dword_ptr(esp + 20))?;
+    // ticks = (count A − count B) mod 2^16; B must follow the last poll closely (no wrap in
+    // between), which also keeps ticks ≥ LATCH, so the quotient below fits 32 bits.
+    a.mov(eax, dword_ptr(esp + slot::COUNT_A))?;
     a.sub(eax, ecx)?;
     a.and(eax, 0xFFFF)?;
     a.mov(ecx, eax)?;
+    a.sub(eax, dword_ptr(esp + slot::LAST))?;
+    a.cmp(eax, SAMPLE_SLACK)?;
+    a.jae(restart)?; // negative (wrapped) or too late
+    a.cmp(ecx, LATCH)?;
+    a.jb(restart)?;
+    // cycles = TSC B − TSC A, normalised to LATCH ticks.
     a.mov(eax, ebx)?;
-    a.sub(eax, dword_ptr(esp + 16))?;
+    a.sub(eax, dword_ptr(esp + slot::TSC_A))?;
     a.mov(edx, LATCH)?;
     a.mul(edx)?;
     a.div(ecx)?;
-    a.mov(ecx, dword_ptr(esp + 24))?;
+    a.mov(ecx, dword_ptr(esp + slot::INDEX))?;
     a.mov(dword_ptr(esp + ecx * 4), eax)?;
     a.inc(ecx)?;
-    a.mov(dword_ptr(esp + 24), ecx)?;
+    a.mov(dword_ptr(esp + slot::INDEX), ecx)?;
     a.cmp(ecx, WINDOWS)?;
     a.jb(measure)?;
     median(a)?;
-    a.mov(esi, dword_ptr(esp + 28 + 4))?; // the caller's ESI, from the pushad block
+    a.mov(esi, dword_ptr(esp + FRAME + 4))?; // the caller's ESI, from the pushad block
     store_rates(a)?;
+    a.jmp(fail)?;
+    a.set_label(&mut restart)?;
+    a.dec(dword_ptr(esp + slot::RESTARTS))?;
+    a.jnz(measure)?;
     a.set_label(&mut fail)?;
-    a.mov(eax, dword_ptr(esp + 12))?;
+    a.mov(eax, dword_ptr(esp + slot::PORT61))?;
     a.out(0x61, al)?;
-    a.add(esp, 28)?;
+    a.add(esp, FRAME)?;
     a.popad()?;
     a.ret()?;
     // sample: EBX = the TSC (low) in the middle of the narrowest bracket, ECX = the count
