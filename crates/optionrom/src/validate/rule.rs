@@ -202,7 +202,8 @@ pub fn close_matches(rules: &[&Rule], query: &str) -> Vec<String> {
 }
 
 /// What is missing from the declarations of `rules`: an id that is not kebab-case or repeats
-/// within its profile, a summary that is not one sentence, an empty explanation or source.
+/// within its profile, a summary that is not one sentence, an empty explanation or source, a
+/// rustdoc link (the text is also printed as it is).
 /// Empty when every rule is fully declared.
 pub fn undocumented(rules: &[&Rule]) -> Vec<String> {
     let mut problems = Vec::new();
@@ -232,6 +233,11 @@ pub fn undocumented(rules: &[&Rule]) -> Vec<String> {
         }
         if r.source.trim().is_empty() {
             problems.push(format!("{name}: no source"));
+        }
+        if r.doc.contains("](") {
+            problems.push(format!(
+                "{name}: a rustdoc link, which `vmirom check --explain` would print raw"
+            ));
         }
     }
     problems
@@ -301,6 +307,21 @@ mod tests {
                 "p:Bad_Id: no source",
                 "p:sample-rule: declared twice",
             ]
+        );
+        crate::rule! {
+            /// Linked.
+            ///
+            /// See [`SAMPLE`](super::SAMPLE) for a rule that is declared in full.
+            static LINKED {
+                profile: "p",
+                id: "linked",
+                severity: Warn,
+                source: "here",
+            }
+        }
+        assert_eq!(
+            undocumented(&[&LINKED]),
+            ["p:linked: a rustdoc link, which `vmirom check --explain` would print raw"]
         );
     }
 

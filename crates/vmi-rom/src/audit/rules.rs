@@ -141,7 +141,7 @@ rule! {
     /// Calls run on the kernel's stack from deep paths (vmi-abi.md §9, pitfall 6): a routine
     /// that calls itself, directly or through helpers (or nests helpers more than eight
     /// deep), has no bounded stack use, and a routine whose states do not settle within
-    /// [`MAX_STATES`](super::MAX_STATES) steps cannot be judged; both fail.
+    /// 20,000 steps (`MAX_STATES`) cannot be judged; both fail.
     pub static BOUNDED {
         profile: PROFILE,
         id: "bounded",
@@ -346,8 +346,8 @@ rule! {
     /// No path pushes more than 256 words.
     ///
     /// Calls arrive on 4 KiB or 8 KiB kernel stacks from deep paths (vmi-abi.md §9, pitfall
-    /// 6); the audit stops a path whose stack grows past [`STACK_LIMIT`](super::STACK_LIMIT)
-    /// words and fails it.
+    /// 6); the audit stops a path whose stack grows past `STACK_LIMIT` (256) words and fails
+    /// it.
     pub static STACK_BOUNDED {
         profile: PROFILE,
         id: "stack-bounded",
@@ -430,10 +430,8 @@ rule! {
     /// Reached by `call` (CALL_REL), the IRET routine must drop its return address and run
     /// `iret` with ESP at the frame the caller built; reached by `jmp`, with ESP where it
     /// came in (vmi-abi.md §3.3, §4.2). Delivering a fault of the return at the call site,
-    /// it may instead `iret` into the handler from [`FAULT_DELIVERY_WORDS`] words below
+    /// it may instead `iret` into the handler from `FAULT_DELIVERY_WORDS` (6) words below
     /// (`vmi_rom::iret`). Any other ESP fails.
-    ///
-    /// [`FAULT_DELIVERY_WORDS`]: super::FAULT_DELIVERY_WORDS
     pub static IRET_FRAME {
         profile: PROFILE,
         id: "iret-frame",
