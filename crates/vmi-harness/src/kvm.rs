@@ -59,8 +59,9 @@
 //! EAX = `0x2BADB002`, EBX = [`MBI_ADDR`], ESP = [`BOOT_STACK_TOP`]. CPUID answers what KVM
 //! supports (`KVM_GET_SUPPORTED_CPUID` → `KVM_SET_CPUID2`). There is no interrupt controller:
 //! the guest's writes to the 8259A ports are ignored and no interrupt is ever delivered. The
-//! PIT's counters, port 0x61 and the CMOS RTC can be read ([`devices`]: a ROM may measure
-//! time with them), but nothing raises IRQ0.
+//! PIT's counters, port 0x61, the CMOS RTC and an ACPI PM timer at port 0x608 (no ACPI table
+//! names it) can be read ([`devices`]: a ROM may measure time with them, the suite times the
+//! ROM's clocks with the PM timer), but nothing raises IRQ0.
 //!
 //! # Exits
 //!
@@ -68,9 +69,9 @@
 //! |---|---|
 //! | `IoOut` port [`DEBUGCON_PORT`] (0xE9) | bytes appended to [`KvmRun::debugcon`] (up to [`DEBUGCON_LIMIT`]) |
 //! | `IoOut` port [`EXIT_PORT`] (0xF4) | the run ends: [`EndReason::ExitPort`] with the byte written |
-//! | `IoOut` ports 0x40–0x43, 0x61, 0x70, 0x71 | the [`devices`] (PIT, port B, CMOS) |
+//! | `IoOut` ports 0x40–0x43, 0x61, 0x70, 0x71, 0x608–0x60B | the [`devices`] (PIT, port B, CMOS; the PM timer ignores writes) |
 //! | `IoOut` other ports | ignored (the guest programs the 8259A PICs; Linux's delay port 0x80) |
-//! | `IoIn` ports 0x40–0x42, 0x61, 0x70, 0x71 | the [`devices`] answer |
+//! | `IoIn` ports 0x40–0x42, 0x61, 0x70, 0x71, 0x608–0x60B | the [`devices`] answer (0x608: the ACPI PM timer, 32 bits, on the host's monotonic clock) |
 //! | `IoIn` any other port | the guest reads `0xFF` bytes |
 //! | `MmioWrite` | recorded as an [`MmioWrite`] (address, size, value; which ROM offset) and the guest continues: this is a write to the read-only ROM slot or to unmapped space |
 //! | `MmioRead` | the guest reads `0xFF` bytes (unmapped space) |
@@ -135,6 +136,13 @@ pub use exits::{ExitCounts, ExitLog};
 pub use layout::{
     BOOT_STACK_TOP, DEFAULT_ROM_BASE, HIGH_RAM_START, LOW_RAM_END, MBI_ADDR, ROM_ALIGN,
     ROM_WINDOW_END, ROM_WINDOW_START, RomPlacement,
+};
+
+/// The runner's ACPI PM timer ([`devices::PM_TIMER_PORT`], 32 bits), as the guest's timing
+/// operations take it: the suite's clock on this engine, where no firmware table names one.
+pub const PM_TIMER: crate::protocol::PmTimer = crate::protocol::PmTimer {
+    port: devices::PM_TIMER_PORT,
+    bits: 32,
 };
 
 /// At most this many debug-console bytes are kept (a guest spinning on port 0xE9 cannot
@@ -344,6 +352,10 @@ pub struct KvmRun {
     /// With [`KvmConfig::keep_ram`]: guest-physical `0..`[`KEPT_RAM_END`] as the run left it
     /// (capped at the end of RAM; what no slot backs reads as zero, the ROM slot as mapped).
     pub ram: Option<Vec<u8>>,
+    /// The host's wall-clock time (since 1970-01-01 UTC) at the devices' time origin: the
+    /// moment the PM timer ([`devices::PM_TIMER_PORT`]) read 0 — so a count `c` the guest
+    /// read was taken at `pm_timer_origin + c / PM_TIMER_HZ` (within 1200 s: 32 bits).
+    pub pm_timer_origin: Duration,
 }
 
 impl KvmRun {

@@ -1,13 +1,13 @@
 //! The binary record stream the test guest writes to the debug console (port 0xE9), and its
 //! decoder.
 //!
-//! # Format (version 4)
+//! # Format (version 5)
 //!
 //! All integers are little-endian. The stream is
 //!
 //! ```text
 //! stream  := header record*
-//! header  := magic "vmiG" (4 bytes) · version u16 (= 4) · reserved u16 (= 0)
+//! header  := magic "vmiG" (4 bytes) · version u16 (= 5) · reserved u16 (= 0)
 //! record  := tag u16 · len u16 · payload[len]
 //! ```
 //!
@@ -24,7 +24,7 @@
 //! | 0x04 | `PROBE_DONE` | found (0/1), physical base, linear base, candidates reported |
 //! | 0x05 | `CALL_RESULT` | step id, then a [register snapshot](snap) taken right after the ROM returned |
 //! | 0x06 | `EXCEPTION` | step id, vector, error code (0 when the CPU pushes none), EIP, CS, EFLAGS, CR2, the two frame words above EFLAGS (ESP, SS after a privilege change), handler ESP, EAX, EBX, ECX, EDX, ESI, EDI, EBP, DS, ES, FS, GS, SS |
-//! | 0x07 | `MACHINE` | what the CPU is natively ([`machine`]): boot CR0/CR3/CR4/EFLAGS, CPUID leaves 0, 1, 0x80000000 and 0x80000001, a trap-guarded native `rdpmc`, `rdmsr` of IA32_APIC_BASE, a read of the local-APIC version register, and the ACPI PM timer's I/O port and width from the FADT |
+//! | 0x07 | `MACHINE` | what the CPU is natively ([`machine`]): boot CR0/CR3/CR4/EFLAGS, CPUID leaves 0, 1, 0x80000000 and 0x80000001, a trap-guarded native `rdpmc`, `rdmsr` of IA32_APIC_BASE, a read of the local-APIC version register, the ACPI PM timer's I/O port and width from the FADT, and the hypervisor CPUID leaves 0x40000000 and 0x40000001 (EAX) |
 //! | 0x08 | `VECTOR_RESULT` | one [call vector](vector_result): step id, the register snapshot, CR0/CR2/CR3/CR4, GDTR, IDTR, LDTR, TR, DR0–DR3/DR6/DR7, whether the call came back to its call site, timer ticks, and 32 words the vector's own capture operations filled in |
 //! | 0x09 | `TRAP` | an exception or interrupt the guest *expected* (same payload as `EXCEPTION`): the guest continues with the step's resume point instead of ending the run |
 //! | 0x0A | `STRESS` | one [stress step](stress): step id, loop iterations completed, timer-handler runs, the first violation (0: none), TSC cycles of the step (low, high), the run's total invocations, the second CPU's loop iterations, then the run's [invocation counters](crate::guest::Invocations) for calls 0–73 |
@@ -50,7 +50,7 @@ use vmi_abi::calls::Reg;
 /// Stream magic.
 pub const MAGIC: [u8; 4] = *b"vmiG";
 /// Protocol version this module writes and reads.
-pub const VERSION: u16 = 4;
+pub const VERSION: u16 = 5;
 /// Size of the stream header.
 pub const STREAM_HEADER_LEN: usize = 8;
 /// Size of a record header (tag, length).
@@ -337,8 +337,14 @@ pub mod machine {
     pub const PM_TIMER_PORT: usize = 22;
     /// Bit 0: the PM timer counts 32 bits (FADT flag `TMR_VAL_EXT`), else 24.
     pub const PM_TIMER_FLAGS: usize = 23;
+    /// CPUID leaf 0x40000000 (the hypervisor's: highest hypervisor leaf, signature in
+    /// EBX, ECX, EDX): EAX, EBX, ECX, EDX.
+    pub const CPUID_HV: usize = 24;
+    /// CPUID leaf 0x40000001: EAX (KVM's feature bits; meaningful only if the highest
+    /// hypervisor leaf allows it).
+    pub const CPUID_HV1_EAX: usize = 28;
     /// Number of words.
-    pub const WORDS: usize = 24;
+    pub const WORDS: usize = 29;
 }
 
 /// Word indices of `VECTOR_RESULT`.
@@ -864,6 +870,12 @@ pub struct Machine {
     pub apic_version: Result<u32, u8>,
     /// The ACPI PM timer the firmware describes (None: no FADT found, or it names no timer).
     pub pm_timer: Option<PmTimer>,
+    /// CPUID leaf 0x40000000 (EAX, EBX, ECX, EDX): under a hypervisor its highest leaf and
+    /// signature (KVM: "KVMKVMKVM\0\0\0").
+    pub cpuid_hv: [u32; 4],
+    /// CPUID leaf 0x40000001 EAX (0 when leaf 0x40000000 does not name a highest hypervisor
+    /// leaf of 0x40000001 or more).
+    pub cpuid_hv1_eax: u32,
 }
 
 /// The ACPI power-management timer: a free-running counter at [`PmTimer::HZ`], read with a
@@ -915,7 +927,67 @@ impl Machine {
     pub fn has_apic(&self) -> bool {
         matches!(self.apic_version, Ok(v) if v != u32::MAX)
     }
+
+    /// The hypervisor signature of CPUID 0x40000000 (EBX, ECX, EDX; NULs and anything not
+    /// printable as `\xNN`).
+    pub fn hypervisor_signature(&self) -> String {
+        let [_, ebx, ecx, edx] = self.cpuid_hv;
+        [ebx, ecx, edx]
+            .into_iter()
+            .flat_map(u32::to_le_bytes)
+            .map(|b| {
+                if b.is_ascii_graphic() {
+                    char::from(b).to_string()
+                } else {
+                    format!("\\x{b:02x}")
+                }
+            })
+            .collect()
+    }
+
+    /// Whether the CPU is KVM's with kvmclock: CPUID 0x40000000 = "KVMKVMKVM\0\0\0" with
+    /// leaf 0x40000001 present, whose EAX has KVM_FEATURE_CLOCKSOURCE2 (bit 3:
+    /// MSR_KVM_SYSTEM_TIME_NEW and MSR_KVM_WALL_CLOCK_NEW) — the test a ROM's Init makes.
+    pub fn kvmclock(&self) -> bool {
+        let [max, ebx, ecx, edx] = self.cpuid_hv;
+        let kvm = [ebx, ecx, edx] == [KVM_SIGNATURE[0], KVM_SIGNATURE[1], KVM_SIGNATURE[2]];
+        kvm && max > HV_LEAF && self.cpuid_hv1_eax & KVM_FEATURE_CLOCKSOURCE2 != 0
+    }
+
+    /// Why [`Machine::kvmclock`] is false, in words (None: it is true).
+    pub fn no_kvmclock(&self) -> Option<String> {
+        if self.kvmclock() {
+            return None;
+        }
+        let [max, ..] = self.cpuid_hv;
+        let kvm = self.cpuid_hv[1..] == KVM_SIGNATURE;
+        Some(if !kvm {
+            format!(
+                "CPUID 0x40000000 does not say KVM (signature \"{}\")",
+                self.hypervisor_signature()
+            )
+        } else if max <= HV_LEAF {
+            format!("KVM's CPUID 0x40000000 names no leaf 0x40000001 (highest {max:#x})")
+        } else {
+            format!(
+                "KVM offers no kvmclock (CPUID 0x40000001 EAX {:#x}: bit 3, \
+                 KVM_FEATURE_CLOCKSOURCE2, clear)",
+                self.cpuid_hv1_eax
+            )
+        })
+    }
 }
+
+/// The hypervisor CPUID leaf.
+pub const HV_LEAF: u32 = 0x4000_0000;
+/// KVM's signature in CPUID 0x40000000 EBX, ECX, EDX ("KVMKVMKVM\0\0\0").
+pub const KVM_SIGNATURE: [u32; 3] = [
+    u32::from_le_bytes(*b"KVMK"),
+    u32::from_le_bytes(*b"VMKV"),
+    u32::from_le_bytes(*b"M\0\0\0"),
+];
+/// CPUID 0x40000001 EAX bit 3: MSR_KVM_SYSTEM_TIME_NEW and MSR_KVM_WALL_CLOCK_NEW (kvmclock).
+pub const KVM_FEATURE_CLOCKSOURCE2: u32 = 1 << 3;
 
 /// A descriptor-table register (GDTR, IDTR): limit and linear base.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -1469,6 +1541,12 @@ fn record_at(bytes: &[u8], offset: usize) -> Result<(Record, usize), ProtocolErr
                         },
                     }),
                 },
+                cpuid_hv: four(m::CPUID_HV),
+                cpuid_hv1_eax: if (HV_LEAF + 1..HV_LEAF + 0x100).contains(&w.get(m::CPUID_HV)) {
+                    w.get(m::CPUID_HV1_EAX)
+                } else {
+                    0
+                },
             })
         }
         tag::VECTOR_RESULT => {
@@ -1810,7 +1888,7 @@ mod tests {
 
     #[test]
     fn payload_lengths_of_the_new_records() {
-        assert_eq!(payload_len(tag::MACHINE), Some(24 * 4));
+        assert_eq!(payload_len(tag::MACHINE), Some(29 * 4));
         assert_eq!(payload_len(tag::VECTOR_RESULT), Some(67 * 4));
         assert_eq!(payload_len(tag::TRAP), payload_len(tag::EXCEPTION));
         assert_eq!(payload_len(tag::EXCEPTION), Some(23 * 4));
@@ -1887,6 +1965,45 @@ mod tests {
             })
         ));
         w[m::PM_TIMER_PORT] = 0;
+        // No hypervisor: leaf 0x40000000 is whatever the CPU answers out of range.
+        assert_eq!(mc.cpuid_hv1_eax, 0);
+        assert!(!mc.kvmclock());
+        assert_eq!(
+            mc.no_kvmclock().unwrap(),
+            r#"CPUID 0x40000000 does not say KVM (signature "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00")"#
+        );
+        // KVM with kvmclock (KVM_FEATURE_CLOCKSOURCE2); without the bit; without the leaf.
+        w[m::CPUID_HV..m::CPUID_HV + 4].copy_from_slice(&[
+            0x4000_0001,
+            KVM_SIGNATURE[0],
+            KVM_SIGNATURE[1],
+            KVM_SIGNATURE[2],
+        ]);
+        w[m::CPUID_HV1_EAX] = 0x0100_00fb;
+        let Record::Machine(mc) = one(tag::MACHINE, &w).unwrap() else {
+            panic!()
+        };
+        assert_eq!(mc.hypervisor_signature(), r"KVMKVMKVM\x00\x00\x00");
+        assert!(mc.kvmclock() && mc.no_kvmclock().is_none());
+        w[m::CPUID_HV1_EAX] = 0x0100_00f3;
+        let Record::Machine(mc) = one(tag::MACHINE, &w).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            mc.no_kvmclock().unwrap(),
+            "KVM offers no kvmclock (CPUID 0x40000001 EAX 0x10000f3: bit 3, \
+             KVM_FEATURE_CLOCKSOURCE2, clear)"
+        );
+        w[m::CPUID_HV1_EAX] = 0x0100_00fb;
+        w[m::CPUID_HV] = 0x4000_0000;
+        let Record::Machine(mc) = one(tag::MACHINE, &w).unwrap() else {
+            panic!()
+        };
+        assert_eq!(mc.cpuid_hv1_eax, 0, "leaf 0x40000001 is not there");
+        assert_eq!(
+            mc.no_kvmclock().unwrap(),
+            "KVM's CPUID 0x40000000 names no leaf 0x40000001 (highest 0x40000000)"
+        );
         // A fault word that is neither NO_FAULT nor a vector.
         w[m::RDPMC_FAULT] = 0x1234;
         assert!(matches!(

@@ -1133,3 +1133,51 @@ fn the_kvm_rom_takes_kvmclock_and_its_iodelay_costs_no_exit() {
     let act = r.run_log[0].exits.as_ref().unwrap();
     assert_eq!(act.rom.total, 0, "Init polls nothing: {act:?}");
 }
+
+/// A kvm ROM whose boot CPU's pvclock stays unwritten (here: its registration skipped, so
+/// KVM never fills the structure — as a hypervisor that offers kvmclock but ignores the MSR
+/// would leave it) runs as the native ROM: Init unregisters, clears the kvmclock flags and
+/// calibrates against the PIT; IODelay stays the native `out 0x80`, GetCycleFrequency the
+/// measured rate. Before, Init divided by the zero scale and raised #DE: Linux's activation
+/// would have died with it.
+#[test]
+fn a_kvm_rom_whose_pvclock_stays_unwritten_runs_natively_instead_of_faulting_at_init() {
+    if !kvm_usable() {
+        return;
+    }
+    let g = vmi_rom::generate::generate_unaudited(
+        &common::kvm_rom::Unregistered,
+        &BuildOptions::default(),
+    )
+    .unwrap();
+    let r = common::suite(
+        &g.image,
+        &vmi_harness::suite::SuiteOptions {
+            engine: Engine::Kvm,
+            only: Some(vec![
+                vmi_abi::Call::IODelay as u32,
+                vmi_abi::Call::GetCycleFrequency as u32,
+            ]),
+            ..Default::default()
+        },
+    );
+    assert!(r.activation.ok, "{:?}", r.activation.problems);
+    assert_eq!(r.activation.init_eax, Some(0));
+    assert!(r.passed());
+    let io = r.call(vmi_abi::Call::IODelay as u8).unwrap();
+    assert_eq!(io.reloc, "CALL_REL", "no KVM mode: IODelay is not NOP");
+    let e = io.exits.as_ref().unwrap();
+    assert_eq!(e.rom.outs(0x80), u64::from(e.invocations));
+    let act = r.run_log[0].exits.as_ref().unwrap();
+    assert!(act.rom.ins(0x42) > 100, "Init calibrated natively: {act:?}");
+    let f = r.call(vmi_abi::Call::GetCycleFrequency as u8).unwrap();
+    assert!(
+        f.detail.contains(
+            "GetCycleFrequency() against the pvclock area the calling CPU registered: the \
+             calling CPU has no pvclock area registered after the call (MSR_KVM_SYSTEM_TIME_NEW \
+             0x4b564d01 reads 0x0): GetCycleFrequency is not from kvmclock"
+        ),
+        "{}",
+        f.detail
+    );
+}

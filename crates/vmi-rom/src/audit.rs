@@ -15,12 +15,18 @@
 //!
 //! The table itself is checked against the ABI: each answer is one vmi-abi allows for the call,
 //! 66 brings 67–70, and every CALL_REL/JUMP_REL target lies inside the image.
+//!
+//! Each finding names one of the [`rules`], declared with its explanation
+//! (`vmirom check --explain RULE`).
+
+pub mod rules;
 
 use crate::manifest::Manifest;
 use iced_x86::{
     Code, CpuidFeature, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory,
     Mnemonic, OpAccess, OpKind, Register,
 };
+use optionrom::validate::rule::Rule;
 use optionrom::validate::{Finding, Severity};
 use std::collections::{BTreeMap, VecDeque};
 use vmi_abi::calls::{Reg, RegClass, RegSet};
@@ -72,13 +78,13 @@ impl AuditReport {
     fn add(
         &mut self,
         severity: Severity,
-        rule: &'static str,
+        rule: &'static Rule,
         offset: Option<usize>,
         message: String,
     ) {
         self.findings.push(Finding {
-            profile: PROFILE,
-            rule,
+            profile: rule.profile,
+            rule: rule.id,
             severity,
             offset,
             message,
@@ -243,7 +249,7 @@ impl<'a> Walk<'a> {
         };
         if self.stack_of_calls.contains(&target) || self.stack_of_calls.len() > 8 {
             self.fail(
-                "bounded",
+                &rules::BOUNDED,
                 at,
                 format!("call at {at:#x} to {target:#x}: recursion"),
             );
@@ -274,7 +280,7 @@ impl<'a> Walk<'a> {
         };
         if failed {
             self.fail(
-                "call-returns",
+                &rules::CALL_RETURNS,
                 at,
                 format!("call at {at:#x} to {target:#x}: the callee does not return cleanly"),
             );
@@ -283,7 +289,7 @@ impl<'a> Walk<'a> {
         summary
     }
 
-    fn fail(&mut self, rule: &'static str, at: u32, msg: String) {
+    fn fail(&mut self, rule: &'static Rule, at: u32, msg: String) {
         self.failed = true;
         let offset =
             (usize::try_from(at).unwrap_or(usize::MAX) < self.image.len()).then_some(at as usize);
@@ -301,7 +307,7 @@ impl<'a> Walk<'a> {
         }
         let Some(bytes) = self.image.get(at as usize..) else {
             self.fail(
-                "branch-inside-image",
+                &rules::BRANCH_INSIDE_IMAGE,
                 at,
                 format!("control reaches {at:#x}, outside the image"),
             );
@@ -316,7 +322,7 @@ impl<'a> Walk<'a> {
         let ins = d.decode();
         if ins.is_invalid() {
             self.fail(
-                "decodable",
+                &rules::DECODABLE,
                 at,
                 format!("invalid or truncated instruction at {at:#x}"),
             );
@@ -330,14 +336,14 @@ impl<'a> Walk<'a> {
     fn check_instruction(&mut self, at: u32, ins: &Instruction) {
         if let Some(what) = is_vector_or_fpu(ins) {
             self.fail(
-                "no-fpu-simd",
+                &rules::NO_FPU_SIMD,
                 at,
                 format!("{} at {at:#x} uses {what}", text(ins)),
             );
         }
         if ins.mnemonic() == Mnemonic::Std {
             self.fail(
-                "df-clear",
+                &rules::DF_CLEAR,
                 at,
                 format!("std at {at:#x}: calls must return with DF = 0"),
             );
@@ -348,7 +354,7 @@ impl<'a> Walk<'a> {
             || ins.is_call_far_indirect()
         {
             self.fail(
-                "position-independent",
+                &rules::POSITION_INDEPENDENT,
                 at,
                 format!("far branch at {at:#x} (absolute address)"),
             );
@@ -358,7 +364,7 @@ impl<'a> Walk<'a> {
             FlowControl::IndirectBranch | FlowControl::IndirectCall
         ) {
             self.fail(
-                "position-independent",
+                &rules::POSITION_INDEPENDENT,
                 at,
                 format!("indirect branch at {at:#x} cannot be followed"),
             );
@@ -371,7 +377,7 @@ impl<'a> Walk<'a> {
                     && !matches!(ins.mnemonic(), Mnemonic::Lea)
                 {
                     self.fail(
-                        "position-independent",
+                        &rules::POSITION_INDEPENDENT,
                         at,
                         format!(
                             "absolute memory operand [{:#x}] at {at:#x}",
@@ -397,7 +403,7 @@ impl<'a> Walk<'a> {
             });
             if seg_write {
                 self.fail(
-                    "segments-untouched",
+                    &rules::SEGMENTS_UNTOUCHED,
                     at,
                     format!("{} at {at:#x} loads a segment register", text(ins)),
                 );
@@ -417,7 +423,7 @@ impl<'a> Walk<'a> {
                     Some(Val::Ret(to)) => vec![(to, s)],
                     Some(_) => {
                         self.fail(
-                            "stack-balanced",
+                            &rules::STACK_BALANCED,
                             at,
                             format!(
                                 "ret at {at:#x} returns to a value that is not a return address"
@@ -491,7 +497,7 @@ impl<'a> Walk<'a> {
                     match (s.stack.pop(), r) {
                         (None, _) => {
                             self.fail(
-                                "stack-balanced",
+                                &rules::STACK_BALANCED,
                                 at,
                                 format!("popa at {at:#x} reads the caller's stack"),
                             );
@@ -526,7 +532,7 @@ impl<'a> Walk<'a> {
             | Code::Popd_GS => {
                 if s.stack.pop().is_none() {
                     self.fail(
-                        "stack-balanced",
+                        &rules::STACK_BALANCED,
                         at,
                         format!("pop at {at:#x} reads the caller's stack"),
                     );
@@ -535,7 +541,7 @@ impl<'a> Walk<'a> {
             Code::Pop_rm32 | Code::Pop_rm16 if ins.op0_kind() == OpKind::Memory => {
                 if s.stack.pop().is_none() {
                     self.fail(
-                        "stack-balanced",
+                        &rules::STACK_BALANCED,
                         at,
                         format!("pop at {at:#x} reads the caller's stack"),
                     );
@@ -546,7 +552,7 @@ impl<'a> Walk<'a> {
                 match (reg_op(0), v) {
                     (Some(r), Some(v)) => s.set(r, v),
                     (_, None) => self.fail(
-                        "stack-balanced",
+                        &rules::STACK_BALANCED,
                         at,
                         format!("pop at {at:#x} reads the caller's stack"),
                     ),
@@ -562,7 +568,7 @@ impl<'a> Walk<'a> {
             Code::Popfd | Code::Popfw => {
                 if s.stack.pop().is_none() {
                     self.fail(
-                        "stack-balanced",
+                        &rules::STACK_BALANCED,
                         at,
                         format!("popf at {at:#x} reads the caller's stack"),
                     );
@@ -611,7 +617,7 @@ impl<'a> Walk<'a> {
     fn adjust_esp(&mut self, at: u32, base: Register, delta: i32, s: &mut State) {
         if base != Register::ESP || delta % 4 != 0 {
             self.fail(
-                "stack-balanced",
+                &rules::STACK_BALANCED,
                 at,
                 format!("ESP set to an untracked value at {at:#x}"),
             );
@@ -655,7 +661,7 @@ impl<'a> Walk<'a> {
             {
                 let at = ins.ip32();
                 self.fail(
-                    "stack-balanced",
+                    &rules::STACK_BALANCED,
                     at,
                     format!("{} at {at:#x} changes ESP in an untracked way", text(ins)),
                 );
@@ -687,7 +693,7 @@ impl<'a> Walk<'a> {
         let bad = self.changed(s, allowed);
         if !bad.is_empty() {
             self.fail(
-                "registers-preserved",
+                &rules::REGISTERS_PRESERVED,
                 at,
                 format!("{what} with {} changed", bad.join(", ")),
             );
@@ -703,7 +709,7 @@ impl<'a> Walk<'a> {
         self.exit_changed = self.exit_changed.union(RegSet::of(&changed));
         if self.rules.no_return.is_some() {
             self.fail(
-                "no-return",
+                &rules::NO_RETURN,
                 at,
                 format!("{how} at {at:#x}: a no-return call must leave through iret/sysexit"),
             );
@@ -711,7 +717,7 @@ impl<'a> Walk<'a> {
         }
         if s.above != 0 {
             self.fail(
-                "stack-balanced",
+                &rules::STACK_BALANCED,
                 at,
                 format!("{how} at {at:#x} with ESP above its entry value"),
             );
@@ -724,7 +730,7 @@ impl<'a> Walk<'a> {
             (Mnemonic::Retf, None) if self.rules.bitness == 16 => {
                 if !s.stack.is_empty() || s.above != 0 {
                     self.fail(
-                        "stack-balanced",
+                        &rules::STACK_BALANCED,
                         at,
                         format!("retf at {at:#x} with the stack unbalanced"),
                     );
@@ -737,7 +743,7 @@ impl<'a> Walk<'a> {
                     words == 1 && s.above == 0 && s.stack.len() == FAULT_DELIVERY_WORDS as usize;
                 if !at_frame && !delivers_fault {
                     self.fail(
-                        "iret-frame",
+                        &rules::IRET_FRAME,
                         at,
                         format!(
                             "iret at {at:#x} with ESP {} bytes from the frame",
@@ -756,7 +762,7 @@ impl<'a> Walk<'a> {
                 );
             }
             _ => self.fail(
-                "no-return",
+                &rules::NO_RETURN,
                 at,
                 format!("{mn:?} at {at:#x} leaves a routine that must return"),
             ),
@@ -776,7 +782,7 @@ impl<'a> Walk<'a> {
             steps += 1;
             if steps > MAX_STATES {
                 self.fail(
-                    "bounded",
+                    &rules::BOUNDED,
                     at,
                     format!("more than {MAX_STATES} abstract steps"),
                 );
@@ -787,7 +793,7 @@ impl<'a> Walk<'a> {
                 Some(old) => {
                     if old.stack.len() != s.stack.len() || old.above != s.above {
                         self.fail(
-                            "stack-balanced",
+                            &rules::STACK_BALANCED,
                             at,
                             format!("paths reach {at:#x} with different stack depths"),
                         );
@@ -823,7 +829,7 @@ impl<'a> Walk<'a> {
             for (t, st) in next {
                 if st.stack.len() as u32 * 4 > STACK_LIMIT * 4 {
                     self.fail(
-                        "stack-bounded",
+                        &rules::STACK_BOUNDED,
                         at,
                         format!("stack grows without bound at {at:#x}"),
                     );
@@ -931,7 +937,7 @@ fn walk_routine(
     if !failed {
         report.add(
             Severity::Pass,
-            "routine",
+            &rules::ROUTINE,
             usize::try_from(entry).ok().filter(|e| *e < image.len()),
             format!(
                 "{name}: {} instructions, stack {} bytes, path {}..{} instructions, registers kept",
@@ -985,7 +991,7 @@ pub fn audit(image: &[u8]) -> AuditReport {
     let Some(first) = rom.images.first() else {
         report.add(
             Severity::Fail,
-            "vmi-header",
+            &rules::VMI_HEADER,
             None,
             "not an option ROM image".into(),
         );
@@ -995,7 +1001,7 @@ pub fn audit(image: &[u8]) -> AuditReport {
     let Some(vmi) = &first.vmi else {
         report.add(
             Severity::Fail,
-            "vmi-header",
+            &rules::VMI_HEADER,
             None,
             "no \"cVmi\" header: not a VMI ROM".into(),
         );
@@ -1011,7 +1017,7 @@ pub fn audit(image: &[u8]) -> AuditReport {
         Some(t) => walk_routine(img, &mut report, "Init".into(), None, t as u32, rules32(c)),
         None => report.add(
             Severity::Fail,
-            "entry-slots",
+            &rules::ENTRY_SLOTS,
             Some(consts::ENTRY_INIT),
             "Init slot at 0x80 is not a near jmp".into(),
         ),
@@ -1027,7 +1033,7 @@ pub fn audit(image: &[u8]) -> AuditReport {
         ),
         None => report.add(
             Severity::Fail,
-            "entry-slots",
+            &rules::ENTRY_SLOTS,
             Some(consts::ENTRY_GET_RELOC),
             "GetRelocationInfo slot at 0x88 is not a near jmp".into(),
         ),
@@ -1044,14 +1050,19 @@ pub fn audit(image: &[u8]) -> AuditReport {
         None => {
             report.add(
                 Severity::Warn,
-                "manifest",
+                &rules::MANIFEST,
                 None,
                 "no vmirom manifest at 0x60: the calls' code cannot be located statically; run `vmirom test` to execute GetRelocationInfo".into(),
             );
             return report;
         }
         Some(Err(e)) => {
-            report.add(Severity::Fail, "manifest", Some(crate::manifest::OFFSET), e);
+            report.add(
+                Severity::Fail,
+                &rules::MANIFEST,
+                Some(crate::manifest::OFFSET),
+                e,
+            );
             return report;
         }
         Some(Ok(m)) => m,
@@ -1062,7 +1073,7 @@ pub fn audit(image: &[u8]) -> AuditReport {
             if e.reloc != Some(RelocType::None) {
                 report.add(
                     Severity::Fail,
-                    "answer-allowed",
+                    &rules::ANSWER_ALLOWED,
                     None,
                     format!(
                         "table entry {} is not a VMI call but answers type {}",
@@ -1077,7 +1088,7 @@ pub fn audit(image: &[u8]) -> AuditReport {
         let Some(reloc) = e.reloc else {
             report.add(
                 Severity::Fail,
-                "answer-allowed",
+                &rules::ANSWER_ALLOWED,
                 Some(entry_at),
                 format!("{} answers type {} (types are 0-3)", spec.name, e.raw_type),
             );
@@ -1087,7 +1098,7 @@ pub fn audit(image: &[u8]) -> AuditReport {
             let allowed: Vec<&str> = spec.allowed.iter().map(RelocType::name).collect();
             report.add(
                 Severity::Fail,
-                "answer-allowed",
+                &rules::ANSWER_ALLOWED,
                 Some(entry_at),
                 format!(
                     "{} ({}) answers {reloc}; Linux tolerates only {}",
@@ -1103,7 +1114,7 @@ pub fn audit(image: &[u8]) -> AuditReport {
         if e.offset == 0 || e.offset as usize >= img.len() {
             report.add(
                 Severity::Fail,
-                "target-inside-image",
+                &rules::TARGET_INSIDE_IMAGE,
                 Some(entry_at),
                 format!(
                     "{} answers {reloc} with target offset {:#x}, outside the {}-byte image",
@@ -1146,7 +1157,7 @@ pub fn audit(image: &[u8]) -> AuditReport {
             if !ok {
                 report.add(
                     Severity::Fail,
-                    "timer-group",
+                    &rules::TIMER_GROUP,
                     None,
                     format!("{} is implemented, so call {r} must be CALL_REL (Linux calls it without a NULL check)", call.spec().name),
                 );

@@ -7,6 +7,10 @@
 //! CMOS RTC, port 0x80 delays): a fallback decided at run time rather than refusing Init,
 //! because refusing would also take IRET's fault reporting and the rest of the ROM away from a
 //! guest that can use them — a ROM must not get worse because it runs somewhere unexpected.
+//! The same holds where KVM offers kvmclock but the boot CPU's pvclock holds no usable scale
+//! after its registration (never written: `tsc_to_system_mul` 0; or a rate below 1 MHz or
+//! above 4.29 THz): Init unregisters the CPU's areas, clears the kvmclock flags and
+//! calibrates natively instead of dividing by it.
 //!
 //! **Time on kvmclock.** Each CPU registers its own `pvclock_vcpu_time_info` (32 bytes in its
 //! slot of the private RAM's `kvmc` region) with MSR_KVM_SYSTEM_TIME_NEW, and its steal-time
@@ -223,8 +227,13 @@ const PV_FRAME: i32 = 28;
 
 /// Init under KVM (ESI = the per-ROM region, EBX = the block; interrupts off): registers the
 /// boot CPU, takes the rates from its pvclock and the wall clock from KVM, marks the block
-/// ready and KVM found. Jumps to `native` when this is not KVM with kvmclock.
+/// ready and KVM found. Jumps to `native` when this is not KVM with kvmclock — or when the
+/// boot CPU's pvclock holds no usable scale (a hypervisor that offers kvmclock but never
+/// filled the structure: a zero scale would divide by zero): its areas are then unregistered
+/// and the kvmclock flags cleared, and the ROM runs as the native one.
 fn init_kvm(e: &mut Emit, native: CodeLabel) -> Result<(), GenError> {
+    let mut unusable = e.a.create_label();
+    let mut done = e.a.create_label();
     detect(e, native)?;
     e.a.push(ebx)?;
     e.a.push(edi)?;
@@ -232,7 +241,7 @@ fn init_kvm(e: &mut Emit, native: CodeLabel) -> Result<(), GenError> {
     e.a.call(cpu)?; // EBX = the boot CPU's kvmc slot
     e.a.sub(esp, PV_FRAME)?;
     read_pvclock(&mut e.a, 0)?;
-    rates_from_pvclock(&mut e.a)?;
+    rates_from_pvclock(&mut e.a, unusable)?;
     stable_flag(&mut e.a)?;
     wallclock(&mut e.a)?;
     e.a.add(esp, PV_FRAME)?;
@@ -242,6 +251,41 @@ fn init_kvm(e: &mut Emit, native: CodeLabel) -> Result<(), GenError> {
         dword_ptr(ebx + ram::off::READY as i32),
         ram::ready::READY | ram::ready::HYPERVISOR,
     )?;
+    e.a.jmp(done)?;
+    e.a.set_label(&mut unusable)?;
+    unregister(&mut e.a)?;
+    e.a.add(esp, PV_FRAME)?;
+    e.a.pop(edi)?;
+    e.a.pop(ebx)?;
+    e.a.jmp(native)?;
+    e.a.set_label(&mut done)?;
+    e.a.nop()?;
+    Ok(())
+}
+
+/// Undoes [`register`] for the CPU whose kvmc slot is EBX (ESI = the per-ROM region): every
+/// MSR it wrote gets 0 (disabled), the slot is unmarked, and the kvmclock flags are cleared
+/// (the calls then take the native paths). Changes EAX, ECX, EDX.
+fn unregister(a: &mut CodeAssembler) -> Result<(), GenError> {
+    let off = |a: &mut CodeAssembler, msr: u32| -> Result<(), GenError> {
+        a.xor(eax, eax)?;
+        a.xor(edx, edx)?;
+        a.mov(ecx, msr)?;
+        a.wrmsr()?;
+        Ok(())
+    };
+    off(a, MSR_SYSTEM_TIME)?;
+    for (bit, m) in [(flag::STEAL, MSR_STEAL_TIME), (flag::PV_EOI, MSR_PV_EOI)] {
+        let mut skip = a.create_label();
+        a.test(dword_ptr(esi + tm::FLAGS), bit)?;
+        a.jz(skip)?;
+        off(a, m)?;
+        a.set_label(&mut skip)?;
+        a.nop()?;
+    }
+    a.mov(dword_ptr(ebx + kv::REGISTERED), 0)?;
+    let kvm_flags = flag::KVMCLOCK | flag::STEAL | flag::PV_EOI | flag::STABLE | flag::CALIBRATED;
+    a.and(dword_ptr(esi + tm::FLAGS), !kvm_flags as i32)?;
     Ok(())
 }
 
@@ -286,11 +330,20 @@ fn detect(e: &mut Emit, native: CodeLabel) -> Result<(), GenError> {
     Ok(())
 }
 
+/// The rates Init accepts from a pvclock: at least this many Hz …
+const MIN_HZ: u32 = 1_000_000;
+/// … and a high dword below this (under 4.29 THz: the kHz fit 32 bits, as Linux needs).
+const MAX_HZ_HIGH: u32 = 1000;
+
 /// From the pvclock copy at [esp]: NS_Q32 = mul · 2^shift, TSC_HZ = 1e9 · 2^32 / NS_Q32,
 /// CPN_Q32 = 2^64 / NS_Q32 (cycles per ns), PIT_Q32 = 1193182 / TSC_HZ (32.32); CALIBRATED.
-fn rates_from_pvclock(a: &mut CodeAssembler) -> Result<(), GenError> {
+/// Jumps to `unusable` (stack as on entry) when NS_Q32 is 0 — a structure KVM never filled —
+/// or the rate lies outside [`MIN_HZ`]..[`MAX_HZ_HIGH`] · 2^32: nothing is divided by it then.
+fn rates_from_pvclock(a: &mut CodeAssembler, unusable: CodeLabel) -> Result<(), GenError> {
     let mut left = a.create_label();
     let mut shifted = a.create_label();
+    let mut bad = a.create_label();
+    let mut sane = a.create_label();
     a.mov(eax, dword_ptr(esp + 16))?; // mul
     a.xor(edx, edx)?;
     a.mov(ecx, dword_ptr(esp + 20))?; // shift
@@ -305,6 +358,9 @@ fn rates_from_pvclock(a: &mut CodeAssembler) -> Result<(), GenError> {
     a.set_label(&mut shifted)?;
     a.mov(dword_ptr(esi + tm::NS_Q32), eax)?;
     a.mov(dword_ptr(esi + tm::NS_Q32 + 4), edx)?;
+    a.mov(ecx, eax)?;
+    a.or(ecx, edx)?;
+    a.jz(unusable)?;
     // Hz = (1e9 << 32) / ns_q32, and cycles per ns = (1 << 32) / ns_q32 · 2^32, for an ns_q32
     // below 2^32 (a TSC faster than 1 GHz; slower ones divide by the high word).
     a.push(ebx)?;
@@ -328,6 +384,17 @@ fn rates_from_pvclock(a: &mut CodeAssembler) -> Result<(), GenError> {
     a.mov(dword_ptr(esi + tm::TSC_HZ), eax)?;
     a.mov(dword_ptr(esi + tm::TSC_HZ + 4), edx)?;
     a.set_label(&mut hz_done)?;
+    a.mov(eax, dword_ptr(esi + tm::TSC_HZ + 4))?;
+    a.cmp(eax, MAX_HZ_HIGH)?;
+    a.jae(bad)?;
+    a.test(eax, eax)?;
+    a.jnz(sane)?;
+    a.cmp(dword_ptr(esi + tm::TSC_HZ), MIN_HZ)?;
+    a.jae(sane)?;
+    a.set_label(&mut bad)?;
+    a.pop(ebx)?;
+    a.jmp(unusable)?;
+    a.set_label(&mut sane)?;
     // Cycles per ns (32.32) = (TSC_HZ / 1000 << 32) / 1e6.
     a.mov(eax, dword_ptr(esi + tm::TSC_HZ))?;
     a.mov(edx, dword_ptr(esi + tm::TSC_HZ + 4))?;

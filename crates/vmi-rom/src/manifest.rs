@@ -152,6 +152,26 @@ impl Manifest {
         })
     }
 
+    /// The backend the image was built on, without the wrappers around it: `kvm` for
+    /// `trace(kvm)`, `native` for `native+override(IRET)` (an [`Override`](crate::Override)
+    /// keeps its base's behaviour but for one call). What a ROM promises to do — the kvm
+    /// backend: kvmclock under KVM — follows from it.
+    pub fn base_backend(&self) -> &str {
+        let mut name = self.backend.as_str();
+        loop {
+            if let Some(inner) = name
+                .strip_prefix("trace(")
+                .and_then(|n| n.strip_suffix(')'))
+            {
+                name = inner;
+            } else if let Some((base, _)) = name.split_once('+') {
+                name = base;
+            } else {
+                return name;
+            }
+        }
+    }
+
     /// The table entries.
     pub fn entries(&self, image: &[u8]) -> Vec<Entry> {
         (0..self.count)
@@ -182,4 +202,34 @@ pub fn fnv1a(data: &[u8]) -> u32 {
     data.iter().fold(0x811C_9DC5u32, |h, b| {
         (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_base_backend_is_the_name_inside_the_wrappers() {
+        let m = |backend: &str| Manifest {
+            version: VERSION,
+            count: 0,
+            table: 0,
+            build_id: 0,
+            backend: backend.into(),
+            data: None,
+            ram: None,
+        };
+        for (name, base) in [
+            ("kvm", "kvm"),
+            ("native", "native"),
+            ("trace(kvm)", "kvm"),
+            ("kvm+override(GetCycleFrequency)", "kvm"),
+            ("trace(native+override(IRET))", "native"),
+            ("native+override(IRET)+override(SYSEXIT)", "native"),
+            ("trace(trace(kvm))", "kvm"),
+            ("vendor-rom", "vendor-rom"),
+        ] {
+            assert_eq!(m(name).base_backend(), base, "{name}");
+        }
+    }
 }

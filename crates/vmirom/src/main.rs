@@ -31,7 +31,8 @@ enum Command {
     Build(cmd::build::Args),
     /// Print every field of every image of a ROM.
     Info(cmd::info::Args),
-    /// Judge a ROM against rule profiles (exit 0 pass, 1 fail, 2 unusable input).
+    /// Judge a ROM against rule profiles (exit 0 pass, 1 fail, 2 unusable input); list or
+    /// explain the rules (--list-rules, --explain RULE).
     Check(cmd::check::Args),
     /// Recompute the checksum (and optionally size and padding) of a ROM.
     Fix(cmd::fix::Args),

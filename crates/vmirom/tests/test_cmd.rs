@@ -162,3 +162,74 @@ fn on_the_kvm_engine_the_json_counts_exits_and_a_trace_rom_is_accounted() {
         common::text(&o)
     );
 }
+
+/// GetCycleFrequency's prefix: MSR_KVM_SYSTEM_TIME_NEW written 0 (the calling CPU's pvclock
+/// area unregistered; the kvm ROM, having marked the CPU registered, does not register it
+/// again), then the kvm routine.
+fn unregister_first(e: &mut vmi_rom::emit::Emit) -> Result<Answer, vmi_rom::GenError> {
+    use iced_x86::code_asm::{ecx, edx};
+    e.a.xor(eax, eax)?;
+    e.a.xor(edx, edx)?;
+    e.a.mov(ecx, 0x4B56_4D01u32)?;
+    e.a.wrmsr()?;
+    vmi_rom::kvm::Kvm.emit(Call::GetCycleFrequency, e)
+}
+
+/// A ROM whose manifest names the kvm backend is held to kvmclock on the kvm engine: the kvm
+/// ROM passes the pvclock check; one whose calling CPU ends without a registered pvclock area
+/// fails it (exit 1) — the same ROM's verdict would be a note were it not built on the kvm
+/// backend.
+#[test]
+fn on_the_kvm_engine_a_kvm_rom_is_held_to_kvmclock() {
+    if let Err(why) = vmi_harness::kvm::available() {
+        eprintln!("SKIP: KVM unavailable: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let args = |p: &Path| -> Vec<String> {
+        [
+            "test",
+            p.to_str().unwrap(),
+            "--engine",
+            "kvm",
+            "--only",
+            "66",
+            "--json",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let run = |p: &Path| {
+        let a = args(p);
+        vmirom(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let kvm = rom(dir.path(), "k.rom", &|| image(&vmi_rom::kvm::Kvm));
+    let o = run(&kvm);
+    assert_eq!(o.status.code(), Some(0), "{}", common::text(&o));
+    let d = json(&o)["calls"][66]["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        d.contains("GetCycleFrequency() against the pvclock area the calling CPU registered: ")
+            && d.contains(" Hz from the pvclock area at 0x"),
+        "{d}"
+    );
+    let broken = rom(dir.path(), "u.rom", &|| {
+        image(&Override {
+            base: vmi_rom::kvm::Kvm,
+            call: Call::GetCycleFrequency,
+            emit: unregister_first,
+        })
+    });
+    let o = run(&broken);
+    assert_eq!(o.status.code(), Some(1), "{}", common::text(&o));
+    let c = &json(&o)["calls"][66];
+    assert_eq!(c["verdict"], "fail");
+    assert_eq!(
+        c["detail"],
+        "GetCycleFrequency() against the pvclock area the calling CPU registered: the calling \
+         CPU has no pvclock area registered after the call (MSR_KVM_SYSTEM_TIME_NEW 0x4b564d01 \
+         reads 0x0): a ROM built for KVM takes its time from kvmclock where CPUID offers it"
+    );
+}

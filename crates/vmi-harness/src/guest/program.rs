@@ -335,7 +335,9 @@ fn validate(cfg: &GuestConfig) -> Result<(), HarnessError> {
                     return bad(format!("vector {k}: {op:?} writes past the extra words"));
                 }
             }
-            if op.reads64().iter().any(|s| !slot_ok(s.saturating_add(1))) {
+            if op.reads64().iter().any(|s| !slot_ok(s.saturating_add(1)))
+                || op.reads32().iter().any(|s| !slot_ok(*s))
+            {
                 return bad(format!("vector {k}: {op:?} reads past the extra words"));
             }
             if let Some(why) = timer::problem(op) {

@@ -143,6 +143,22 @@ pub enum Op {
         /// Value.
         value: Val,
     },
+    /// Extra word `slot` = the dword at guest-physical address (extra word `base` & `mask`) +
+    /// `offset`: memory a hypervisor interface pointed the guest to (e.g. the pvclock area
+    /// whose address [`Op::Rdmsr`] of MSR_KVM_SYSTEM_TIME_NEW returned, `mask` dropping its
+    /// enable bit). 0, with nothing read, when the masked address is 0 or the dword does not
+    /// lie in the low memory the guest maps identically
+    /// ([`LOWMEM_MAPPED`](super::layout::LOWMEM_MAPPED)).
+    LoadVia {
+        /// The extra word holding the address.
+        base: u8,
+        /// Bits of it that are the address.
+        mask: u32,
+        /// Bytes past the address.
+        offset: u32,
+        /// Extra word.
+        slot: u8,
+    },
     /// Extra words `slot`, `slot + 1` = `rdmsr(msr)` (EAX, EDX).
     Rdmsr {
         /// MSR number.
@@ -326,6 +342,17 @@ pub enum Op {
         /// First of the 5 extra words.
         slot: u8,
     },
+    /// GetCycleCounter(REAL) `count` times in a row through the ROM (each call counted as an
+    /// invocation; interrupts as they are), every reading compared with the one before.
+    /// Extra words from `slot`: how many readings were lower than the one before; the first
+    /// such pair — the reading before (2 words) and the lower one (2 words); the first
+    /// reading (2 words); the last (2 words).
+    RealRun {
+        /// Calls (at least 2).
+        count: u32,
+        /// First of the 9 extra words.
+        slot: u8,
+    },
     /// Extra word `slot` = the PM timer's count.
     ReadPm {
         /// The timer.
@@ -387,6 +414,8 @@ impl Op {
     pub const fn writes(&self) -> Option<(u8, u8)> {
         match *self {
             Op::Load { slot, .. } | Op::Hash { slot, .. } | Op::In { slot, .. } => Some((slot, 1)),
+            Op::LoadVia { slot, .. } => Some((slot, 1)),
+            Op::RealRun { slot, .. } => Some((slot, 9)),
             Op::ReadPm { slot, .. } => Some((slot, 1)),
             Op::ReadCr { slot, .. } | Op::ReadDr { slot, .. } => Some((slot, 1)),
             Op::Rdmsr { slot, .. } | Op::Rdtsc { slot } => Some((slot, 2)),
@@ -399,6 +428,14 @@ impl Op {
             Op::ReadRtc { slot } | Op::ApAlarmStart { slot, .. } => Some((slot, 2)),
             Op::ApAlarmStop { slot, .. } => Some((slot, 3)),
             _ => None,
+        }
+    }
+
+    /// The extra words the op reads as 32-bit operands.
+    pub fn reads32(&self) -> Vec<u8> {
+        match *self {
+            Op::LoadVia { base, .. } => vec![base],
+            _ => Vec::new(),
         }
     }
 

@@ -1,5 +1,6 @@
 //! The few legacy devices the KVM runner answers on: the 8254 PIT's counters (ports
-//! 0x40–0x43), system control port B (0x61) and the CMOS real-time clock (0x70/0x71).
+//! 0x40–0x43), system control port B (0x61), the CMOS real-time clock (0x70/0x71) and an
+//! ACPI PM timer (0x608).
 //!
 //! They exist because a ROM's Init may measure time with them (the native backend calibrates
 //! the TSC against PIT channel 2 and reads the RTC): on a machine whose ports all read `0xFF`
@@ -8,6 +9,14 @@
 //! by the host's clocks; nothing here raises an interrupt (the runner has no interrupt
 //! controller), so IRQ0 never fires whatever channel 0 is programmed to.
 //!
+//! The PM timer is the conformance suite's clock: a 32-bit count at 3.579545 MHz of the
+//! host's monotonic clock since the platform's time origin, at the port QEMU's PIIX4 puts it
+//! (PM base 0x600 + 8). No ACPI table describes it (the runner has no firmware), so a guest
+//! finds it only by being told ([`PM_TIMER_PORT`]); the suite times GetCycleCounter and
+//! GetWallclockTime with it, and — knowing the Unix time at count 0 ([`Platform::new`]'s
+//! origin, [`crate::kvm::KvmRun::pm_timer_origin`]) — holds GetWallclockTime against the
+//! host's clock.
+//!
 //! | Port | Model |
 //! |---|---|
 //! | 0x40–0x42 | counters 0–2 at 1 193 182 Hz from the host's monotonic clock: modes 0 (and 1, 4, 5 like 0), 2 and 3; access lobyte, hibyte, lobyte/hibyte; counter latch and the read-back command's count latch; binary counting only (the BCD bit is ignored); counters 0 and 1 always gated, counter 2 gated by port 0x61 bit 0 |
@@ -15,6 +24,7 @@
 //! | 0x61 | bits 0–1 (gate 2, speaker data) as written; bit 4 the refresh toggle (every 15.085 µs); bit 5 counter 2's output |
 //! | 0x70 | the CMOS index (bit 7, NMI disable, is ignored) |
 //! | 0x71 | registers 0x00–0x09 the host's UTC time (BCD, 24 h, unless status B was set to binary or 12 h), 0x0A status A with UIP clear, 0x0B status B (0x02), 0x0C 0, 0x0D 0x80 (valid), 0x32 the century; writes to 0x00–0x09 are ignored, other registers are 128 bytes of RAM |
+//! | 0x608–0x60B | the ACPI PM timer: a 32-bit count ([`PM_TIMER_HZ`] from the host's monotonic clock since the time origin, wrapping), little-endian, so `in eax, dx` at 0x608 reads it whole; writes are ignored |
 
 use std::time::Duration;
 
@@ -23,8 +33,31 @@ pub const PIT_HZ: u64 = 1_193_182;
 /// Period of port 0x61's refresh toggle (bit 4), ns.
 pub const REFRESH_NS: u128 = 15_085;
 
-/// The ports [`Platform`] answers on.
-pub const PORTS: [u16; 7] = [0x40, 0x41, 0x42, 0x43, 0x61, 0x70, 0x71];
+/// The ACPI PM timer's port: a 32-bit `in` there reads its count (QEMU's PIIX4 puts it at
+/// the PM base 0x600 + 8).
+pub const PM_TIMER_PORT: u16 = 0x608;
+/// The PM timer's rate, Hz (ACPI: 3.579545 MHz).
+pub const PM_TIMER_HZ: u64 = 3_579_545;
+
+/// The ports [`Platform`] answers on (the PM timer's four byte ports included).
+pub const PORTS: [u16; 11] = [
+    0x40,
+    0x41,
+    0x42,
+    0x43,
+    0x61,
+    0x70,
+    0x71,
+    PM_TIMER_PORT,
+    PM_TIMER_PORT + 1,
+    PM_TIMER_PORT + 2,
+    PM_TIMER_PORT + 3,
+];
+
+/// The PM timer's count `now` after the time origin (32 bits, wrapping).
+pub fn pm_timer_count(now: Duration) -> u32 {
+    (now.as_nanos() * u128::from(PM_TIMER_HZ) / 1_000_000_000) as u32
+}
 
 /// One 8254 counter.
 #[derive(Clone, Copy, Debug, Default)]
@@ -251,7 +284,8 @@ pub struct Platform {
 
 impl Platform {
     /// The devices at power-on; `unix_at_start` is the wall-clock time (since 1970-01-01
-    /// UTC) at the moment the callers' `now` arguments count from.
+    /// UTC) at the moment the callers' `now` arguments count from (the time origin: the RTC
+    /// reads it plus `now`, the PM timer counts from 0 there).
     pub fn new(unix_at_start: Duration) -> Platform {
         Platform {
             counters: [Counter::default(); 3],
@@ -280,6 +314,7 @@ impl Platform {
             }
             0x70 => self.cmos.index = v & 0x7F,
             0x71 => self.cmos.write(v),
+            p if (PM_TIMER_PORT..PM_TIMER_PORT + 4).contains(&p) => {}
             _ => return false,
         }
         true
@@ -296,6 +331,14 @@ impl Platform {
             }
             0x70 => 0xFF,
             0x71 => self.cmos.read((self.unix_at_start + now).as_secs()),
+            p if (PM_TIMER_PORT..PM_TIMER_PORT + 4).contains(&p) => {
+                let k = usize::from(p - PM_TIMER_PORT);
+                pm_timer_count(now)
+                    .to_le_bytes()
+                    .get(k)
+                    .copied()
+                    .unwrap_or(0xFF)
+            }
             _ => return None,
         })
     }
@@ -408,6 +451,29 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(p.read(0x60, ms(0)), None);
         assert!(!p.write(0x80, 0, ms(0)));
+    }
+
+    #[test]
+    fn the_pm_timer_counts_the_time_origin_at_3_579545_mhz_on_four_byte_ports() {
+        let mut p = Platform::new(Duration::ZERO);
+        let read = |p: &mut Platform, now: Duration| {
+            let b: Vec<u8> = (0..4)
+                .map(|k| p.read(PM_TIMER_PORT + k, now).unwrap())
+                .collect();
+            u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+        };
+        assert_eq!(read(&mut p, ms(0)), 0);
+        assert_eq!(read(&mut p, ms(1000)), 3_579_545);
+        assert_eq!(read(&mut p, Duration::from_nanos(280)), 1);
+        // 32 bits wrap after 1199.86 s.
+        let wrap = Duration::from_nanos((1u128 << 32) as u64 * 1_000_000_000 / PM_TIMER_HZ + 1);
+        assert_eq!(read(&mut p, wrap + ms(1000)), 3_579_545);
+        // Writes are taken and ignored; the ports around it are not the timer's.
+        assert!(p.write(PM_TIMER_PORT, 0x12, ms(1)));
+        assert_eq!(read(&mut p, ms(1000)), 3_579_545);
+        assert_eq!(p.read(PM_TIMER_PORT - 1, ms(0)), None);
+        assert_eq!(p.read(PM_TIMER_PORT + 4, ms(0)), None);
+        assert!(PORTS.contains(&(PM_TIMER_PORT + 3)));
     }
 
     #[test]

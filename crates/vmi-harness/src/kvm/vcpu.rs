@@ -145,6 +145,8 @@ pub struct Collected {
     pub init16: Option<super::Init16>,
     /// Guest memory at the end of the run ([`super::KvmConfig::keep_ram`]).
     pub ram: Option<Vec<u8>>,
+    /// Unix time at the devices' time origin ([`super::KvmRun::pm_timer_origin`]).
+    pub pm_timer_origin: std::time::Duration,
 }
 
 /// What the exit loop works with besides the vCPU.

@@ -312,7 +312,8 @@ fn vcpu_thread(
     // SAFETY: `run` points into the vCPU's `kvm_run` mapping, which lives as long as
     // `vm.vcpu`; the registration is dropped below, on this thread, before `vm`.
     let registration = unsafe { kick::Registration::new(run) };
-    let mut devices = Platform::new(unix_now());
+    c.pm_timer_origin = unix_now();
+    let mut devices = Platform::new(c.pm_timer_origin);
     let mut env = vcpu::Env {
         memory: &vm.memory,
         rom,
@@ -465,6 +466,7 @@ pub fn run_partial(cfg: &KvmConfig) -> Result<KvmRun, (HarnessError, super::Part
         exit_log: collected.exit_log,
         init16: collected.init16,
         ram: collected.ram,
+        pm_timer_origin: collected.pm_timer_origin,
     })
 }
 

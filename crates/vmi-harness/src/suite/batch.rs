@@ -11,13 +11,20 @@ use crate::guest::{LAYOUT_VERSION, Step, Vector};
 use crate::probe::RelocAnswer;
 use crate::protocol::{CallResult, EndStatus, Exception, Record, Samples, StepId, VectorResult};
 use std::collections::BTreeMap;
+use std::time::Duration;
 use vmi_abi::calls::RelocType;
 
 /// What one batch vector produced.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    /// Its `VECTOR_RESULT`, the first `TRAP` it caused and its `SAMPLES`.
-    Result(Box<VectorResult>, Option<Exception>, Option<Box<Samples>>),
+    /// Its `VECTOR_RESULT`, the first `TRAP` it caused, its `SAMPLES`, and the run's host
+    /// clock ([`super::judge::Seen::host_clock`]).
+    Result(
+        Box<VectorResult>,
+        Option<Exception>,
+        Option<Box<Samples>>,
+        Option<Duration>,
+    ),
     /// It killed the guest, because …
     Killed(String),
     /// The engine could not run it (kvm-pvm emulation), because …
@@ -165,7 +172,9 @@ fn settle(
                 });
                 progress.killed_calls.push(spec.call);
             }
-            (Some((Some(r), trap, samples)), _) => *slot = Some(Outcome::Result(r, trap, samples)),
+            (Some((Some(r), trap, samples)), _) => {
+                *slot = Some(Outcome::Result(r, trap, samples, boot.host_clock))
+            }
             (_, Some(k)) if pos > k.pos => next.push(i),
             _ => {}
         }

@@ -162,6 +162,9 @@ pub(crate) struct Seen<'a> {
     /// The reference run right before this vector (a spec marked
     /// [`reference`](super::vectors::Spec::reference) of the same call), if it ran.
     pub reference: Option<Reference<'a>>,
+    /// The host's Unix time at the count 0 of the run's PM timer, where that timer runs on
+    /// the host's clock (the kvm engine's); None elsewhere.
+    pub host_clock: Option<std::time::Duration>,
 }
 
 /// What a reference vector (the native instruction in place of the ROM call) showed.

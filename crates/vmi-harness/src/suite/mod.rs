@@ -85,10 +85,10 @@
 //! | 61 SetIOPLMask | 0x3000, 0x1000, 0 from IOPL 3: EFLAGS.IOPL |
 //! | 63 APICWrite | TPR (0x80) written and read back directly (MMIO); LVTT (0x320) written and read back through APICRead (vector and mask); EOI (0xB0) after a self-IPI the guest took and left in service: the in-service bit is clear afterwards (MMIO) |
 //! | 64 APICRead | ID (0x20) and version (0x30) equal the guest's own MMIO read; TPR (0x80) as the guest set it |
-//! | 66 GetCycleFrequency | sane (0 < f < 1 THz, f/1000 fits 32 bits); within ±0.1 % of the rate of GetCycleCounter(REAL) measured against the ACPI PM timer over 200 ms (each end a REAL/PM/REAL bracket, the tightest of 16); the TSC's rate noted |
-//! | 67 GetCycleCounter | REAL monotonic, AVAILABLE returns, STOLEN 0 or ≤ REAL |
+//! | 66 GetCycleFrequency | sane (0 < f < 1 THz, f/1000 fits 32 bits); within ±0.1 % of the rate of GetCycleCounter(REAL) measured against the ACPI PM timer over 200 ms (each end a REAL/PM/REAL bracket, the tightest of 16; brackets so loose that the rate is known only to ±0.05 % or worse make it inconclusive); the TSC's rate noted; under kvmclock, the rate the calling CPU's pvclock scale implies ([kvmclock](#kvmclock)) |
+//! | 67 GetCycleCounter | REAL monotonic (across vectors, and over 1000 calls in a row: each reading at least the one before), AVAILABLE returns, STOLEN 0 or ≤ REAL |
 //! | 68 SetAlarm, 69 CancelAlarm | the far-future one-shot returns; CancelAlarm(REAL) returns; the alarm scenarios ([Time](#time)) |
-//! | 70 GetWallclockTime | between 2000 and 2200; within 2 s of the CMOS RTC the guest reads itself (BCD or binary, 12/24 h, century); two calls 150 ms apart advance as the PM timer did between them and as GetCycleCounter(REAL) ÷ GetCycleFrequency did (brackets of PM-timer and REAL readings around each call, ±(1 ms + 0.1 %)) |
+//! | 70 GetWallclockTime | between 2000 and 2200; within 2 s of the CMOS RTC the guest reads itself (BCD or binary, 12/24 h, century); two calls 150 ms apart advance as the PM timer did between them and as GetCycleCounter(REAL) ÷ GetCycleFrequency did (brackets of PM-timer and REAL readings around each call, ±(1 ms + 0.1 %)); under kvmclock on the kvm engine, within 1 s of the host's clock ([kvmclock](#kvmclock)) |
 //! | 71 WallclockUpdated | returns (EAX noted) |
 //!
 //! # Scenarios
@@ -109,7 +109,9 @@
 //! The timer scenarios (QEMU with a local APIC and an ACPI PM timer the guest finds through
 //! the FADT; otherwise only the sanity vectors run and the verdict notes why) judge any ROM by
 //! what a guest sees, never by the ROM's own figures: time comes from the PM timer, the TSC
-//! and the RTC. The guest's alarm handler counts the interrupts at the vector it expects
+//! and the RTC. GetCycleFrequency's and GetWallclockTime's measurements need only the PM timer
+//! and the RTC, and run on the kvm engine too, whose runner has both on the host's clocks (its
+//! PM timer at port 0x608, which no ACPI table names: the suite uses it knowingly). The guest's alarm handler counts the interrupts at the vector it expects
 //! (0x20 for IRQ0 through the PIC, else the vector the guest wrote to LVTT — through
 //! APICWrite when the ROM implements it, natively otherwise) and at every other vector
 //! (stray), notes the TSC at its entry and which CPU took it, and acknowledges like Linux:
@@ -137,13 +139,45 @@
 //! again" in the run log); one still inconclusive neither passes nor fails and the verdict
 //! says so ("inconclusive: …"). "Never before the expiry" is exact either way.
 //!
+//! # kvmclock
+//!
+//! Where the guest's CPUID says KVM with kvmclock (0x40000000 = "KVMKVMKVM\0\0\0" with leaf
+//! 0x40000001, whose EAX has KVM_FEATURE_CLOCKSOURCE2: the `MACHINE` record carries both
+//! leaves), the suite also holds the time calls to what KVM itself shows of the ROM's clock,
+//! read by the guest right after the call on the calling CPU: `rdmsr` of
+//! MSR_KVM_SYSTEM_TIME_NEW (0x4b564d01: the physical address of the `pvclock_vcpu_time_info`
+//! the CPU registered, with enable bit 0) and the structure's `tsc_to_system_mul` (offset 24)
+//! and `tsc_shift` (offset 28), which KVM wrote, not the ROM (the guest reads its version
+//! before and after: an update in between makes the vector inconclusive). The guest never
+//! registers an area of its own — that would replace the ROM's.
+//!
+//! | Check (call) | Passes when |
+//! |---|---|
+//! | GetCycleFrequency() against the pvclock area the calling CPU registered (66) | it equals `1e9 · 2^32 / (mul · 2^shift)` Hz within `2 · (f / (mul · 2^shift) + 1)` Hz — the rounding of the 32.32 nanoseconds-per-cycle scale and of the quotient, in either order, and nothing more (4.5 Hz at 2.3 GHz) |
+//! | GetWallclockTime() against the host's clock (70; kvm engine) | it lies within 1 s of the host's UTC at the call: the runner's PM timer runs on the host's monotonic clock and the suite knows the Unix time of its count 0, so two PM-timer readings around the call place it on the host's clock to microseconds (a bracket wider than 250 ms: inconclusive). 1 s because Linux keeps whole seconds of it (`vmi_get_wallclock` sets `xtime` from ns ÷ 10^9); a kvmclock ROM is microseconds off, KVM's wall clock being the host's |
+//!
+//! A calling CPU with no area registered after the call (the MSR reads 0, or its enable bit
+//! is clear) does not take its time from kvmclock: for a ROM that promised kvmclock
+//! ([`SuiteOptions::expect_kvmclock`], set by `vmirom test` for a ROM whose manifest names
+//! the kvm backend) that fails the check — "the calling CPU has no pvclock area registered
+//! after the call (MSR_KVM_SYSTEM_TIME_NEW 0x4b564d01 reads 0x0)" —; for any other ROM (the
+//! native one) it is noted and the check passes. Where CPUID offers no kvmclock (QEMU TCG, a
+//! CPU without the KVM leaves) these checks are not planned, nothing fails for their absence,
+//! and for a ROM that promised kvmclock GetCycleFrequency's and GetWallclockTime's verdicts
+//! say why ("kvmclock not checked: CPUID 0x40000000 does not say KVM (signature …)"). The
+//! checks that do not depend on kvmclock — GetCycleFrequency against REAL over 200 ms of a
+//! host-timed PM timer, REAL over 1000 calls in a row — apply to every ROM on every engine
+//! with a PM timer.
+//!
 //! # Engines
 //!
 //! On QEMU (TCG or KVM) everything runs, with paging. On the kvm engine (the built-in VMM)
 //! there is no BIOS image, no interrupt controller and no local APIC, and on kvm-pvm no
 //! paging: the guest runs flat, the page-table checks are [`Verdict::Skipped`] with "needs
-//! paging; this KVM cannot page", Halt and the APIC calls are skipped, the timer calls get
-//! their sanity vectors only (noted "not measured"), the interrupt calls
+//! paging; this KVM cannot page", Halt and the APIC calls are skipped, SetAlarm and
+//! CancelAlarm get their sanity vectors only (noted "not measured"; GetCycleFrequency and
+//! GetWallclockTime are measured against the runner's PM timer and RTC, and checked against
+//! kvmclock where CPUID offers it, see [kvmclock](#kvmclock)), the interrupt calls
 //! lose their pending-IRQ vectors, and whatever KVM cannot emulate (kvm-pvm: a protected-mode
 //! `iret`, the reset the native Reboot ends in) is skipped with KVM's own reason rather than
 //! failed; a #UD at exactly the ring-3 stub's `int 0x80` (kvm-pvm cannot run it) still lets
@@ -154,8 +188,9 @@
 //! 16-bit init in real mode with the image writable and a BIOS data area saying 639 KiB of
 //! base memory, then maps the ROM read-only — so a ROM that takes private RAM at POST has it,
 //! as under QEMU, and an activation note says what the init did. The PIT's counters, port
-//! 0x61 and the CMOS clock can be read there (a ROM's Init may measure the TSC with them), but
-//! nothing raises an interrupt. With `run_init16` off nothing runs the init (what a hypervisor
+//! 0x61, the CMOS clock and a PM timer can be read there (a ROM's Init may measure the TSC
+//! with them; the suite measures the ROM's clocks with the PM timer), but nothing raises an
+//! interrupt. With `run_init16` off nothing runs the init (what a hypervisor
 //! that maps the ROM itself presents): the calls that need private RAM answer NONE.
 //! [`SuiteReport::bios_init`] says which.
 //!
@@ -182,6 +217,7 @@ mod batch;
 mod counts;
 mod iret_faults;
 mod judge;
+mod kvmclock;
 mod outcomes;
 mod plan;
 mod reloc;
@@ -257,6 +293,12 @@ pub struct SuiteOptions {
     /// hypervisor that maps the ROM itself presents. Under QEMU SeaBIOS always runs it, so it
     /// must stay on there.
     pub run_init16: bool,
+    /// The ROM promises to take its time from kvmclock where the CPU offers it (`vmirom
+    /// test` sets this for a ROM whose manifest names the kvm backend): where CPUID says KVM
+    /// with kvmclock, a calling CPU without a registered pvclock area after a time call then
+    /// fails the [kvmclock checks](self#kvmclock) instead of being noted, and elsewhere the
+    /// verdicts note why those checks did not run.
+    pub expect_kvmclock: bool,
 }
 
 impl Default for SuiteOptions {
@@ -276,6 +318,7 @@ impl Default for SuiteOptions {
             keep_ram: false,
             stress: true,
             run_init16: true,
+            expect_kvmclock: false,
         }
     }
 }
@@ -549,7 +592,7 @@ pub fn run_suite(rom: &Path, opts: &SuiteOptions) -> Result<SuiteReport, Harness
     let (mut verdicts, to_run) = reloc::verdicts(&act, selected);
 
     // 3. Plans.
-    let ctx = plan::context(map, &act, opts.engine);
+    let ctx = plan::context(map, &act, opts.engine, opts.expect_kvmclock);
     let plan::Chosen {
         batch,
         terminal,

@@ -32,7 +32,7 @@ pub(crate) fn judge_batch(batch: &[Spec], outcomes: &[Outcome], ctx: &Ctx) -> Ve
             .take()
             .filter(|(call, _)| *call == spec.call)
             .map(|(_, r)| r);
-        if let Outcome::Result(r, trap, _) = out {
+        if let Outcome::Result(r, trap, ..) = out {
             if spec.reference {
                 reference = Some((
                     spec.call,
@@ -114,13 +114,14 @@ fn judge_outcome(
     reference: Option<judge::Reference<'_>>,
 ) -> Option<Judged> {
     Some(match out {
-        Outcome::Result(r, trap, samples) => {
+        Outcome::Result(r, trap, samples, host_clock) => {
             let seen = Seen {
                 r,
                 trap: trap.as_ref(),
                 samples: samples.as_deref(),
                 earlier,
                 reference,
+                host_clock: *host_clock,
             };
             Judged::of(judge_vector(spec, ctx, &seen))
         }

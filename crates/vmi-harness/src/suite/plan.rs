@@ -22,8 +22,13 @@ pub(crate) struct Chosen {
 }
 
 /// What the vectors are built for: the guest's memory, the native CPU, the engine, and which
-/// calls the ROM answered CALL_REL and JUMP_REL.
-pub(crate) fn context(map: MemoryMap, act: &Activated, engine: Engine) -> Ctx {
+/// calls the ROM answered CALL_REL and JUMP_REL, and whether it promised kvmclock.
+pub(crate) fn context(
+    map: MemoryMap,
+    act: &Activated,
+    engine: Engine,
+    expect_kvmclock: bool,
+) -> Ctx {
     Ctx {
         map,
         machine: act.machine,
@@ -43,6 +48,7 @@ pub(crate) fn context(map: MemoryMap, act: &Activated, engine: Engine) -> Ctx {
             .filter(|a| a.kind == Some(RelocType::CallRel))
             .filter_map(|a| u8::try_from(a.call).ok())
             .collect(),
+        expect_kvmclock,
     }
 }
 

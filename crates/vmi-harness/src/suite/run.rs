@@ -85,6 +85,9 @@ pub(crate) struct Boot {
     pub exits: Option<kvm::ExitLog>,
     /// KVM engine: the exits of each vector that ran to its `VECTOR_RESULT`.
     pub vector_exits: Vec<VectorExits>,
+    /// KVM engine: the host's Unix time when the runner's PM timer read 0
+    /// ([`kvm::KvmRun::pm_timer_origin`]): a count the guest read maps to the host's clock.
+    pub host_clock: Option<Duration>,
 }
 
 /// The exits one vector caused: from its `STEP` record to the next step's (the guest's
@@ -191,8 +194,11 @@ impl Runner {
             nonce: nonce(salt),
         };
         let image = guest::build(&cfg)?;
-        let (mut engine_run, end, ram) = match self.engine {
-            Engine::Qemu(accel) => self.qemu(&image, accel, idle)?,
+        let (mut engine_run, end, ram, host_clock) = match self.engine {
+            Engine::Qemu(accel) => {
+                let (run, end, ram) = self.qemu(&image, accel, idle)?;
+                (run, end, ram, None)
+            }
             Engine::Kvm => self.kvm(&image)?,
         };
         let (stream, decode_error) = protocol::decode_partial(&engine_run.debugcon);
@@ -211,6 +217,7 @@ impl Runner {
             ram,
             exits,
             vector_exits,
+            host_clock,
         })
     }
 
@@ -288,7 +295,13 @@ impl Runner {
         ))
     }
 
-    fn kvm(&self, g: &GuestImage) -> Result<(EngineRun, End, Option<Vec<u8>>), HarnessError> {
+    /// The run, how it ended, its RAM, and the Unix time at its PM timer's count 0 (None
+    /// when the run failed before it finished).
+    #[allow(clippy::type_complexity)]
+    fn kvm(
+        &self,
+        g: &GuestImage,
+    ) -> Result<(EngineRun, End, Option<Vec<u8>>, Option<Duration>), HarnessError> {
         let image = std::fs::read(&self.rom).map_err(|source| HarnessError::Io {
             what: "reading",
             path: self.rom.clone(),
@@ -330,6 +343,7 @@ impl Runner {
                     },
                     end,
                     partial.ram,
+                    None,
                 ));
             }
             Err((e, _)) => return Err(e),
@@ -358,6 +372,7 @@ impl Runner {
             },
             end,
             run.ram,
+            Some(run.pm_timer_origin),
         ))
     }
 }

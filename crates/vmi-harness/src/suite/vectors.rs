@@ -92,6 +92,8 @@ pub(crate) struct Ctx {
     pub jump: Vec<u8>,
     /// Calls answered CALL_REL.
     pub call_rel: Vec<u8>,
+    /// The ROM promises kvmclock where the CPU offers it ([`super::SuiteOptions::expect_kvmclock`]).
+    pub expect_kvmclock: bool,
 }
 
 impl Ctx {
@@ -112,6 +114,15 @@ impl Ctx {
     /// Whether the engine has a PIC and a PIT (QEMU).
     pub(crate) fn has_pic(&self) -> bool {
         matches!(self.engine, Engine::Qemu(_))
+    }
+
+    /// The ACPI PM timer to measure time with: the one the firmware's FADT names (QEMU), or
+    /// the KVM runner's, which no table names ([`crate::kvm::PM_TIMER`]).
+    pub(crate) fn pm_timer(&self) -> Option<crate::protocol::PmTimer> {
+        match self.engine {
+            Engine::Kvm => self.machine.pm_timer.or(Some(crate::kvm::PM_TIMER)),
+            Engine::Qemu(_) => self.machine.pm_timer,
+        }
     }
 
     /// Kernel linear address of `phys`.

@@ -132,4 +132,5 @@ pub fn suite(image: &[u8], opts: &SuiteOptions) -> SuiteReport {
     r
 }
 
+pub mod kvm_rom;
 pub mod timer_rom;

@@ -36,9 +36,12 @@ pub const RESTART_LIMIT: u32 = 64;
 /// was descheduled in between and the 16-bit count may have gone round.
 pub const SAMPLE_SLACK: u32 = 4096;
 /// TSC cycles between two polls (or the last poll and the second sample) that mean the guest
-/// did not run in between: 3.2 ms at 5 GHz, 32 ms at 500 MHz — less than the 55 ms the
-/// 16-bit count takes to go round at any TSC rate above 291 MHz, far more than a poll takes.
-pub const STALL_CYCLES: u32 = 16_000_000;
+/// may have missed the 16-bit count going round (55 ms): 45 ms at 1 GHz, 19.6 ms at 2.3 GHz,
+/// 9 ms at 5 GHz. Shorter gaps are common on a loaded host (a descheduled vCPU) and harmless:
+/// the count is read again after them and the polls see a wrap. A TSC below 820 MHz could
+/// miss a stop of 55 ms or more; such a stop only ever makes a measurement too high, and the
+/// median of [`WINDOWS`] discards one.
+pub const STALL_CYCLES: u32 = 45_000_000;
 /// The calibration's stack frame, bytes.
 const FRAME: i32 = 44;
 
@@ -74,9 +77,11 @@ const CPUID_TSC_DEADLINE: u32 = 1 << 24;
 /// least [`LATCH`] ticks have passed and takes another: a host that deschedules the guest
 /// widens some brackets, not the narrowest. The median of [`WINDOWS`] measurements counts.
 /// The count is 16 bits, so a host that deschedules the guest for a while can make it go
-/// round unseen: a measurement whose polls see the elapsed ticks shrink, or whose second
-/// sample comes more than [`SAMPLE_SLACK`] ticks after the last poll, is taken again (at
-/// most [`RESTART_LIMIT`] times in all; then the TSC stays uncalibrated).
+/// round unseen: a measurement is taken again when its polls see the elapsed ticks shrink,
+/// when the TSC shows a gap of [`STALL_CYCLES`] or more between two polls or between the last
+/// poll and the second sample, or when that sample comes more than [`SAMPLE_SLACK`] ticks
+/// after the last poll (at most [`RESTART_LIMIT`] times in all; then the TSC stays
+/// uncalibrated and the calls that need it answer NONE).
 pub fn emit_calibrate(e: &mut Emit) -> Result<(), GenError> {
     let a = &mut e.a;
     let mut measure = a.create_label();

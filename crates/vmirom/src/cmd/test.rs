@@ -2,7 +2,8 @@
 //! run every call for real and judge it. Exit 0 only if every implemented call passes (and,
 //! for a trace ROM, its counts are exact), whatever the format. The formats live in
 //! [`crate::report`]; on the kvm engine the JSON also carries VM exit counts per run and per
-//! call.
+//! call. A ROM whose manifest names the kvm backend is held to kvmclock where the CPU offers
+//! it ([`SuiteOptions::expect_kvmclock`]).
 
 use super::CliError;
 use super::files::{self, Expect};
@@ -89,15 +90,20 @@ pub fn run(a: &Args) -> Result<ExitCode, CliError> {
     let image = files::read(&a.rom, &Expect::QEMU_ROM)?;
     // A trace ROM (its manifest names a `trace(…)` backend): keep each run's RAM so that its
     // counters can be held against the guest's own count of what it called.
-    let trace_build = Manifest::read(&image)
-        .and_then(Result::ok)
+    let manifest = Manifest::read(&image).and_then(Result::ok);
+    let trace_build = manifest
+        .as_ref()
         .filter(|m| m.backend.starts_with("trace("))
         .map(|m| m.build_id);
+    // A ROM built on the kvm backend promises kvmclock where the CPU offers it: a CPU without
+    // a registered pvclock area then fails the kvmclock checks instead of being noted.
+    let kvm_build = manifest.as_ref().is_some_and(|m| m.base_backend() == "kvm");
     let opts = SuiteOptions {
         engine: a.engine,
         only: a.only.as_ref().map(|c| c.0.clone()),
         keep_ram: trace_build.is_some(),
         run_init16: !a.no_bios_init,
+        expect_kvmclock: kvm_build,
         ..SuiteOptions::default()
     };
     let report = run_suite(&a.rom, &opts).map_err(|e| CliError(e.to_string()))?;

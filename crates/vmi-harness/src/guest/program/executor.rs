@@ -190,6 +190,16 @@ impl Gen<'_> {
         a.xor(ecx, ecx)?;
         a.cpuid()?;
         a.mov(d(xslot(slot(m::CPUID_EXT1_EDX))), edx)?;
+        self.op(&Op::Cpuid {
+            leaf: p::HV_LEAF,
+            subleaf: 0,
+            slot: slot(m::CPUID_HV),
+        })?;
+        let a = &mut self.a;
+        a.mov(eax, p::HV_LEAF + 1)?;
+        a.xor(ecx, ecx)?;
+        a.cpuid()?;
+        a.mov(d(xslot(slot(m::CPUID_HV1_EAX))), eax)?;
         self.guarded(slot(m::RDPMC_FAULT), |a| {
             a.xor(ecx, ecx)?;
             a.rdpmc()?;
@@ -385,6 +395,28 @@ impl Gen<'_> {
                 load(a, eax, value)?;
                 a.mov(dr_reg(dr)?, eax)?;
             }
+            Op::LoadVia {
+                base,
+                mask,
+                offset,
+                slot,
+            } => {
+                let mut none = a.create_label();
+                let mut done = a.create_label();
+                a.mov(eax, d(xslot(base)))?;
+                a.and(eax, mask as i32)?;
+                a.jz(none)?;
+                a.add(eax, offset as i32)?;
+                a.jc(none)?;
+                a.cmp(eax, l::LOWMEM_MAPPED - 4)?;
+                a.ja(none)?;
+                a.mov(eax, dword_ptr(eax))?;
+                a.jmp(done)?;
+                a.set_label(&mut none)?;
+                a.xor(eax, eax)?;
+                a.set_label(&mut done)?;
+                a.mov(d(xslot(slot)), eax)?;
+            }
             Op::Rdmsr { msr, slot } => {
                 a.mov(ecx, msr)?;
                 a.rdmsr()?;
@@ -483,6 +515,7 @@ impl Gen<'_> {
             | Op::RefTimer { .. }
             | Op::SendSamples
             | Op::ReadPm { .. }
+            | Op::RealRun { .. }
             | Op::ReadRtc { .. }
             | Op::SelfIpi { .. }
             | Op::ApAlarmStart { .. }

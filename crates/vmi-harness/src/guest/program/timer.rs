@@ -53,6 +53,7 @@ pub(super) fn problem(op: &Op) -> Option<String> {
             (stack_words > 2).then(|| format!("{stack_words} stack words (at most 2)"))
         }
         Op::Div64 { by: 0, .. } => Some("division by zero".into()),
+        Op::RealRun { count, .. } => (count < 2).then(|| format!("{count} calls (at least 2)")),
         Op::RefTimer { pit, rate } => {
             let ok = if pit {
                 (19..=10_000).contains(&rate)
@@ -171,6 +172,60 @@ fn arith64(a: &mut CodeAssembler, op: &Op) -> R {
             a.mov(d(xslot(dst.saturating_add(1))), edx)?;
         }
         _ => {}
+    }
+    Ok(())
+}
+
+/// [`Op::RealRun`]. Scratch: the last reading (2 words), calls left.
+fn real_run(a: &mut CodeAssembler, count: u32, slot: u8) -> R {
+    let t = |k: u32| d(vars(var::TIME_TEMP) + 4 * k);
+    let s = |k: u8| d(xslot(slot.saturating_add(k)));
+    let real = |a: &mut CodeAssembler| {
+        rom_call(a, Call::GetCycleCounter, |a| {
+            a.mov(eax, VMI_CYCLES_REAL)?;
+            Ok(())
+        })
+    };
+    let mut again = a.create_label();
+    let mut back = a.create_label();
+    let mut keep = a.create_label();
+    let mut counted = a.create_label();
+    for k in [0, 1, 2, 3, 4] {
+        a.mov(s(k), 0u32)?;
+    }
+    real(a)?;
+    for (k, r) in [(5, eax), (6, edx)] {
+        a.mov(s(k), r)?;
+    }
+    a.mov(t(0), eax)?;
+    a.mov(t(1), edx)?;
+    a.mov(t(2), count - 1)?;
+    a.set_label(&mut again)?;
+    real(a)?;
+    a.cmp(edx, t(1))?;
+    a.ja(keep)?;
+    a.jb(back)?;
+    a.cmp(eax, t(0))?;
+    a.jae(keep)?;
+    a.set_label(&mut back)?;
+    a.cmp(s(0), 0)?;
+    a.jne(counted)?;
+    for (k, v) in [(3, eax), (4, edx)] {
+        a.mov(s(k), v)?;
+    }
+    for (k, from) in [(1, 0), (2, 1)] {
+        a.mov(ecx, t(from))?;
+        a.mov(s(k), ecx)?;
+    }
+    a.set_label(&mut counted)?;
+    a.inc(s(0))?;
+    a.set_label(&mut keep)?;
+    a.mov(t(0), eax)?;
+    a.mov(t(1), edx)?;
+    a.dec(t(2))?;
+    a.jnz(again)?;
+    for (k, r) in [(7, eax), (8, edx)] {
+        a.mov(s(k), r)?;
     }
     Ok(())
 }
@@ -349,6 +404,7 @@ impl Gen<'_> {
                 read_pm(&mut self.a, pm)?;
                 self.a.mov(d(xslot(slot)), eax)?;
             }
+            Op::RealRun { count, slot } => real_run(&mut self.a, count, slot)?,
             Op::SendSamples => self.send_samples()?,
             Op::SelfIpi { vector } => {
                 let a = &mut self.a;
