@@ -212,32 +212,45 @@
 //! progress (the guest streams a record per step, so silence means a hang) and after
 //! [`SuiteOptions::timeout_per_run`] in any case; KVM runs have the latter only.
 
+mod activation;
+mod batch;
+mod counts;
 mod iret_faults;
 mod judge;
 mod kvmclock;
+mod outcomes;
+mod plan;
+mod reloc;
+mod report;
 mod run;
 mod scenarios;
 mod stress;
+mod terminal;
 mod timer;
 mod vectors;
 
 use crate::engine::Engine;
 use crate::error::HarnessError;
-use crate::guest::{LAYOUT_VERSION, MemoryMap, Step, Vector, layout};
+use crate::guest::MemoryMap;
 use crate::kvm::ExitCounts;
-use crate::probe::{self, ProbeReport, RelocAnswer};
-use crate::protocol::{EndStatus, Exception, Machine, Record, Samples, StepId, VectorResult};
-use judge::{Findings, Judged, Seen};
-use run::{Boot, End, Runner};
+use crate::protocol::Exception;
+use activation::{Activated, activation_steps};
+use batch::{Outcome, run_batch};
+use counts::{attach_exits, call_exits};
+use judge::Judged;
+use outcomes::PerCall;
+use report::{log_run, log_summary};
+use run::{Boot, Runner};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::Path;
 use std::time::{Duration, Instant};
 pub use stress::StressSummary;
-use vectors::{Ctx, Flow, Plan, Spec};
-use vmi_abi::calls::{CALLS, NUM_CALLS, RelocType};
-use vmi_abi::{Call, call};
+use terminal::TerminalRuns;
+use vectors::Spec;
+use vmi_abi::call;
+use vmi_abi::calls::NUM_CALLS;
 
 /// Numbers that are not VMI calls: GetRelocationInfo must answer NONE for them.
 pub const UNKNOWN_CALLS: [u32; 4] = [74, 80, 0x100, 0xFF_FFFF];
@@ -480,43 +493,6 @@ impl RunSummary {
     }
 }
 
-/// The exits of `vectors`, summed per call.
-fn call_exits(vectors: &[run::VectorExits]) -> BTreeMap<u8, CallExits> {
-    let mut out: BTreeMap<u8, CallExits> = BTreeMap::new();
-    for v in vectors {
-        let c = out.entry(v.call).or_default();
-        c.vectors += 1;
-        c.invocations += u32::from(v.invoked);
-        c.rom += &v.rom;
-        c.guest += &v.guest;
-    }
-    out
-}
-
-/// Gives every call the exits of its vectors over `runs` (calls without any keep None; a
-/// passing NOP answer gets zero counts where exits are counted).
-fn attach_exits(verdicts: &mut [CallVerdict], runs: &[RunSummary]) {
-    let counted = runs.iter().any(|r| r.exits.is_some());
-    for v in verdicts {
-        let mut sum: Option<CallExits> = None;
-        for c in runs
-            .iter()
-            .filter_map(|r| r.exits.as_ref()?.calls.get(&v.call))
-        {
-            let s = sum.get_or_insert_with(CallExits::default);
-            s.vectors += c.vectors;
-            s.invocations += c.invocations;
-            s.rom += &c.rom;
-            s.guest += &c.guest;
-        }
-        let nop = RelocType::Nop.name();
-        if sum.is_none() && counted && v.reloc == nop && v.verdict == Verdict::Pass {
-            sum = Some(CallExits::default());
-        }
-        v.exits = sum;
-    }
-}
-
 /// The whole suite's result.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SuiteReport {
@@ -587,13 +563,6 @@ fn verdict(n: u8, reloc: String, verdict: Verdict, detail: impl Into<String>) ->
     }
 }
 
-/// The steps every run starts with: probe, Init, GetRelocationInfo for 0–73.
-fn activation_steps() -> Vec<Step> {
-    let mut steps = vec![Step::Probe, Step::Init];
-    steps.extend((0..NUM_CALLS as u32).map(Step::GetReloc));
-    steps
-}
-
 /// Runs the conformance suite against the ROM at `rom`.
 ///
 /// Errors only when nothing could run: the ROM file cannot be read, the engine is not
@@ -602,6 +571,62 @@ fn activation_steps() -> Vec<Step> {
 /// found by the probe — is in the report.
 pub fn run_suite(rom: &Path, opts: &SuiteOptions) -> Result<SuiteReport, HarnessError> {
     let start = Instant::now();
+    check_setup(rom, opts)?;
+    let (paging, paging_note) = choose_paging(opts)?;
+    let map = MemoryMap::new(opts.page_offset, paging)?;
+    let runner = runner(rom, opts, map);
+    let mut report = report::empty(rom, opts, paging);
+    report.activation.notes.extend(paging_note);
+
+    // 1. Activation.
+    let Some(act) = activation::run(&runner, opts, &map, &mut report)? else {
+        return Ok(report::finish(report, opts, start));
+    };
+
+    // 2. Relocation answers.
+    let selected = |n: u8| {
+        opts.only
+            .as_ref()
+            .is_none_or(|only| only.contains(&u32::from(n)))
+    };
+    let (mut verdicts, to_run) = reloc::verdicts(&act, selected);
+
+    // 3. Plans.
+    let ctx = plan::context(map, &act, opts.engine, opts.expect_kvmclock);
+    let plan::Chosen {
+        batch,
+        terminal,
+        notes,
+    } = plan::choose(&ctx, &to_run, paging, &mut verdicts);
+
+    // 4. Runs: the vector batch here, Shutdown/Reboot on their own (in parallel).
+    let (outcomes, inconsistent, terminal_boots) =
+        run_vectors(&runner, &batch, &terminal, &act, opts, &mut report)?;
+
+    // 5. Judging.
+    let mut judged = outcomes::judge_batch(&batch, &outcomes, &ctx);
+    outcomes::time_again(&runner, &batch, &mut judged, &act, opts, &ctx, &mut report)?;
+    let mut per_call = outcomes::by_call(&batch, judged);
+    terminal::judge_terminals(&terminal, terminal_boots, &act, &mut report, &mut per_call);
+
+    // 6. Re-entrancy under a timer-interrupt storm, for the calls that passed so far.
+    let stressable = may_stress(selected, &per_call, &inconsistent);
+    let (summary, boot) = stress::run(&runner, opts, &act, &stressable, &mut per_call)?;
+    if let Some(boot) = boot {
+        log_run(&mut report, "stress", 0, &boot);
+    }
+    report.stress = Some(summary);
+
+    // 7. The verdicts, with each call's VM exits.
+    report::call_verdicts(&mut verdicts, per_call, &inconsistent, &notes);
+    attach_exits(&mut verdicts, &report.run_log);
+    report.calls = verdicts;
+    Ok(report::finish(report, opts, start))
+}
+
+/// What must hold before anything runs: the ROM file readable, the engine available, and no
+/// option given that the engine cannot honour.
+fn check_setup(rom: &Path, opts: &SuiteOptions) -> Result<(), HarnessError> {
     std::fs::metadata(rom).map_err(|source| HarnessError::Io {
         what: "reading",
         path: rom.to_path_buf(),
@@ -617,28 +642,28 @@ pub fn run_suite(rom: &Path, opts: &SuiteOptions) -> Result<SuiteReport, Harness
     }
     let bad = |reason: String| Err(HarnessError::InvalidConfig { reason });
     match opts.engine {
-        Engine::Kvm if !opts.extra_args.is_empty() => {
-            return bad(format!(
-                "QEMU arguments {:?} were given for the kvm engine",
-                opts.extra_args
-            ));
-        }
-        Engine::Qemu(_) if opts.rom_base.is_some() => {
-            return bad(format!(
-                "a ROM base ({:#x?}) was given for {}: under QEMU SeaBIOS chooses where the ROM \
-                 goes",
-                opts.rom_base, opts.engine
-            ));
-        }
-        Engine::Qemu(_) if !opts.run_init16 => {
-            return bad(format!(
-                "not running the ROM's 16-bit init was asked for {}: under QEMU SeaBIOS always \
-                 runs it (use the kvm engine)",
-                opts.engine
-            ));
-        }
-        _ => {}
+        Engine::Kvm if !opts.extra_args.is_empty() => bad(format!(
+            "QEMU arguments {:?} were given for the kvm engine",
+            opts.extra_args
+        )),
+        Engine::Qemu(_) if opts.rom_base.is_some() => bad(format!(
+            "a ROM base ({:#x?}) was given for {}: under QEMU SeaBIOS chooses where the ROM \
+             goes",
+            opts.rom_base, opts.engine
+        )),
+        Engine::Qemu(_) if !opts.run_init16 => bad(format!(
+            "not running the ROM's 16-bit init was asked for {}: under QEMU SeaBIOS always \
+             runs it (use the kvm engine)",
+            opts.engine
+        )),
+        _ => Ok(()),
     }
+}
+
+/// Whether the guest pages ([`SuiteOptions::paging`], else wherever the engine can), and the
+/// activation note when it does not; an error when paging was asked for where the engine
+/// cannot page.
+fn choose_paging(opts: &SuiteOptions) -> Result<(bool, Option<String>), HarnessError> {
     let can_page = opts.engine.can_page();
     let paging = match (opts.paging, &can_page) {
         (Some(true), Err(why)) => {
@@ -649,8 +674,16 @@ pub fn run_suite(rom: &Path, opts: &SuiteOptions) -> Result<SuiteReport, Harness
         (Some(p), _) => p,
         (None, r) => r.is_ok(),
     };
-    let map = MemoryMap::new(opts.page_offset, paging)?;
-    let runner = Runner {
+    let note = (!paging).then(|| match &can_page {
+        Err(why) => format!("running without paging: {why}"),
+        Ok(()) => "running without paging (asked for)".into(),
+    });
+    Ok((paging, note))
+}
+
+/// The runner of every guest run of the suite.
+fn runner(rom: &Path, opts: &SuiteOptions, map: MemoryMap) -> Runner {
+    Runner {
         rom: rom.to_path_buf(),
         engine: opts.engine,
         map,
@@ -660,249 +693,54 @@ pub fn run_suite(rom: &Path, opts: &SuiteOptions) -> Result<SuiteReport, Harness
         extra_args: opts.extra_args.clone(),
         keep_ram: opts.keep_ram,
         run_init16: opts.run_init16,
-    };
-    let mut report = SuiteReport {
-        rom: rom.display().to_string(),
-        engine: opts.engine.to_string(),
-        activation: Activation {
-            page_offset: opts.page_offset,
-            paging,
-            ..Activation::default()
-        },
-        calls: Vec::new(),
-        wall: Duration::ZERO,
-        runs: 0,
-        skipped_reason: None,
-        run_log: Vec::new(),
-        invocations: None,
-        stress: None,
-        bios_init: opts.engine.uses_seabios() || opts.run_init16,
-    };
-    if !paging {
-        report.activation.notes.push(match &can_page {
-            Err(why) => format!("running without paging: {why}"),
-            Ok(()) => "running without paging (asked for)".into(),
-        });
     }
+}
 
-    // 1. Activation.
-    let mut steps = vec![Step::Machine];
-    steps.extend(activation_steps());
-    steps.extend(UNKNOWN_CALLS.iter().map(|n| Step::GetReloc(*n)));
-    let boot = runner.boot(steps, Vec::new(), Vec::new(), Some(opts.hang_timeout), 0)?;
-    log_run(&mut report, "activation", 0, &boot);
-    if let Some(note) = init16_note(&boot, opts) {
-        report.activation.notes.push(note);
-    }
-    let act = activation(&boot, &map, opts.engine, &mut report.activation);
-    let Some(act) = act else {
-        let why = format!(
-            "not run: activation failed ({})",
-            report.activation.problems.join("; ")
-        );
-        report.calls = CALLS
-            .iter()
-            .map(|c| verdict(c.number, String::new(), Verdict::Skipped, why.clone()))
-            .collect();
-        // The call whose GetRelocationInfo raised the exception fails.
-        if let Some(e) = boot.stream.exception() {
-            if let StepId::GetReloc(n) = e.step {
-                let rom = report.activation.linear.zip(report.activation.rom_len);
-                let what = format!(
-                    "GetRelocationInfo({n}) raised {}",
-                    describe_exception(e, rom)
-                );
-                if let Some(c) = report.calls.get_mut(n as usize) {
-                    c.verdict = Verdict::Fail;
-                    c.detail = what;
-                }
-            }
-        }
-        report.skipped_reason = Some(why);
-        report.invocations = total_invocations(&report.run_log, opts.keep_ram);
-        report.wall = start.elapsed();
-        return Ok(report);
-    };
+/// The batch's outcomes, the calls whose GetRelocationInfo answer changed between runs, and
+/// every run of each terminal job.
+type Ran = (Vec<Outcome>, BTreeMap<u8, String>, TerminalRuns);
 
-    // 2. Relocation answers.
-    let selected = |n: u8| {
-        opts.only
-            .as_ref()
-            .is_none_or(|only| only.contains(&u32::from(n)))
-    };
-    let mut verdicts: Vec<CallVerdict> = Vec::with_capacity(NUM_CALLS);
-    let mut to_run: Vec<Call> = Vec::new();
-    for c in CALLS.iter() {
-        let (v, run) = reloc_verdict(c.number, &act, selected(c.number));
-        if run {
-            if let Some(id) = Call::from_number(u32::from(c.number)) {
-                to_run.push(id);
-            }
-        }
-        verdicts.push(v);
-    }
-
-    // 3. Plans.
-    let ctx = Ctx {
-        map,
-        machine: act.machine,
-        engine: opts.engine,
-        stack_top: map.va(layout::STACK_TOP),
-        jump: act
-            .answers
-            .iter()
-            .flatten()
-            .filter(|a| a.kind == Some(RelocType::JumpRel))
-            .filter_map(|a| u8::try_from(a.call).ok())
-            .collect(),
-        call_rel: act
-            .answers
-            .iter()
-            .flatten()
-            .filter(|a| a.kind == Some(RelocType::CallRel))
-            .filter_map(|a| u8::try_from(a.call).ok())
-            .collect(),
-        expect_kvmclock: opts.expect_kvmclock,
-    };
-    let mut specs: Vec<Spec> = Vec::new();
-    let mut notes: BTreeMap<u8, Vec<String>> = BTreeMap::new();
-    for id in &to_run {
-        let n = *id as u8;
-        match vectors::plan(&ctx, *id) {
-            Plan::Skip(why) => set(&mut verdicts, n, Verdict::Skipped, why),
-            Plan::Run(mut s, note) => {
-                let before = s.len();
-                if !paging {
-                    s.retain(|x| !x.needs_paging);
-                }
-                if s.is_empty() {
-                    let why = if before > 0 {
-                        scenarios::needs_paging(&ctx)
-                    } else {
-                        "no vector applies".into()
-                    };
-                    set(&mut verdicts, n, Verdict::Skipped, why);
-                    continue;
-                }
-                notes.insert(n, note);
-                specs.extend(s);
-            }
-        }
-    }
-
-    // 4. Runs: the vector batch here, Shutdown/Reboot on their own (in parallel).
-    let (terminal, batch): (Vec<Spec>, Vec<Spec>) = specs
-        .into_iter()
-        .partition(|s| matches!(s.flow, Flow::Shutdown | Flow::Reboot));
-    let jobs: Vec<(Vector, Duration)> = terminal
-        .iter()
-        .map(|s| {
-            let idle = match s.flow {
-                Flow::Shutdown => opts.settle,
-                _ => opts.hang_timeout,
-            };
-            (s.vector.clone(), idle)
-        })
-        .collect();
+/// Runs the batch and, alongside it ([`SuiteOptions::parallel`]), Shutdown/Reboot's runs of
+/// their own. The batch's runs go into the run log; the terminal ones are logged when judged.
+fn run_vectors(
+    runner: &Runner,
+    batch: &[Spec],
+    terminal: &[Spec],
+    act: &Activated,
+    opts: &SuiteOptions,
+    report: &mut SuiteReport,
+) -> Result<Ran, HarnessError> {
+    let jobs = terminal::jobs(terminal, opts);
     let mut batch_log = Vec::new();
     let batch_refs: Vec<&Spec> = batch.iter().collect();
     let (batch_out, terminal_boots) = if opts.parallel && !jobs.is_empty() {
         std::thread::scope(|scope| {
-            let handle = scope.spawn(|| run_terminals(&runner, jobs, opts.hang_timeout));
-            let out = run_batch(&runner, &batch_refs, &act, opts, &mut batch_log);
+            let handle = scope.spawn(|| terminal::run_terminals(runner, jobs, opts.hang_timeout));
+            let out = run_batch(runner, &batch_refs, act, opts, &mut batch_log);
             let t = handle.join().unwrap_or_default();
             (out, t)
         })
     } else {
-        let out = run_batch(&runner, &batch_refs, &act, opts, &mut batch_log);
-        (out, run_terminals(&runner, jobs, opts.hang_timeout))
+        let out = run_batch(runner, &batch_refs, act, opts, &mut batch_log);
+        (
+            out,
+            terminal::run_terminals(runner, jobs, opts.hang_timeout),
+        )
     };
     let (outcomes, inconsistent) = batch_out?;
     for run in batch_log {
-        log_summary(&mut report, run);
+        log_summary(report, run);
     }
+    Ok((outcomes, inconsistent, terminal_boots))
+}
 
-    // 5. Judging.
-    let mut per_call: BTreeMap<u8, Vec<(String, Judged)>> = BTreeMap::new();
-    let mut earlier: BTreeMap<u8, Vec<&VectorResult>> = BTreeMap::new();
-    let mut reference: Option<(u8, judge::Reference<'_>)> = None;
-    let mut judged: Vec<Option<Judged>> = Vec::with_capacity(batch.len());
-    for (spec, out) in batch.iter().zip(&outcomes) {
-        let this_reference = reference
-            .take()
-            .filter(|(call, _)| *call == spec.call)
-            .map(|(_, r)| r);
-        if let Outcome::Result(r, trap, ..) = out {
-            if spec.reference {
-                reference = Some((
-                    spec.call,
-                    judge::Reference {
-                        r,
-                        trap: trap.as_ref(),
-                    },
-                ));
-            }
-        }
-        let prev = earlier.entry(spec.call).or_default();
-        judged.push(judge_outcome(spec, out, &ctx, prev, this_reference));
-        if let Outcome::Result(r, ..) = out {
-            prev.push(r);
-        }
-    }
-    // Timing the host was too busy for: again, in runs of their own.
-    for round in 1..=TIMING_RETRIES {
-        let again: Vec<usize> = judged
-            .iter()
-            .enumerate()
-            .filter(|(_, j)| matches!(j, Some(Judged::Inconclusive(_))))
-            .map(|(i, _)| i)
-            .collect();
-        let specs: Vec<&Spec> = again.iter().filter_map(|i| batch.get(*i)).collect();
-        if specs.is_empty() {
-            break;
-        }
-        let mut log = Vec::new();
-        let (outs, _) = run_batch(&runner, &specs, &act, opts, &mut log)?;
-        for mut run in log {
-            run.purpose = format!("timing again ({round})");
-            log_summary(&mut report, run);
-        }
-        for ((i, spec), out) in again.iter().zip(&specs).zip(&outs) {
-            if let (Some(slot), Some(j)) = (
-                judged.get_mut(*i),
-                judge_outcome(spec, out, &ctx, &[], None),
-            ) {
-                *slot = Some(j);
-            }
-        }
-    }
-    for (spec, j) in batch.iter().zip(judged) {
-        let entry = per_call.entry(spec.call).or_default();
-        if let Some(j) = j {
-            entry.push((spec.what.clone(), j));
-        }
-    }
-    // (A panicked runner thread leaves no runs: "could not run".)
-    let padded = terminal_boots
-        .into_iter()
-        .chain(std::iter::repeat_with(Vec::new));
-    for (spec, boots) in terminal.iter().zip(padded) {
-        let mut out = Judged::Failed("could not run".into());
-        for boot in boots {
-            out = match boot {
-                Ok(b) => {
-                    log_run(&mut report, &spec.what, 1, &b);
-                    judge_terminal(spec, &b, &act)
-                }
-                Err(e) => Judged::Failed(format!("could not run: {e}")),
-            };
-        }
-        per_call
-            .entry(spec.call)
-            .or_default()
-            .push((spec.what.clone(), out));
-    }
-    // 6. Re-entrancy under a timer-interrupt storm, for the calls that passed so far.
+/// The calls the stress run may make: selected, no judgment of theirs failed, and their
+/// GetRelocationInfo answer never changed.
+fn may_stress<'a>(
+    selected: impl Fn(u8) -> bool + 'a,
+    per_call: &PerCall,
+    inconsistent: &'a BTreeMap<u8, String>,
+) -> impl Fn(u8) -> bool + 'a {
     let failed: Vec<u8> = per_call
         .iter()
         .filter(|(n, outs)| {
@@ -915,120 +753,7 @@ pub fn run_suite(rom: &Path, opts: &SuiteOptions) -> Result<SuiteReport, Harness
         })
         .map(|(n, _)| *n)
         .collect();
-    let stressable = |n: u8| selected(n) && !failed.contains(&n);
-    let (summary, boot) = stress::run(&runner, opts, &act, &stressable, &mut per_call)?;
-    if let Some(boot) = boot {
-        log_run(&mut report, "stress", 0, &boot);
-    }
-    report.stress = Some(summary);
-    for (n, mut outs) in per_call {
-        if let Some(why) = inconsistent.get(&n) {
-            outs.push(("GetRelocationInfo".into(), Judged::Failed(why.clone())));
-        }
-        let idx = usize::from(n);
-        if let Some(v) = verdicts.get_mut(idx) {
-            let note = notes.get(&n).cloned().unwrap_or_default();
-            *v = judge::aggregate(v.clone(), &outs, &note);
-        }
-    }
-    for v in &mut verdicts {
-        if v.verdict == Verdict::Skipped && v.detail.is_empty() {
-            v.detail = "not run".into();
-        }
-    }
-    attach_exits(&mut verdicts, &report.run_log);
-    report.calls = verdicts;
-    report.invocations = total_invocations(&report.run_log, opts.keep_ram);
-    report.wall = start.elapsed();
-    Ok(report)
-}
-
-/// KVM engine: what the runner's BIOS step did in `boot`, in words.
-fn init16_note(boot: &Boot, opts: &SuiteOptions) -> Option<String> {
-    if opts.engine != Engine::Kvm {
-        return None;
-    }
-    Some(match &boot.init16 {
-        Some(crate::kvm::Init16::Ran(r)) => format!("the KVM runner {r}"),
-        Some(crate::kvm::Init16::Skipped { reason }) => format!(
-            "the KVM runner did not run the ROM's 16-bit init (SeaBIOS would not either): \
-             {reason}"
-        ),
-        None if !opts.run_init16 => "the KVM runner did not run the ROM's 16-bit init (asked \
-                                     not to): the ROM has no private RAM"
-            .into(),
-        None => return None,
-    })
-}
-
-/// Invocations per call summed over `runs` (None unless RAM was kept for every run).
-fn total_invocations(runs: &[RunSummary], kept: bool) -> Option<Vec<u32>> {
-    if !kept {
-        return None;
-    }
-    runs.iter().try_fold(vec![0u32; NUM_CALLS], |mut sum, r| {
-        for (s, n) in sum.iter_mut().zip(r.invoked.as_ref()?) {
-            *s = s.saturating_add(*n);
-        }
-        Some(sum)
-    })
-}
-
-/// Shutdown / Reboot: one run each, the vector right after activation. A run whose short
-/// settle time ran out before the guest even reached the call (the host was busy) is run once
-/// more with the hang timeout.
-/// Returns every run of each job (the last one counts).
-fn run_terminals(
-    runner: &Runner,
-    jobs: Vec<(Vector, Duration)>,
-    hang: Duration,
-) -> Vec<Vec<Result<Boot, HarnessError>>> {
-    jobs.into_iter()
-        .enumerate()
-        .map(|(k, (v, idle))| {
-            let mut steps = activation_steps();
-            steps.push(Step::Vector(0));
-            let salt = 1000 + 2 * k as u32;
-            let first = runner.boot(steps.clone(), vec![v.clone()], Vec::new(), Some(idle), salt);
-            let early = first.as_ref().is_ok_and(|b| {
-                matches!(b.end, End::Idle(_))
-                    && b.stream.last_step() != StepId::Vector(0)
-                    && idle < hang
-            });
-            let mut runs = vec![first];
-            if early {
-                runs.push(runner.boot(steps, vec![v], Vec::new(), Some(hang), salt + 1));
-            }
-            runs
-        })
-        .collect()
-}
-
-fn set(verdicts: &mut [CallVerdict], n: u8, v: Verdict, detail: String) {
-    if let Some(x) = verdicts.get_mut(usize::from(n)) {
-        x.verdict = v;
-        x.detail = detail;
-    }
-}
-
-fn log_run(report: &mut SuiteReport, purpose: &str, vectors: usize, boot: &Boot) {
-    log_summary(report, RunSummary::of(purpose, vectors, boot));
-}
-
-fn log_summary(report: &mut SuiteReport, run: RunSummary) {
-    report.runs += 1;
-    report.run_log.push(run);
-}
-
-/// What activation produced, for the rest of the suite.
-struct Activated {
-    /// GetRelocationInfo answers by call number (None: never asked).
-    answers: Vec<Option<RelocAnswer>>,
-    /// The native CPU.
-    machine: Machine,
-    /// The ROM's linear base and length.
-    linear: u32,
-    len: u32,
+    move |n: u8| selected(n) && !failed.contains(&n)
 }
 
 /// Describes an exception for a verdict: mnemonic, vector, EIP with its ROM offset.
@@ -1059,627 +784,4 @@ fn describe_exception(e: &Exception, rom: Option<(u32, u32)>) -> String {
             e.error_code
         )
     }
-}
-
-/// Judges the activation run; None when no call can be executed.
-fn activation(
-    boot: &Boot,
-    map: &MemoryMap,
-    engine: Engine,
-    a: &mut Activation,
-) -> Option<Activated> {
-    let p: ProbeReport =
-        match probe::report(&boot.stream, map, &boot.engine_run, engine, boot.nonce) {
-            Ok(p) => p,
-            Err(e) => {
-                a.problems
-                    .push(format!("the activation run is unusable: {e}"));
-                return None;
-            }
-        };
-    a.candidates = p.candidates.len();
-    a.found = p.chosen.is_some();
-    a.base = p.chosen;
-    a.linear = p.chosen_linear;
-    a.rom_len = p.rom_len;
-    if let Some(m) = boot.stream.machine() {
-        let [_, ebx, ecx, edx] = m.cpuid0;
-        a.cpu_vendor = [ebx, edx, ecx]
-            .into_iter()
-            .flat_map(u32::to_le_bytes)
-            .filter(|b| b.is_ascii_graphic() || *b == b' ')
-            .map(char::from)
-            .collect();
-    }
-    let rom = p.chosen_linear.zip(p.rom_len);
-    if let Some(e) = &p.exception {
-        a.problems
-            .push(format!("{} raised {}", e.step, describe_exception(e, rom)));
-    }
-    if !a.found {
-        let mut why = format!(
-            "no VMI ROM found by the probe ({} option-ROM candidate{} looked at",
-            p.candidates.len(),
-            if p.candidates.len() == 1 { "" } else { "s" }
-        );
-        let rejected: Vec<String> = p
-            .candidates
-            .iter()
-            .map(|c| format!("{:#x}: {:?}", c.base, c.outcome))
-            .collect();
-        if !rejected.is_empty() {
-            why.push_str(&format!(": {}", rejected.join(", ")));
-        }
-        why.push(')');
-        if p.seabios_log.contains("bad checksum") {
-            why.push_str(
-                "; SeaBIOS logged \"Found option rom with bad checksum\" and dropped the image",
-            );
-        }
-        a.problems.push(why);
-    }
-    if p.end.is_none() && p.exception.is_none() {
-        a.problems.push(format!(
-            "the activation run did not finish: {}{}",
-            boot.end,
-            boot.decode_error
-                .as_ref()
-                .map(|e| format!(" ({e})"))
-                .unwrap_or_default()
-        ));
-    }
-    if let Some(init) = &p.init {
-        a.init_eax = Some(init.eax);
-        a.kernel_rpl = Some(init.kernel_rpl);
-        if init.eax != 0 {
-            a.problems.push(format!(
-                "Init returned EAX {:#010x}: Linux prints \"VMI ROM failed to initialize!\" and \
-                 stays native",
-                init.eax
-            ));
-        }
-        for r in &init.clobbered {
-            a.problems.push(format!(
-                "Init changed {} (callee-saved)",
-                judge::reg_name(*r)
-            ));
-        }
-        if !init.esp_ok {
-            a.problems
-                .push(format!("Init returned with ESP {:#010x}", init.regs.esp));
-        }
-        if init.regs.eflags & judge::IF != 0 {
-            a.notes
-                .push("Init returned with IF = 1 (Linux activates with interrupts off)".into());
-        }
-    }
-    let mut answers: Vec<Option<RelocAnswer>> = vec![None; NUM_CALLS];
-    for r in &p.relocations {
-        let bad: Vec<String> = r
-            .changed
-            .iter()
-            .filter(|x| !matches!(x, vmi_abi::calls::Reg::Ecx))
-            .map(|x| judge::reg_name(*x))
-            .collect();
-        if !bad.is_empty() {
-            a.problems.push(format!(
-                "GetRelocationInfo({}) changed {} (callee-saved)",
-                r.call,
-                bad.join(", ")
-            ));
-        }
-        if !r.esp_ok {
-            a.problems.push(format!(
-                "GetRelocationInfo({}) returned with ESP {:#010x}",
-                r.call, r.regs.esp
-            ));
-        }
-        if r.regs.eflags & judge::DF != 0 {
-            a.problems.push(format!(
-                "GetRelocationInfo({}) returned with DF = 1",
-                r.call
-            ));
-        }
-        if UNKNOWN_CALLS.contains(&r.call) && r.reloc_type != 0 {
-            a.problems.push(format!(
-                "GetRelocationInfo({}) answered {} for a number that is not a VMI call (must be \
-                 NONE)",
-                r.call,
-                judge::reloc_name(r.reloc_type)
-            ));
-        }
-        if let Some(slot) = answers.get_mut(r.call as usize) {
-            *slot = Some(r.clone());
-        }
-    }
-    a.ok = a.problems.is_empty();
-    // An exception anywhere in activation would recur in every later run at the same step.
-    let usable = a.found
-        && p.exception.is_none()
-        && p.init.as_ref().is_some_and(|i| i.eax == 0)
-        && answers.iter().any(Option::is_some);
-    if !usable {
-        return None;
-    }
-    let machine = boot.stream.machine().copied()?;
-    Some(Activated {
-        answers,
-        machine,
-        linear: p.chosen_linear.unwrap_or(0),
-        len: p.rom_len.unwrap_or(0),
-    })
-}
-
-/// The verdict from the relocation answer alone; `true` when the call's code must be run.
-fn reloc_verdict(n: u8, act: &Activated, selected: bool) -> (CallVerdict, bool) {
-    let Some(spec) = call(u32::from(n)) else {
-        return (
-            verdict(n, String::new(), Verdict::Skipped, "no such call"),
-            false,
-        );
-    };
-    if !selected {
-        let reloc = act
-            .answers
-            .get(usize::from(n))
-            .and_then(Option::as_ref)
-            .map(|a| judge::reloc_name(a.reloc_type))
-            .unwrap_or_default();
-        return (verdict(n, reloc, Verdict::Skipped, "not selected"), false);
-    }
-    let Some(a) = act.answers.get(usize::from(n)).and_then(Option::as_ref) else {
-        return (
-            verdict(
-                n,
-                String::new(),
-                Verdict::Skipped,
-                "not asked: activation stopped before GetRelocationInfo reached it",
-            ),
-            false,
-        );
-    };
-    let reloc = judge::reloc_name(a.reloc_type);
-    let fail = |why: String| (verdict(n, reloc.clone(), Verdict::Fail, why), false);
-    let Some(kind) = a.kind else {
-        return fail(format!(
-            "GetRelocationInfo answered type {}: not a relocation type (Linux BUG()s on it at \
-             inline-patched sites)",
-            a.reloc_type
-        ));
-    };
-    if !spec.allowed.contains(kind) {
-        let allowed: Vec<&str> = spec.allowed.iter().map(RelocType::name).collect();
-        return fail(format!(
-            "{} not allowed for {} (vmi-abi.md §3.5 allows {})",
-            kind.name(),
-            spec.name,
-            allowed.join("|")
-        ));
-    }
-    if kind != RelocType::None {
-        for r in spec.requires {
-            let dep = act.answers.get(usize::from(*r)).and_then(Option::as_ref);
-            if dep.and_then(|d| d.kind) != Some(RelocType::CallRel) {
-                return fail(format!(
-                    "{} is implemented, so {} must be CALL_REL (Linux calls it without a NULL \
-                     check), but it is {}",
-                    spec.name,
-                    call(u32::from(*r)).map_or("?", |c| c.name),
-                    dep.map_or_else(|| "unknown".into(), |d| judge::reloc_name(d.reloc_type))
-                ));
-            }
-        }
-    }
-    match kind {
-        RelocType::None => (
-            verdict(
-                n,
-                reloc,
-                Verdict::NotImplemented,
-                "NONE: Linux keeps the native operation",
-            ),
-            false,
-        ),
-        RelocType::Nop => (
-            verdict(n, reloc, Verdict::Pass, "NOP: nothing to execute"),
-            false,
-        ),
-        RelocType::CallRel | RelocType::JumpRel => {
-            let inside = a.eip.checked_sub(act.linear).is_some_and(|o| o < act.len);
-            if !inside {
-                return fail(format!(
-                    "target {:#010x} lies outside the ROM image ({:#010x}..{:#010x})",
-                    a.eip,
-                    act.linear,
-                    act.linear.wrapping_add(act.len)
-                ));
-            }
-            let mut v = verdict(n, reloc, Verdict::Skipped, "");
-            v.eip = Some(a.eip);
-            (v, true)
-        }
-    }
-}
-
-/// How often a vector the host was too busy to time runs again.
-const TIMING_RETRIES: u32 = 2;
-
-/// Judges one batch vector's outcome (None: it never ran because its call already failed).
-fn judge_outcome(
-    spec: &Spec,
-    out: &Outcome,
-    ctx: &Ctx,
-    earlier: &[&VectorResult],
-    reference: Option<judge::Reference<'_>>,
-) -> Option<Judged> {
-    Some(match out {
-        Outcome::Result(r, trap, samples, host_clock) => {
-            let seen = Seen {
-                r,
-                trap: trap.as_ref(),
-                samples: samples.as_deref(),
-                earlier,
-                reference,
-                host_clock: *host_clock,
-            };
-            Judged::of(judge_vector(spec, ctx, &seen))
-        }
-        Outcome::Killed(why) => Judged::Failed(why.clone()),
-        Outcome::Unsupported(why) => Judged::Unsupported(why.clone()),
-        Outcome::NotRun(why) => Judged::Failed(why.clone()?),
-    })
-}
-
-/// What one batch vector produced.
-#[derive(Debug)]
-enum Outcome {
-    /// Its `VECTOR_RESULT`, the first `TRAP` it caused, its `SAMPLES`, and the run's host
-    /// clock ([`Seen::host_clock`]).
-    Result(
-        Box<VectorResult>,
-        Option<Exception>,
-        Option<Box<Samples>>,
-        Option<Duration>,
-    ),
-    /// It killed the guest, because …
-    Killed(String),
-    /// The engine could not run it (kvm-pvm emulation), because …
-    Unsupported(String),
-    /// It never ran (Some: a reason to report; None: its call was already failed by another
-    /// vector that killed the guest).
-    NotRun(Option<String>),
-}
-
-type BatchLog = Vec<RunSummary>;
-
-/// Runs `specs` in as few guest runs as possible: one, plus one more after every vector that
-/// kills the guest. Returns one outcome per spec and the calls whose GetRelocationInfo answer
-/// changed between runs.
-fn run_batch(
-    runner: &Runner,
-    specs: &[&Spec],
-    act: &Activated,
-    opts: &SuiteOptions,
-    log: &mut BatchLog,
-) -> Result<(Vec<Outcome>, BTreeMap<u8, String>), HarnessError> {
-    let mut outcomes: Vec<Option<Outcome>> = (0..specs.len()).map(|_| None).collect();
-    let mut inconsistent: BTreeMap<u8, String> = BTreeMap::new();
-    let mut killed_calls: Vec<u8> = Vec::new();
-    let mut pending: Vec<usize> = (0..specs.len()).collect();
-    let mut round = 0u32;
-    // A vector that needs a second CPU gets it for the whole batch.
-    let mut smp = runner.clone();
-    if specs.iter().any(|s| s.smp) {
-        smp.extra_args.extend(["-smp".into(), "2".into()]);
-    }
-    let runner = &smp;
-    while !pending.is_empty() {
-        round += 1;
-        let vectors: Vec<Vector> = pending
-            .iter()
-            .filter_map(|i| specs.get(*i))
-            .map(|s| s.vector.clone())
-            .collect();
-        let mut steps = activation_steps();
-        steps.extend((0..vectors.len() as u32).map(Step::Vector));
-        let boot = runner.boot(steps, vectors, Vec::new(), Some(opts.hang_timeout), round)?;
-        log.push(RunSummary::of(
-            &format!("vectors (run {round})"),
-            pending.len(),
-            &boot,
-        ));
-        let rom = match check_run(&boot, act, &mut inconsistent, round) {
-            Ok(rom) => rom,
-            Err(why) => {
-                for i in &pending {
-                    if let Some(slot) = outcomes.get_mut(*i) {
-                        *slot = Some(Outcome::NotRun(Some(format!("not run: {why}"))));
-                    }
-                }
-                break;
-            }
-        };
-        let rom = Some(rom);
-        // Group the records by vector.
-        type Seen = (
-            Option<Box<VectorResult>>,
-            Option<Exception>,
-            Option<Box<Samples>>,
-        );
-        let mut results: BTreeMap<u32, Seen> = BTreeMap::new();
-        let mut fatal: Option<Exception> = None;
-        for (_, rec) in &boot.stream.records {
-            match rec {
-                Record::VectorResult(r) => {
-                    if let StepId::Vector(k) = r.step {
-                        results.entry(k).or_default().0 = Some(r.clone());
-                    }
-                }
-                Record::Trap(t) => {
-                    if let StepId::Vector(k) = t.step {
-                        let e = results.entry(k).or_default();
-                        if e.1.is_none() {
-                            e.1 = Some(*t);
-                        }
-                    }
-                }
-                Record::Samples(x) => {
-                    if let StepId::Vector(k) = x.step {
-                        results.entry(k).or_default().2 = Some(x.clone());
-                    }
-                }
-                Record::Exception(e) => fatal = Some(*e),
-                _ => {}
-            }
-        }
-        let clean = boot.end == End::Done && boot.stream.end() == Some(EndStatus::Complete);
-        let last = boot.stream.last_step();
-        let killed: Option<(usize, String, bool)> = if clean {
-            None
-        } else {
-            match last {
-                StepId::Vector(k) if (k as usize) < pending.len() => {
-                    let why = match (&fatal, &boot.end) {
-                        (Some(e), _) if e.step == last => describe_exception(e, rom),
-                        (_, End::Unsupported(detail)) => detail.clone(),
-                        (_, end) => end.to_string(),
-                    };
-                    let why = match &boot.decode_error {
-                        Some(d) if fatal.is_none() => format!("{why} (stream: {d})"),
-                        _ => why,
-                    };
-                    let unsupported = matches!(boot.end, End::Unsupported(_)) && fatal.is_none();
-                    Some((k as usize, why, unsupported))
-                }
-                _ => None,
-            }
-        };
-        let mut next = Vec::new();
-        for (pos, &i) in pending.iter().enumerate() {
-            let Some(spec) = specs.get(i) else { continue };
-            let slot = outcomes.get_mut(i);
-            let Some(slot) = slot else { continue };
-            match (results.remove(&(pos as u32)), &killed) {
-                (_, Some((k, why, unsupported))) if *k == pos => {
-                    *slot = Some(if *unsupported {
-                        Outcome::Unsupported(why.clone())
-                    } else {
-                        Outcome::Killed(why.clone())
-                    });
-                    killed_calls.push(spec.call);
-                }
-                (Some((Some(r), trap, samples)), _) => {
-                    *slot = Some(Outcome::Result(r, trap, samples, boot.host_clock))
-                }
-                (_, Some((k, _, _))) if pos > *k => next.push(i),
-                _ => {}
-            }
-        }
-        for &i in &pending {
-            let Some(slot) = outcomes.get_mut(i) else {
-                continue;
-            };
-            if slot.is_none() && !next.contains(&i) {
-                let why = if killed.is_some() {
-                    "not run".to_string()
-                } else {
-                    match boot.stream.end() {
-                        Some(EndStatus::NoRom) => {
-                            "not run: the probe found no ROM in this run".into()
-                        }
-                        Some(EndStatus::InitFailed) => "not run: Init failed in this run".into(),
-                        _ => format!("not run: the guest stopped before it: {}", boot.end),
-                    }
-                };
-                *slot = Some(Outcome::NotRun(Some(why)));
-            }
-        }
-        // Vectors of a call that already killed the guest need not run again.
-        next.retain(|i| {
-            let dead = specs
-                .get(*i)
-                .is_some_and(|s| killed_calls.contains(&s.call));
-            if dead {
-                if let Some(slot) = outcomes.get_mut(*i) {
-                    *slot = Some(Outcome::NotRun(None));
-                }
-            }
-            !dead
-        });
-        if next.len() >= pending.len() {
-            for i in &next {
-                if let Some(slot) = outcomes.get_mut(*i) {
-                    *slot = Some(Outcome::NotRun(Some("not run: no progress".into())));
-                }
-            }
-            break;
-        }
-        pending = next;
-    }
-    Ok((
-        outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or(Outcome::NotRun(Some("not run".into()))))
-            .collect(),
-        inconsistent,
-    ))
-}
-
-/// Checks a vector run's header and GetRelocationInfo answers against activation; returns
-/// the ROM's (linear base, length) in this run, or why the run's stream cannot be used.
-fn check_run(
-    boot: &Boot,
-    act: &Activated,
-    inconsistent: &mut BTreeMap<u8, String>,
-    round: u32,
-) -> Result<(u32, u32), String> {
-    let mut linear = None;
-    match boot.stream.records.first() {
-        Some((_, Record::Hello(h)))
-            if h.nonce == boot.nonce && h.layout_version == LAYOUT_VERSION => {}
-        Some((_, Record::Hello(h))) => {
-            return Err(format!(
-                "the guest stream does not belong to the image (nonce {:#x}, layout {})",
-                h.nonce, h.layout_version
-            ));
-        }
-        _ => {
-            return Err(format!(
-                "the guest wrote no usable stream ({}{})",
-                boot.end,
-                boot.decode_error
-                    .as_ref()
-                    .map(|e| format!("; {e}"))
-                    .unwrap_or_default()
-            ));
-        }
-    }
-    for (_, rec) in &boot.stream.records {
-        match rec {
-            Record::ProbeDone(p) => linear = p.base.map(|_| p.linear),
-            Record::CallResult(c) => {
-                let StepId::GetReloc(n) = c.step else {
-                    continue;
-                };
-                let Some(Some(first)) = act.answers.get(n as usize) else {
-                    continue;
-                };
-                let dl = c.regs.edx as u8;
-                let base = linear.unwrap_or(act.linear);
-                let code = matches!(
-                    first.kind,
-                    Some(RelocType::CallRel) | Some(RelocType::JumpRel)
-                );
-                let same = dl == first.reloc_type
-                    && (!code
-                        || c.regs.eax.wrapping_sub(base) == first.eip.wrapping_sub(act.linear));
-                if !same {
-                    if let Ok(n) = u8::try_from(n) {
-                        inconsistent.entry(n).or_insert_with(|| {
-                            format!(
-                                "GetRelocationInfo answered differently in run {round}: {} at \
-                                 {:#010x} (activation: {} at {:#010x})",
-                                judge::reloc_name(dl),
-                                c.regs.eax,
-                                judge::reloc_name(first.reloc_type),
-                                first.eip
-                            )
-                        });
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok((linear.unwrap_or(act.linear), act.len))
-}
-
-/// The common checks, then the vector's own.
-fn judge_vector(spec: &Spec, ctx: &Ctx, seen: &Seen<'_>) -> Findings {
-    let mut f = Findings::default();
-    let Some(cs) = call(u32::from(spec.call)) else {
-        f.fail("no such call");
-        return f;
-    };
-    if spec.reference {
-        // A measurement of the engine's native instruction, not of the ROM: only notes.
-        (spec.check)(seen, &mut f);
-        return f;
-    }
-    judge::common(spec, cs, ctx, seen, &mut f);
-    let go_on = match spec.flow {
-        Flow::Returns => seen.r.returned_to_site,
-        Flow::Traps | Flow::Faults => seen.trap.is_some() && !seen.r.returned_to_site,
-        _ => true,
-    };
-    if go_on {
-        (spec.check)(seen, &mut f);
-    }
-    f
-}
-
-/// Shutdown / Reboot: judged by how their run ended.
-fn judge_terminal(spec: &Spec, boot: &Boot, act: &Activated) -> Judged {
-    match terminal_findings(spec, boot, act) {
-        Ok(f) => Judged::Checked(f),
-        Err(_) if matches!(boot.end, End::Unsupported(_)) => Judged::Unsupported(match &boot.end {
-            End::Unsupported(d) => d.clone(),
-            other => other.to_string(),
-        }),
-        Err(why) => Judged::Failed(why),
-    }
-}
-
-fn terminal_findings(spec: &Spec, boot: &Boot, act: &Activated) -> Result<Findings, String> {
-    let mut f = Findings::default();
-    let rom = Some((act.linear, act.len));
-    let last = boot.stream.last_step();
-    let returned = boot
-        .stream
-        .records
-        .iter()
-        .any(|(_, r)| matches!(r, Record::VectorResult(v) if v.step == StepId::Vector(0)));
-    if let Some(e) = boot.stream.exception() {
-        return Err(describe_exception(e, rom));
-    }
-    if returned {
-        return Err(format!(
-            "{} returned to its caller",
-            call(u32::from(spec.call)).map_or("?", |c| c.name)
-        ));
-    }
-    if last != StepId::Vector(0) {
-        return Err(format!(
-            "the guest never reached the call (stopped in step {last}): {}",
-            boot.end
-        ));
-    }
-    match (spec.flow, &boot.end) {
-        (Flow::Shutdown, End::Idle(d)) => f.note(format!(
-            "no record, exception or reset for {:.1}s after the call: the CPU stopped (judged by \
-             silence; QEMU kept running)",
-            d.as_secs_f64()
-        )),
-        (Flow::Shutdown, End::Halted(eip)) => f.note(format!("the vCPU halted at EIP {eip:#010x}")),
-        (Flow::Reboot, End::Reset) => f.note("QEMU exited on the reset (-no-reboot)".to_string()),
-        (Flow::Reboot, End::TripleFault(eip)) => f.note(format!(
-            "the vCPU shut down (triple fault) at EIP {eip:#010x}: a reset on the kvm engine"
-        )),
-        (Flow::Shutdown, End::Reset) => {
-            return Err("the machine reset instead of halting".into());
-        }
-        (Flow::Reboot, End::Idle(d)) => {
-            return Err(format!(
-                "no reset: nothing happened for {:.1}s after the call",
-                d.as_secs_f64()
-            ));
-        }
-        (Flow::Reboot, End::Halted(eip)) => {
-            return Err(format!(
-                "the CPU halted at EIP {eip:#010x} instead of resetting"
-            ));
-        }
-        (_, end) => return Err(end.to_string()),
-    }
-    Ok(f)
 }
