@@ -347,6 +347,12 @@ fn rates_from_pvclock(a: &mut CodeAssembler, unusable: CodeLabel) -> Result<(), 
     a.mov(eax, dword_ptr(esp + 16))?; // mul
     a.xor(edx, edx)?;
     a.mov(ecx, dword_ptr(esp + 20))?; // shift
+    // A shift beyond ±31 would be taken modulo 32 by the shifts below: no TSC KVM can describe
+    // needs one (1 MHz is +10, 4 THz −12).
+    a.cmp(ecx, MAX_SHIFT)?;
+    a.jg(unusable)?;
+    a.cmp(ecx, -MAX_SHIFT)?;
+    a.jl(unusable)?;
     a.test(ecx, ecx)?;
     a.jns(left)?;
     a.neg(ecx)?;
@@ -361,22 +367,15 @@ fn rates_from_pvclock(a: &mut CodeAssembler, unusable: CodeLabel) -> Result<(), 
     a.mov(ecx, eax)?;
     a.or(ecx, edx)?;
     a.jz(unusable)?;
-    // Hz = (1e9 << 32) / ns_q32, and cycles per ns = (1 << 32) / ns_q32 · 2^32, for an ns_q32
-    // below 2^32 (a TSC faster than 1 GHz; slower ones divide by the high word).
+    // Hz = (1e9 << 32) / ns_q32: one 64/32 division for an ns_q32 below 2^32 (a TSC faster
+    // than 1 GHz), else [`slow_hz`].
     a.push(ebx)?;
     a.mov(ecx, eax)?;
     a.test(edx, edx)?;
     let mut fast = a.create_label();
-    a.jz(fast)?;
-    // A TSC of 1 GHz or slower: ns per cycle ≥ 1; use the integer part (a rate of at most
-    // 1 GHz loses no more than 1/ns_q32_hi of precision here).
-    a.mov(ecx, edx)?;
-    a.mov(eax, 1_000_000_000)?;
-    a.xor(edx, edx)?;
-    a.div(ecx)?;
-    a.mov(dword_ptr(esi + tm::TSC_HZ), eax)?;
-    a.mov(dword_ptr(esi + tm::TSC_HZ + 4), 0)?;
     let mut hz_done = a.create_label();
+    a.jz(fast)?;
+    slow_hz(a, bad)?;
     a.jmp(hz_done)?;
     a.set_label(&mut fast)?;
     a.mov(edx, 1_000_000_000)?;
@@ -418,6 +417,60 @@ fn rates_from_pvclock(a: &mut CodeAssembler, unusable: CodeLabel) -> Result<(), 
     a.pop(ebx)?;
     a.or(dword_ptr(esi + tm::FLAGS), flag::CALIBRATED)?;
     Ok(())
+}
+
+/// The largest pvclock shift (either sign) the rate arithmetic accepts.
+const MAX_SHIFT: i32 = 31;
+
+/// TSC_HZ = (1e9 << 32) / ns_q32 for a TSC of 1 GHz or slower (EDX:EAX = ns_q32, EDX ≠ 0; EBX
+/// free). Both sides drop the k = bsr(EDX) + 1 low bits that bring the divisor into 32 bits
+/// (k ≤ 10: a high dword above 1000 — under 1 MHz — goes to `bad` first), so the divisor keeps
+/// its top bit at bit 31 and the rate is off by less than 1 + Hz / 2^31 (1.5 Hz at 1 GHz), where
+/// the 32.32 scale itself is only good to Hz / ns_q32. Changes EAX, ECX, EDX, EBX.
+fn slow_hz(a: &mut CodeAssembler, bad: CodeLabel) -> Result<(), GenError> {
+    a.cmp(edx, 1000)?;
+    a.ja(bad)?;
+    a.bsr(ecx, edx)?;
+    a.inc(ecx)?; // k: EDX < 2^k
+    a.shrd(eax, edx, cl)?; // ns_q32 >> k, in 2^31..2^32
+    a.mov(ebx, eax)?;
+    a.neg(ecx)?;
+    a.add(ecx, 32)?; // 32 − k
+    a.mov(eax, 1_000_000_000)?;
+    a.xor(edx, edx)?;
+    a.shld(edx, eax, cl)?;
+    a.shl(eax, cl)?; // (1e9 << 32) >> k: its high dword is below 2^30, so the quotient fits
+    a.div(ebx)?;
+    a.mov(dword_ptr(esi + tm::TSC_HZ), eax)?;
+    a.mov(dword_ptr(esi + tm::TSC_HZ + 4), 0)?;
+    Ok(())
+}
+
+/// The pvclock arithmetic Init runs, alone, as a position-independent 32-bit routine — for
+/// tests that run it on a real (or emulated) CPU over scales no host at hand would give.
+/// cdecl `u64 rate(u32 mul, i32 shift)`, ESI → a scratch region of [`tm::SIZE`] bytes: EDX:EAX
+/// = the TSC rate in Hz Init would take from a pvclock with that scale, or 0 when Init would
+/// refuse it and calibrate natively. Preserves EBX, ESI, EDI, EBP.
+pub fn rate_routine() -> Result<Vec<u8>, GenError> {
+    let mut a = CodeAssembler::new(32)?;
+    let mut unusable = a.create_label();
+    a.sub(esp, PV_FRAME)?;
+    a.mov(eax, dword_ptr(esp + PV_FRAME + 4))?;
+    a.mov(dword_ptr(esp + 16), eax)?;
+    a.mov(eax, dword_ptr(esp + PV_FRAME + 8))?;
+    a.mov(dword_ptr(esp + 20), eax)?;
+    a.mov(dword_ptr(esi + tm::FLAGS), 0)?;
+    rates_from_pvclock(&mut a, unusable)?;
+    a.add(esp, PV_FRAME)?;
+    a.mov(eax, dword_ptr(esi + tm::TSC_HZ))?;
+    a.mov(edx, dword_ptr(esi + tm::TSC_HZ + 4))?;
+    a.ret()?;
+    a.set_label(&mut unusable)?;
+    a.add(esp, PV_FRAME)?;
+    a.xor(eax, eax)?;
+    a.xor(edx, edx)?;
+    a.ret()?;
+    Ok(a.assemble(0)?)
 }
 
 /// STABLE from the pvclock copy's flags ([esp+24]).
