@@ -744,6 +744,7 @@ impl Gen<'_> {
     pub(super) fn alarm_handler(&mut self, entry: &mut CodeLabel) -> R {
         let apic = self.map.apic();
         let mode = d(vars(var::ALARM_MODE));
+        let no_iret = self.no_iret;
         let a = &mut self.a;
         let mut stray = a.create_label();
         let mut expected = a.create_label();
@@ -784,7 +785,7 @@ impl Gen<'_> {
         a.pop(ds)?;
         a.popad()?;
         a.add(esp, 8)?;
-        a.iretd()?;
+        super::irq_return(a, no_iret)?;
         Ok(())
     }
 }
