@@ -180,6 +180,22 @@
 //! host-timed PM timer, REAL over 1000 calls in a row — apply to every ROM on every engine
 //! with a PM timer.
 //!
+//! **PV EOI.** Where CPUID says KVM with paravirtual EOI (0x40000001 EAX bit 6), the periodic
+//! LVTT alarms acknowledged through APICWrite(0xB0, 0) also watch it, again through KVM and not
+//! the ROM: at every interrupt the guest's handler reads MSR_KVM_PV_EOI_EN (0x4b564d04: the
+//! physical address of the calling CPU's PV-EOI word, enable bit 0) and the word's bit 0 —
+//! which KVM sets when it delivers an interrupt whose EOI the guest may signal by clearing it
+//! — before the call, and the bit again right after it; after the scenario it reads the MSR
+//! and MSR_KVM_SYSTEM_TIME_NEW. Where KVM armed the word the call must have cleared it ("KVM
+//! armed PV EOI … and after APICWrite(0xB0, 0) it was still set at N of M interrupts …: the
+//! call did not acknowledge them" otherwise); a ROM that promised kvmclock and takes its time
+//! from it (its pvclock area registered) must have a PV-EOI word registered ("the calling CPU
+//! has no PV-EOI word registered (MSR_KVM_PV_EOI_EN 0x4b564d04 reads 0x0) though KVM offers PV
+//! EOI …"); any other ROM, or one running natively, is noted. KVM arms the word only for an
+//! interrupt its local APIC keeps in service, and kvm-pvm's keeps none: there the word reads 0
+//! at every interrupt, the verdict notes "never armed by KVM … each EOI was the APIC write",
+//! and whether the ROM clears an armed word cannot be shown on that host.
+//!
 //! # Engines
 //!
 //! On QEMU (TCG or KVM) everything runs, with paging. On the kvm engine (the built-in VMM)

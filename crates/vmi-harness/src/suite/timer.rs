@@ -16,7 +16,7 @@ use super::kvmclock;
 use super::vectors::{B, Ctx, Plan, Spec, b};
 use crate::guest::layout::{self as l, alarm, var};
 use crate::guest::vector::{Op, Val, xslot};
-use crate::protocol::{PmTimer, Samples, VectorResult};
+use crate::protocol::{MSR_KVM_PV_EOI_EN, PmTimer, Samples, VectorResult};
 use vmi_abi::Call;
 use vmi_abi::calls::Reg::{Eax, Ecx, Edx};
 use vmi_abi::consts::{
@@ -64,8 +64,15 @@ mod slot {
     pub const TSC_BEFORE: u8 = 5;
     pub const TSC_AFTER: u8 = 7;
     /// … or, on the second CPU, whether it finished, its CancelAlarm's EAX and how much it
-    /// ran.
+    /// ran …
     pub const AP_END: u8 = 5;
+    /// … or, in a periodic alarm acknowledged through the ROM under KVM with PV EOI, the
+    /// handler's PV-EOI counts (armed before the EOI, still set after it), and after the
+    /// scenario the low word of MSR_KVM_PV_EOI_EN and MSR_KVM_SYSTEM_TIME_NEW (2 words).
+    pub const PV_ARMED: u8 = 5;
+    pub const PV_LEFT: u8 = 6;
+    pub const PV_MSR: u8 = 7;
+    pub const PV_SYSTEM_TIME: u8 = 8;
     /// CancelAlarm's EDX:EAX after the scenario.
     pub const CANCEL: u8 = 10;
     /// The alarm handler's counters (see [`super::loads`]).
@@ -220,6 +227,12 @@ struct Timing {
     /// LVTT is written through APICWrite, else natively.
     rom_lvtt: bool,
     apic: u32,
+    /// The CPU is KVM's with PV EOI: the handler watches the PV-EOI word around an EOI
+    /// through the ROM ([`alarm::PV_EOI`]).
+    pv_eoi: bool,
+    /// The ROM promised the kvm backend ([`super::SuiteOptions::expect_kvmclock`]): it must
+    /// register a PV-EOI word where KVM offers PV EOI.
+    kvm_rom: bool,
 }
 
 impl Timing {
@@ -243,6 +256,8 @@ impl Timing {
             rom_eoi: ctx.implements(Call::APICWrite),
             rom_lvtt: ctx.implements(Call::APICWrite),
             apic: ctx.map.apic(),
+            pv_eoi: ctx.machine.kvm_pv_eoi(),
+            kvm_rom: ctx.expect_kvmclock,
         })
     }
 
@@ -264,8 +279,14 @@ impl Timing {
         match wiring {
             Wiring::Irq0 => alarm::EOI_NATIVE,
             Wiring::Lvtt(_) if native_eoi || !self.rom_eoi => alarm::EOI_NATIVE | alarm::CHECK_ISR,
+            Wiring::Lvtt(_) if self.pv_eoi => alarm::EOI_ROM | alarm::CHECK_ISR | alarm::PV_EOI,
             Wiring::Lvtt(_) => alarm::EOI_ROM | alarm::CHECK_ISR,
         }
+    }
+
+    /// Whether an alarm handler of `mode` watches PV EOI.
+    fn watches_pv_eoi(mode: u32) -> bool {
+        mode & alarm::PV_EOI != 0
     }
 
     /// The ops that start recording and program LVTT for `wiring`.
@@ -679,16 +700,17 @@ fn periodic(ctx: &Ctx, t: Timing, wiring: Wiring, rate: u32, native_eoi: bool) -
         wiring.name()
     );
     let secs = if rate >= 1000 { 0.15 } else { 0.4 };
-    let mut pre = t.start(
-        wiring,
-        t.mode(wiring, native_eoi),
-        u32::from(wiring.vector()),
-    );
+    let mode = t.mode(wiring, native_eoi);
+    let pv = Timing::watches_pv_eoi(mode);
+    let mut pre = t.start(wiring, mode, u32::from(wiring.vector()));
     pre.extend(t.reference(wiring, rate));
     pre.extend(freq_div(rate));
     pre.push(now(slot::NOW));
     let mut post = vec![t.window(secs, Some(rate), slot::W1), Op::SendSamples];
     post.extend(t.finish(flags));
+    if pv {
+        post.extend(pv_eoi_reads());
+    }
     b(ctx, Call::SetAlarm, what)
         .reg(Eax, flags)
         .regv(Edx, x(slot::NOW))
@@ -708,7 +730,90 @@ fn periodic(ctx: &Ctx, t: Timing, wiring: Wiring, rate: u32, native_eoi: bool) -
             );
             judge_vector(f, s.r, wiring);
             judge_eoi(f, s.r, t, native_eoi, wiring);
+            if pv {
+                judge_pv_eoi(f, s.r, t.kvm_rom);
+            }
         })
+}
+
+/// After a scenario whose handler watched PV EOI: its counts, MSR_KVM_PV_EOI_EN's low word
+/// (a 32-bit guest's word lies below 4 GiB) and MSR_KVM_SYSTEM_TIME_NEW.
+fn pv_eoi_reads() -> [Op; 4] {
+    [
+        Op::Load {
+            addr: l::VARS + var::ALARM_PV_ARMED,
+            slot: slot::PV_ARMED,
+        },
+        Op::Load {
+            addr: l::VARS + var::ALARM_PV_LEFT,
+            slot: slot::PV_LEFT,
+        },
+        Op::Rdmsr {
+            msr: MSR_KVM_PV_EOI_EN,
+            slot: slot::PV_MSR,
+        },
+        Op::Rdmsr {
+            msr: kvmclock::MSR_KVM_SYSTEM_TIME_NEW,
+            slot: slot::PV_SYSTEM_TIME,
+        },
+    ]
+}
+
+/// What KVM shows of the ROM's paravirtual EOI (KVM offers it): the calling CPU registered a
+/// PV-EOI word (MSR_KVM_PV_EOI_EN's enable bit; a ROM built for KVM must where it takes its
+/// time from kvmclock — one running natively, with no pvclock area registered either, is
+/// noted, as is any other ROM), and wherever KVM had armed it before the ROM's
+/// APICWrite(0xB0, 0) the call cleared it — that is the EOI, no APIC write. A word KVM never
+/// armed is noted: the EOI was then the APIC write.
+fn judge_pv_eoi(f: &mut Findings, r: &VectorResult, kvm_rom: bool) {
+    let msr = u64::from(r.x(usize::from(slot::PV_MSR)));
+    let system_time = r.x64(usize::from(slot::PV_SYSTEM_TIME));
+    let hits = r.x(usize::from(slot::HITS));
+    let (armed, left) = (
+        r.x(usize::from(slot::PV_ARMED)),
+        r.x(usize::from(slot::PV_LEFT)),
+    );
+    if msr & 1 == 0 {
+        let what = format!(
+            "the calling CPU has no PV-EOI word registered (MSR_KVM_PV_EOI_EN \
+             {MSR_KVM_PV_EOI_EN:#x} reads {msr:#x}) though KVM offers PV EOI (CPUID 0x40000001 \
+             EAX bit 6)"
+        );
+        if kvm_rom && system_time & 1 != 0 {
+            f.fail(format!(
+                "{what}: a ROM built for KVM acknowledges through PV EOI where KVM offers it \
+                 (it takes its time from kvmclock: MSR_KVM_SYSTEM_TIME_NEW {system_time:#x})"
+            ));
+        } else if kvm_rom {
+            f.note(format!(
+                "{what}; nor a pvclock area (MSR_KVM_SYSTEM_TIME_NEW {system_time:#x}): the ROM \
+                 runs natively here"
+            ));
+        } else {
+            f.note(format!("{what}: its EOI is the APIC write"));
+        }
+        return;
+    }
+    let at = msr & !1;
+    if left > 0 {
+        f.fail(format!(
+            "KVM armed PV EOI (bit 0 of the word at {at:#x}, MSR_KVM_PV_EOI_EN {msr:#x}) and \
+             after APICWrite(0xB0, 0) it was still set at {left} of {hits} interrupts (armed \
+             at {armed}): the call did not acknowledge them"
+        ));
+    } else if armed == 0 {
+        f.note(format!(
+            "PV EOI registered at {at:#x} (MSR_KVM_PV_EOI_EN {msr:#x}) but never armed by KVM: \
+             its word read 0 before APICWrite(0xB0, 0) at all {hits} interrupts (KVM arms it \
+             only for an interrupt its local APIC keeps in service): each EOI was the APIC \
+             write"
+        ));
+    } else {
+        f.note(format!(
+            "PV EOI: KVM armed the word at {at:#x} (MSR_KVM_PV_EOI_EN {msr:#x}) at {armed} of \
+             {hits} interrupts, and APICWrite(0xB0, 0) cleared it each time"
+        ));
+    }
 }
 
 /// Seconds of counter cycles at the ROM's frequency (for notes).
@@ -1818,6 +1923,81 @@ mod tests {
                 .contains("not a date")
         );
         assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+    }
+
+    /// A vector result whose extra words are `words`.
+    fn result(words: &[(u8, u32)]) -> VectorResult {
+        let mut extra = [0u32; crate::protocol::vector_result::EXTRA_WORDS];
+        for (k, v) in words {
+            extra[usize::from(*k)] = *v;
+        }
+        VectorResult {
+            step: StepId::Vector(0),
+            regs: Default::default(),
+            cr0: 0,
+            cr2: 0,
+            cr3: 0,
+            cr4: 0,
+            gdtr: Default::default(),
+            idtr: Default::default(),
+            ldtr: 0,
+            tr: 0,
+            dr: [0; 6],
+            returned_to_site: true,
+            ticks: 0,
+            site_eip: 0,
+            extra,
+        }
+    }
+
+    #[test]
+    fn pv_eoi_is_judged_by_what_kvm_shows() {
+        let judge = |words: &[(u8, u32)], kvm_rom: bool| {
+            let mut f = Findings::default();
+            let mut w = vec![(slot::HITS, 40)];
+            w.extend_from_slice(words);
+            judge_pv_eoi(&mut f, &result(&w), kvm_rom);
+            f
+        };
+        let registered = (slot::PV_MSR, 0x9_DB61);
+        let clock = (slot::PV_SYSTEM_TIME, 0x9_DB41);
+        // Armed at every interrupt and cleared by the call: the EOI went through PV EOI.
+        let f = judge(&[registered, clock, (slot::PV_ARMED, 40)], true);
+        assert!(f.problems.is_empty(), "{f:?}");
+        assert_eq!(
+            f.notes,
+            [
+                "PV EOI: KVM armed the word at 0x9db60 (MSR_KVM_PV_EOI_EN 0x9db61) at 40 of 40 \
+              interrupts, and APICWrite(0xB0, 0) cleared it each time"
+            ]
+        );
+        // Armed, and the call left it set: no acknowledgement.
+        let f = judge(
+            &[registered, clock, (slot::PV_ARMED, 40), (slot::PV_LEFT, 40)],
+            true,
+        );
+        assert_eq!(
+            f.problems,
+            [
+                "KVM armed PV EOI (bit 0 of the word at 0x9db60, MSR_KVM_PV_EOI_EN 0x9db61) and \
+              after APICWrite(0xB0, 0) it was still set at 40 of 40 interrupts (armed at 40): \
+              the call did not acknowledge them"
+            ]
+        );
+        // Never armed (kvm-pvm): noted.
+        let f = judge(&[registered, clock], true);
+        assert!(f.problems.is_empty() && f.notes[0].contains("but never armed by KVM"));
+        // Not registered: a kvm ROM on kvmclock fails, one running natively and any other ROM
+        // are noted.
+        let f = judge(&[clock], true);
+        assert!(
+            f.problems[0].starts_with("the calling CPU has no PV-EOI word registered"),
+            "{f:?}"
+        );
+        let f = judge(&[], true);
+        assert!(f.problems.is_empty() && f.notes[0].ends_with("the ROM runs natively here"));
+        let f = judge(&[clock], false);
+        assert!(f.problems.is_empty() && f.notes[0].ends_with("its EOI is the APIC write"));
     }
 
     #[test]
