@@ -326,8 +326,19 @@ fn the_kvm_roms_lvtt_alarms_pass_and_kvm_shows_its_pv_eoi_word() {
     let r = run(&Kvm, true);
     let c = r.call(Call::SetAlarm as u8).unwrap();
     assert_eq!((c.verdict, c.checks), (Verdict::Pass, 6), "{}", c.detail);
+    // A vector the busy host could not time is inconclusive as a whole (its notes dropped).
+    let busy = c
+        .detail
+        .matches("EOI through APICWrite: the host was too busy to time interrupts")
+        .count();
     let items = pv_eoi_items(&c.detail);
-    assert_eq!(items.len(), 2, "{}", c.detail);
+    assert_eq!(items.len() + busy, 2, "{}", c.detail);
+    if items.is_empty() {
+        eprintln!(
+            "SKIP (part): the host was too busy to time either alarm: {}",
+            c.detail
+        );
+    }
     for item in items {
         eprintln!("{item}");
         let armed = item.contains(": PV EOI: KVM armed the word at 0x")
@@ -371,7 +382,13 @@ fn a_kvm_rom_that_unregisters_its_pv_eoi_word_gets_the_exact_verdict() {
              0x"
         )
     };
-    let problems: Vec<&str> = c.detail.split("; ").collect();
+    // The two alarms acknowledged through APICWrite fail exactly so (whatever else a busy
+    // host may make of the timing).
+    let problems: Vec<&str> = c
+        .detail
+        .split("; ")
+        .filter(|p| p.contains("PV-EOI"))
+        .collect();
     assert_eq!(problems.len(), 2, "{}", c.detail);
     assert!(
         problems[0].starts_with(&problem("freq/100) on LVTT vector 0x31")),

@@ -330,10 +330,18 @@ fn assert_lapic_calls_ran(r: &SuiteReport) {
     );
     let alarm = &c(68).detail;
     assert_eq!((c(68).verdict, c(68).checks), (Verdict::Pass, 6), "{alarm}");
+    // A rate is judged, or — on a host too busy to deliver on time — inconclusive, saying so.
     for what in [
-        "SetAlarm(PERIODIC|REAL, now, freq/100) on LVTT vector 0x31, EOI through APICWrite: rate: \
-         every",
-        "SetAlarm(PERIODIC|REAL, now, freq/1000) on LVTT vector 0x41, native EOI: rate: every",
+        "SetAlarm(PERIODIC|REAL, now, freq/100) on LVTT vector 0x31, EOI through APICWrite: ",
+        "SetAlarm(PERIODIC|REAL, now, freq/1000) on LVTT vector 0x41, native EOI: ",
+    ] {
+        let busy = format!("inconclusive: {what}the host was too busy to time interrupts");
+        assert!(
+            alarm.contains(&format!("{what}rate: every")) || alarm.contains(&busy),
+            "{what} not in {alarm}"
+        );
+    }
+    for what in [
         "SetAlarm(ONESHOT|REAL, now + freq/20, 0) on LVTT vector 0x31: fired",
         "IRQ0 alarms not measured: nothing raises IRQ0 on the kvm engine (its PIT is the \
          runner's own model, wired to no interrupt line)",

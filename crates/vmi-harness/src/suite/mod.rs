@@ -146,9 +146,10 @@
 //! nothing raises IRQ0 on the kvm engine (its PIT is the runner's own model, wired to no
 //! interrupt line)"), the second-CPU scenario neither (one vCPU), and the LVTT alarms run
 //! without a reference timer (PIT and RTC raise nothing there): an alarm's count is then
-//! judged against the window's running time (the rate over its effective PM-timer time, within
-//! a factor of two), its median interval as everywhere, and intervals spread wider than 10 %
-//! still make it inconclusive.
+//! judged against the window's running time (the rate over its effective PM-timer time): more
+//! than twice that fails, fewer than half is inconclusive (a host that does not run the vCPU
+//! coalesces its timer interrupts, and there is no reference to tell), its median interval is
+//! judged as everywhere, and intervals spread wider than 10 % still make it inconclusive.
 //!
 //! # kvmclock
 //!
