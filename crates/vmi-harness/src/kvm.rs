@@ -57,11 +57,28 @@
 //! (selector `0x18`) — set in the hidden descriptor caches through `KVM_SET_SREGS`, with an
 //! empty GDTR and IDTR (the guest loads its own); EFLAGS = 0x2, EIP = the multiboot entry,
 //! EAX = `0x2BADB002`, EBX = [`MBI_ADDR`], ESP = [`BOOT_STACK_TOP`]. CPUID answers what KVM
-//! supports (`KVM_GET_SUPPORTED_CPUID` → `KVM_SET_CPUID2`). There is no interrupt controller:
-//! the guest's writes to the 8259A ports are ignored and no interrupt is ever delivered. The
-//! PIT's counters, port 0x61, the CMOS RTC and an ACPI PM timer at port 0x608 (no ACPI table
-//! names it) can be read ([`devices`]: a ROM may measure time with them, the suite times the
-//! ROM's clocks with the PM timer), but nothing raises IRQ0.
+//! supports (`KVM_GET_SUPPORTED_CPUID` → `KVM_SET_CPUID2`).
+//!
+//! # Interrupts
+//!
+//! Where the host's KVM has them (`KVM_CAP_IRQCHIP`, [`irqchip_supported`]) and
+//! [`KvmConfig::irqchip`] is on (the default), the VM gets KVM's in-kernel interrupt
+//! controllers before its vCPU (`KVM_CREATE_IRQCHIP`): the two 8259A PICs, an IOAPIC at
+//! `0xFEC00000` and a local APIC for the vCPU, which resets as the BSP with IA32_APIC_BASE =
+//! `0xFEE00900` (base `0xFEE00000`, enabled, BSP). KVM handles all of them itself: the guest
+//! programs its local APIC (timer, TPR, self-IPIs, EOI; `0xFEE00030` reads version 0x14) and
+//! KVM delivers what it raises; [`KvmRun::irqchip`] says whether the run had them. No device
+//! line is ever raised: the PIT here is the runner's own ([`devices`], *not* KVM's in-kernel
+//! PIT), so nothing raises IRQ0; the only interrupt sources are the local APIC's (its timer,
+//! IPIs the guest sends itself).
+//!
+//! Without the irqchip (a KVM without it, or [`KvmConfig::irqchip`] off) there is no
+//! interrupt controller: the guest's writes to the 8259A ports are ignored, the local APIC's
+//! page is unmapped space (reads `0xFF`) and no interrupt is ever delivered.
+//!
+//! Either way the PIT's counters, port 0x61, the CMOS RTC and an ACPI PM timer at port 0x608
+//! (no ACPI table names it) can be read ([`devices`]: a ROM may measure time with them, the
+//! suite times the ROM's clocks with the PM timer).
 //!
 //! # Exits
 //!
@@ -70,17 +87,19 @@
 //! | `IoOut` port [`DEBUGCON_PORT`] (0xE9) | bytes appended to [`KvmRun::debugcon`] (up to [`DEBUGCON_LIMIT`]) |
 //! | `IoOut` port [`EXIT_PORT`] (0xF4) | the run ends: [`EndReason::ExitPort`] with the byte written |
 //! | `IoOut` ports 0x40–0x43, 0x61, 0x70, 0x71, 0x608–0x60B | the [`devices`] (PIT, port B, CMOS; the PM timer ignores writes) |
-//! | `IoOut` other ports | ignored (the guest programs the 8259A PICs; Linux's delay port 0x80) |
+//! | `IoOut` other ports | ignored (Linux's delay port 0x80; without the irqchip also the 8259A PICs, which KVM handles with it) |
 //! | `IoIn` ports 0x40–0x42, 0x61, 0x70, 0x71, 0x608–0x60B | the [`devices`] answer (0x608: the ACPI PM timer, 32 bits, on the host's monotonic clock) |
 //! | `IoIn` any other port | the guest reads `0xFF` bytes |
 //! | `MmioWrite` | recorded as an [`MmioWrite`] (address, size, value; which ROM offset) and the guest continues: this is a write to the read-only ROM slot or to unmapped space |
 //! | `MmioRead` | the guest reads `0xFF` bytes (unmapped space) |
-//! | `Hlt` | the run ends: [`EndReason::Halted`] (nothing can wake the vCPU); during the BIOS step, the init returned (or faulted, [`bios`]) |
+//! | `Hlt` (without the irqchip) | the run ends: [`EndReason::Halted`] (nothing can wake the vCPU); during the BIOS step, the init returned (or faulted, [`bios`]) |
+//! | (with the irqchip) | `hlt` stays in KVM, which wakes the vCPU for an interrupt. The runner kicks the vCPU out of `KVM_RUN` every 10 ms and looks: halted (`KVM_GET_MP_STATE`) with IF = 0, or with IF = 1, nothing in the local APIC's IRR and no APIC timer counting down (one-shot count left, periodic count set, TSC deadline set) — a halt nothing can end — ends the run as [`EndReason::Halted`], counted as one `Hlt` exit; any other halt goes on (to the interrupt or the time limit) |
 //! | `Shutdown` | the run ends: [`EndReason::Shutdown`] (triple fault), or [`EndReason::PagingUnsupported`] when the vCPU stopped on a `mov cr0` that sets PG — the way kvm-pvm refuses paging |
 //! | `FailEntry`, `InternalError` | error [`HarnessError::KvmExit`] with the hardware reason / suberror |
 //! | any other exit | error [`HarnessError::KvmExit`] naming it |
 //!
-//! Every exit is counted by kind ([`exits`]): [`KvmRun::exit_log`] holds those after the BIOS
+//! Local-APIC and IOAPIC MMIO and the PICs' ports are handled in KVM with the irqchip: they
+//! are not exits and are not counted. Every exit is counted by kind ([`exits`]): [`KvmRun::exit_log`] holds those after the BIOS
 //! step — all of them, those whose instruction lay inside the ROM's slot, and the same split
 //! into segments between writes to the debug console, which a host decoding the guest's
 //! record stream gives to the step that caused them (the conformance suite reports them per
@@ -93,7 +112,9 @@
 //! signal; the handler sets `kvm_run.immediate_exit`, so `KVM_RUN` returns `EINTR` whether the
 //! signal landed inside it or just before it. The run then ends with
 //! [`EndReason::TimedOut`]. The signal is repeated every few milliseconds until the thread
-//! answers; the thread is always joined and every file descriptor closed.
+//! answers; the thread is always joined and every file descriptor closed. A vCPU blocked in
+//! KVM on a `hlt` (with the irqchip) leaves `KVM_RUN` on the signal like a running one; the
+//! same signal, without the stop flag, is the 10 ms halt poll.
 //!
 //! # kvm-pvm
 //!
@@ -116,6 +137,7 @@
 pub mod bios;
 pub mod devices;
 pub mod exits;
+pub mod lapic;
 pub mod layout;
 
 #[cfg(target_os = "linux")]
@@ -172,6 +194,11 @@ pub struct KvmConfig {
     /// writable, then the image read-only ([`bios`]). Off: the ROM is mapped read-only and
     /// nothing runs its init (no private RAM). Nothing happens without a ROM.
     pub run_init16: bool,
+    /// Create KVM's in-kernel interrupt controllers (`KVM_CREATE_IRQCHIP`: the 8259A PICs,
+    /// the IOAPIC and the vCPU's local APIC at `0xFEE00000`) when the host's KVM has them
+    /// (default on; [`irqchip_supported`]). Off: no interrupt controller, as on a KVM without
+    /// `KVM_CAP_IRQCHIP`. [`KvmRun::irqchip`] says what the run had.
+    pub irqchip: bool,
 }
 
 impl Default for KvmConfig {
@@ -184,6 +211,7 @@ impl Default for KvmConfig {
             timeout: Duration::from_secs(20),
             keep_ram: false,
             run_init16: true,
+            irqchip: true,
         }
     }
 }
@@ -196,7 +224,9 @@ pub const KEPT_RAM_END: u64 = 0x20_0000;
 pub enum EndReason {
     /// The guest wrote this byte to the exit port (0xF4).
     ExitPort(u8),
-    /// The guest executed `hlt` (with no interrupt source, nothing can wake it).
+    /// The guest executed `hlt` and nothing can wake it: without an irqchip, any `hlt`; with
+    /// one, a `hlt` with IF = 0, or with IF = 1 and no local-APIC timer counting down and no
+    /// interrupt pending (nothing else raises one).
     Halted {
         /// EIP after the `hlt`.
         eip: u32,
@@ -356,6 +386,9 @@ pub struct KvmRun {
     /// moment the PM timer ([`devices::PM_TIMER_PORT`]) read 0 — so a count `c` the guest
     /// read was taken at `pm_timer_origin + c / PM_TIMER_HZ` (within 1200 s: 32 bits).
     pub pm_timer_origin: Duration,
+    /// Whether the run had KVM's in-kernel interrupt controllers (a local APIC at
+    /// `0xFEE00000`, the PICs, the IOAPIC): [`KvmConfig::irqchip`] and a host that has them.
+    pub irqchip: bool,
 }
 
 impl KvmRun {
@@ -385,6 +418,19 @@ pub fn available() -> Result<(), String> {
     #[cfg(not(target_os = "linux"))]
     {
         Err("the KVM runner needs Linux".into())
+    }
+}
+
+/// Whether this host's KVM can give a run its in-kernel interrupt controllers
+/// (`KVM_CAP_IRQCHIP`): what [`KvmConfig::irqchip`] gets. False where KVM is unavailable.
+pub fn irqchip_supported() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        vmm::irqchip_supported()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
     }
 }
 

@@ -363,6 +363,9 @@ pub(crate) struct EngineRun {
     pub(crate) kvm_init16: Option<Init16>,
     /// The KVM run's exits (KVM engine).
     pub(crate) kvm_exits: Option<ExitLog>,
+    /// Whether the KVM run had the in-kernel irqchip ([`crate::kvm::KvmRun::irqchip`]; KVM
+    /// engine, a run that finished).
+    pub(crate) kvm_irqchip: Option<bool>,
 }
 
 fn run_qemu(
@@ -405,6 +408,7 @@ fn run_qemu(
         kvm_end: None,
         kvm_init16: None,
         kvm_exits: None,
+        kvm_irqchip: None,
     })
 }
 
@@ -422,6 +426,7 @@ fn run_kvm(rom: &Path, g: &GuestImage, opts: &ProbeOptions) -> Result<EngineRun,
         timeout: opts.timeout,
         keep_ram: false,
         run_init16: opts.run_init16,
+        irqchip: true,
     })?;
     Ok(EngineRun {
         exit_value: run.guest_exit_value(),
@@ -435,6 +440,7 @@ fn run_kvm(rom: &Path, g: &GuestImage, opts: &ProbeOptions) -> Result<EngineRun,
         kvm_end: Some(run.end),
         kvm_init16: run.init16,
         kvm_exits: Some(run.exit_log),
+        kvm_irqchip: Some(run.irqchip),
     })
 }
 

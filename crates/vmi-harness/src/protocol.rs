@@ -954,6 +954,15 @@ impl Machine {
         kvm && max > HV_LEAF && self.cpuid_hv1_eax & KVM_FEATURE_CLOCKSOURCE2 != 0
     }
 
+    /// Whether the CPU is KVM's with paravirtual EOI: KVM's signature, leaf 0x40000001
+    /// present, and KVM_FEATURE_PV_EOI (bit 6 of its EAX: MSR_KVM_PV_EOI_EN).
+    pub fn kvm_pv_eoi(&self) -> bool {
+        let [max, ..] = self.cpuid_hv;
+        self.cpuid_hv[1..] == KVM_SIGNATURE
+            && max > HV_LEAF
+            && self.cpuid_hv1_eax & KVM_FEATURE_PV_EOI != 0
+    }
+
     /// Why [`Machine::kvmclock`] is false, in words (None: it is true).
     pub fn no_kvmclock(&self) -> Option<String> {
         if self.kvmclock() {
@@ -988,6 +997,10 @@ pub const KVM_SIGNATURE: [u32; 3] = [
 ];
 /// CPUID 0x40000001 EAX bit 3: MSR_KVM_SYSTEM_TIME_NEW and MSR_KVM_WALL_CLOCK_NEW (kvmclock).
 pub const KVM_FEATURE_CLOCKSOURCE2: u32 = 1 << 3;
+/// CPUID 0x40000001 EAX bit 6: MSR_KVM_PV_EOI_EN (paravirtual end of interrupt).
+pub const KVM_FEATURE_PV_EOI: u32 = 1 << 6;
+/// MSR_KVM_PV_EOI_EN: the guest-physical address of a CPU's PV-EOI word, with enable bit 0.
+pub const MSR_KVM_PV_EOI_EN: u32 = 0x4B56_4D04;
 
 /// A descriptor-table register (GDTR, IDTR): limit and linear base.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -172,12 +172,13 @@ fn native_rom_passes_under_another_page_offset_and_without_paging() {
     );
 }
 
-/// The calls the kvm engine skips with the native ROM, and why.
-fn kvm_skips(r: &SuiteReport) -> Vec<(u8, &'static str)> {
-    let mut skipped = vec![
-        (26u8, "a native rdpmc raises"),
-        (35, "no interrupt controller or timer on the kvm engine"),
-    ];
+/// The calls the kvm engine skips with the native ROM, and why (`irqchip`: the runner gave
+/// the guest KVM's in-kernel irqchip, so Halt is woken by the local APIC's timer).
+fn kvm_skips(r: &SuiteReport, irqchip: bool) -> Vec<(u8, &'static str)> {
+    let mut skipped = vec![(26u8, "a native rdpmc raises")];
+    if !irqchip {
+        skipped.push((35, "no interrupt controller or timer on the kvm engine"));
+    }
     if let Err(why) = kvm::paging_supported() {
         eprintln!("this KVM cannot page: {why}");
         assert!(!r.activation.paging);
@@ -195,8 +196,11 @@ fn kvm_skips(r: &SuiteReport) -> Vec<(u8, &'static str)> {
 }
 
 /// With the runner's BIOS step (the default) the native ROM has its private RAM: the time
-/// calls answer CALL_REL and pass (Init measured the TSC against the runner's PIT), the APIC
-/// calls are skipped (no local APIC there).
+/// calls answer CALL_REL and pass (Init measured the TSC against the runner's PIT). Where
+/// the host's KVM has the in-kernel irqchip the runner gives the guest a local APIC: the APIC
+/// calls, Halt (woken by the APIC timer) and the LVTT alarm scenarios run and pass; the IRQ0
+/// alarms are not measured (nothing raises IRQ0 there). Without it, see
+/// [`native_rom_on_the_kvm_engine_without_the_irqchip_skips_the_apic_and_alarms`].
 #[test]
 fn native_rom_passes_its_no_paging_subset_on_the_kvm_engine() {
     if let Err(why) = kvm::available() {
@@ -214,9 +218,15 @@ fn native_rom_passes_its_no_paging_subset_on_the_kvm_engine() {
     assert_passes(&r);
     assert_eq!(r.engine, "kvm");
     assert!(r.bios_init);
-    let mut skipped = kvm_skips(&r);
-    skipped.push((63, "no local APIC answers at 0xfee00000 on the kvm engine"));
-    skipped.push((64, "no local APIC answers at 0xfee00000 on the kvm engine"));
+    let irqchip = kvm::irqchip_supported();
+    let mut skipped = kvm_skips(&r, irqchip);
+    if irqchip {
+        assert_lapic_calls_ran(&r);
+    } else {
+        eprintln!("SKIP (part): this KVM has no in-kernel irqchip");
+        skipped.push((63, "no local APIC answers at 0xfee00000 on the kvm engine"));
+        skipped.push((64, "no local APIC answers at 0xfee00000 on the kvm engine"));
+    }
     assert_follows_answers(&g, &r, &skipped);
     for n in [66u8, 67, 68, 69, 70, 71] {
         assert_eq!(r.call(n).unwrap().reloc, "CALL_REL", "{n}");
@@ -251,7 +261,7 @@ fn native_rom_passes_its_no_paging_subset_on_the_kvm_engine_without_a_bios() {
     );
     assert_passes(&r);
     assert!(!r.bios_init);
-    assert_follows_answers(&g, &r, &kvm_skips(&r));
+    assert_follows_answers(&g, &r, &kvm_skips(&r, kvm::irqchip_supported()));
     for n in [63u8, 64, 66, 67] {
         assert_eq!(r.call(n).unwrap().reloc, "NONE", "{n}");
     }
@@ -264,6 +274,139 @@ fn native_rom_passes_its_no_paging_subset_on_the_kvm_engine_without_a_bios() {
         r.activation.notes
     );
     assert!(r.wall < Duration::from_secs(60), "{:?}", r.wall);
+}
+
+/// With the runner's local APIC: APICRead and APICWrite ran their vectors (the EOI one
+/// passes, or where the engine's APIC keeps nothing in service — kvm-pvm — is inconclusive
+/// saying so), Halt was woken by the APIC timer, SetAlarm ran its five LVTT scenarios (rates
+/// judged) and noted the IRQ0 ones as not measured naming the missing IRQ0 source, and
+/// CancelAlarm ran its five scenarios.
+fn assert_lapic_calls_ran(r: &SuiteReport) {
+    let c = |n: u8| r.call(n).unwrap();
+    assert!(
+        r.activation
+            .notes
+            .iter()
+            .any(|n| n.starts_with("the KVM runner gave the guest KVM's in-kernel irqchip")),
+        "{:?}",
+        r.activation.notes
+    );
+    assert_eq!(
+        (c(64).verdict, c(64).checks),
+        (Verdict::Pass, 3),
+        "{}",
+        c(64).detail
+    );
+    assert_eq!(
+        (c(63).verdict, c(63).checks),
+        (Verdict::Pass, 4),
+        "{}",
+        c(63).detail
+    );
+    assert!(
+        c(63)
+            .detail
+            .contains("APICWrite(0x320 LVTT, 0x10041) read back with APICRead"),
+        "{}",
+        c(63).detail
+    );
+    let eoi = "APICWrite(0xb0 EOI, 0) after an interrupt at 0x41";
+    assert!(
+        c(63).detail.contains(&format!("{eoi}, ")) // passed, listed
+            || c(63).detail.contains(&format!(
+                "inconclusive: {eoi}: the engine's local APIC delivered the self-IPI at 0x41 \
+                 but did not keep it in service"
+            )),
+        "{}",
+        c(63).detail
+    );
+    assert_eq!(c(35).verdict, Verdict::Pass, "{}", c(35).detail);
+    assert!(
+        c(35)
+            .detail
+            .contains("Halt() with IF=0 and the local APIC timer one-shot at 0x41"),
+        "{}",
+        c(35).detail
+    );
+    let alarm = &c(68).detail;
+    assert_eq!((c(68).verdict, c(68).checks), (Verdict::Pass, 6), "{alarm}");
+    // A rate is judged, or — on a host too busy to deliver on time — inconclusive, saying so.
+    for what in [
+        "SetAlarm(PERIODIC|REAL, now, freq/100) on LVTT vector 0x31, EOI through APICWrite: ",
+        "SetAlarm(PERIODIC|REAL, now, freq/1000) on LVTT vector 0x41, native EOI: ",
+    ] {
+        let busy = format!("inconclusive: {what}the host was too busy to time interrupts");
+        assert!(
+            alarm.contains(&format!("{what}rate: every")) || alarm.contains(&busy),
+            "{what} not in {alarm}"
+        );
+    }
+    for what in [
+        "SetAlarm(ONESHOT|REAL, now + freq/20, 0) on LVTT vector 0x31: fired",
+        "IRQ0 alarms not measured: nothing raises IRQ0 on the kvm engine (its PIT is the \
+         runner's own model, wired to no interrupt line)",
+        "the second-CPU alarm not run: the kvm engine has one vCPU",
+    ] {
+        assert!(alarm.contains(what), "{what} not in {alarm}");
+    }
+    assert_eq!(
+        (c(69).verdict, c(69).checks),
+        (Verdict::Pass, 6),
+        "{}",
+        c(69).detail
+    );
+    assert!(
+        c(69)
+            .detail
+            .contains("CancelAlarm(PERIODIC|REAL|LVTT) of a running 1000 Hz alarm"),
+        "{}",
+        c(69).detail
+    );
+}
+
+/// Without the in-kernel irqchip (a KVM without it; here asked for with
+/// `SuiteOptions::irqchip` off) the guest has no local APIC and nothing raises an interrupt:
+/// the APIC calls and Halt are skipped, and SetAlarm and CancelAlarm get their sanity
+/// vectors only, noted "not measured" with why.
+#[test]
+fn native_rom_on_the_kvm_engine_without_the_irqchip_skips_the_apic_and_alarms() {
+    if let Err(why) = kvm::available() {
+        eprintln!("SKIP: KVM unavailable: {why}");
+        return;
+    }
+    let g = generate(&Native, &BuildOptions::default()).unwrap();
+    let r = common::suite(
+        &g.image,
+        &SuiteOptions {
+            engine: Engine::Kvm,
+            irqchip: false,
+            ..SuiteOptions::default()
+        },
+    );
+    assert_passes(&r);
+    let mut skipped = kvm_skips(&r, false);
+    skipped.push((63, "no local APIC answers at 0xfee00000 on the kvm engine"));
+    skipped.push((64, "no local APIC answers at 0xfee00000 on the kvm engine"));
+    assert_follows_answers(&g, &r, &skipped);
+    assert!(
+        r.activation.notes.iter().any(|n| n.starts_with(
+            "the KVM runner gave the guest no interrupt controller (no in-kernel irqchip)"
+        )),
+        "{:?}",
+        r.activation.notes
+    );
+    for n in [68u8, 69] {
+        let c = r.call(n).unwrap();
+        assert_eq!((c.verdict, c.checks), (Verdict::Pass, 1), "{}", c.detail);
+        assert!(
+            c.detail.contains(
+                "not measured: no interrupt controller on the kvm engine: nothing raises an \
+                 alarm's interrupt"
+            ),
+            "{}",
+            c.detail
+        );
+    }
 }
 
 /// Native, with IRET and SYSEXIT reached by `jmp` (JUMP_REL).

@@ -163,6 +163,48 @@ fn on_the_kvm_engine_the_json_counts_exits_and_a_trace_rom_is_accounted() {
     );
 }
 
+/// `--no-irqchip`: the kvm engine's guest gets no interrupt controller (the APIC calls are
+/// skipped, saying why); with it (the default, where the host's KVM has the irqchip) they
+/// run and pass. Under QEMU it is a usage error.
+#[test]
+fn no_irqchip_takes_the_local_apic_away_on_the_kvm_engine_and_is_refused_under_qemu() {
+    let dir = tempfile::tempdir().unwrap();
+    let native = rom(dir.path(), "n.rom", &|| image(&Native));
+    let n = native.to_str().unwrap();
+    let o = vmirom(&["test", n, "--no-irqchip", "--only", "APICRead"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        common::text(&o).contains("QEMU's machine always has its PICs and local APIC"),
+        "{}",
+        common::text(&o)
+    );
+    if let Err(why) = vmi_harness::kvm::available() {
+        eprintln!("SKIP: KVM unavailable: {why}");
+        return;
+    }
+    let base = ["test", n, "--engine", "kvm", "--only", "APICRead", "--json"];
+    let o = vmirom(&[&base[..], &["--no-irqchip"]].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", common::text(&o));
+    let c = &json(&o)["calls"][64];
+    assert_eq!(c["verdict"], "skipped", "{c}");
+    assert_eq!(
+        c["detail"],
+        "no local APIC answers at 0xfee00000 on the kvm engine"
+    );
+    if !vmi_harness::kvm::irqchip_supported() {
+        eprintln!("SKIP (part): this KVM has no in-kernel irqchip");
+        return;
+    }
+    let o = vmirom(&base);
+    assert_eq!(o.status.code(), Some(0), "{}", common::text(&o));
+    let c = &json(&o)["calls"][64];
+    assert_eq!(
+        (&c["verdict"], &c["checks"]),
+        (&"pass".into(), &3.into()),
+        "{c}"
+    );
+}
+
 /// GetCycleFrequency's prefix: MSR_KVM_SYSTEM_TIME_NEW written 0 (the calling CPU's pvclock
 /// area unregistered; the kvm ROM, having marked the CPU registered, does not register it
 /// again), then the kvm routine.

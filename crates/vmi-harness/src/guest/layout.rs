@@ -318,6 +318,12 @@ pub mod var {
     pub const ALARM_SAMPLES: u32 = 0xF0;
     /// The same for the reference timer.
     pub const REF_SAMPLES: u32 = 0xF4;
+    /// Hits at which KVM had armed paravirtual EOI — the word MSR_KVM_PV_EOI_EN names had its
+    /// bit 0 set — when the handler was about to acknowledge through the ROM (with
+    /// [`alarm::PV_EOI`](super::alarm::PV_EOI)).
+    pub const ALARM_PV_ARMED: u32 = 0xF8;
+    /// Of those, the ones whose bit was still set right after the ROM's acknowledgement.
+    pub const ALARM_PV_LEFT: u32 = 0xFC;
     /// The 32 extra words of the current vector ([`crate::protocol::vector_result::EXTRA`]).
     pub const XBUF: u32 = 0x100;
     /// GetRelocationInfo's EAX for calls 0 .. [`RELOC_SLOTS`]: what call vectors call.
@@ -359,6 +365,12 @@ pub mod alarm {
     pub const CHECK_ISR: u32 = 1 << 10;
     /// Draining: count nothing, acknowledge every interrupt natively.
     pub const DRAIN: u32 = 1 << 11;
+    /// Around an acknowledgement through the ROM, watch KVM's paravirtual EOI (KVM with
+    /// MSR_KVM_PV_EOI_EN only: the handler reads that MSR): count in
+    /// [`var::ALARM_PV_ARMED`](super::var::ALARM_PV_ARMED) the hits whose PV-EOI word had bit
+    /// 0 set before the call, in [`var::ALARM_PV_LEFT`](super::var::ALARM_PV_LEFT) those where
+    /// it was still set after it.
+    pub const PV_EOI: u32 = 1 << 12;
 }
 
 /// How often a run invoked each call, as the guest counted it: read from the guest's

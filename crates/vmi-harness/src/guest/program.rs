@@ -83,6 +83,11 @@ pub struct GuestConfig {
     pub stress: Vec<Stress>,
     /// Echoed in `HELLO`, so a stream can be tied to the image that wrote it.
     pub nonce: u32,
+    /// The guest's interrupt handlers return with `push [esp+8]; popfd; retf 4` instead of
+    /// `iretd`: for an engine that cannot emulate a protected-mode `iret` (kvm-pvm, where
+    /// KVM's instruction emulator runs every instruction and handles `iret` in real mode
+    /// only). Same-privilege interrupts only (the guest takes none in ring 3).
+    pub no_iret: bool,
 }
 
 impl GuestConfig {
@@ -97,6 +102,7 @@ impl GuestConfig {
             vectors: Vec::new(),
             stress: Vec::new(),
             nonce: 0,
+            no_iret: false,
         }
     }
 }
@@ -437,6 +443,23 @@ struct Gen<'a> {
     vector_sites: Vec<(u32, CodeLabel)>,
     /// Where the stress code calls the ROM from.
     sites: stress::Sites,
+    /// [`GuestConfig::no_iret`].
+    no_iret: bool,
+}
+
+/// Returns from an interrupt handler whose frame (EIP, CS, EFLAGS) is at ESP: `iretd`, or
+/// with `no_iret` ([`GuestConfig::no_iret`]) EFLAGS restored by `popfd` and EIP:CS by
+/// `retf 4`, which drops the frame's EFLAGS (an interrupt that arrives in between nests
+/// below the frame and returns to the `retf`).
+fn irq_return(a: &mut CodeAssembler, no_iret: bool) -> Result<(), HarnessError> {
+    if no_iret {
+        a.push(dword_ptr(esp + 8))?;
+        a.popfd()?;
+        a.retf_1(4)?;
+    } else {
+        a.iretd()?;
+    }
+    Ok(())
 }
 
 fn assemble(
@@ -462,6 +485,7 @@ fn assemble(
         stress: &cfg.stress,
         vector_sites: Vec::new(),
         sites: stress::Sites::default(),
+        no_iret: cfg.no_iret,
     };
     let (mut boot_reload, mut kernel_entry) = g.boot()?;
     g.hello(cfg)?;
@@ -930,6 +954,7 @@ impl Gen<'_> {
     fn handlers(&mut self) -> Result<Vec<CodeLabel>, HarnessError> {
         use p::exception as x;
         let with_stress = !self.stress.is_empty();
+        let no_iret = self.no_iret;
         let a = &mut self.a;
         let mut common = a.create_label();
         let mut stress_timer = a.create_label();
@@ -955,9 +980,9 @@ impl Gen<'_> {
                     a.mov(al, 0x20)?;
                     a.out(0x20, al)?;
                     a.pop(eax)?;
-                    a.iretd()?;
+                    irq_return(a, no_iret)?;
                 }
-                SPURIOUS_VECTOR => a.iretd()?,
+                SPURIOUS_VECTOR => irq_return(a, no_iret)?,
                 v if v > TIMER_VECTOR && v != l::test::USER_RETURN_VECTOR => {
                     // An external interrupt: the alarm handler's while it records.
                     a.push(0)?;

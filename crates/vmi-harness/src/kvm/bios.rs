@@ -7,7 +7,7 @@
 //!
 //! | Address | What |
 //! |---|---|
-//! | `0x000`–`0x3FF` | real-mode IVT: vectors 0x00–0x0F → one `hlt` each at [`FAULT_STUBS`]` + n` (a CPU exception — nothing else can raise them, there is no interrupt controller — stops the init with its vector); 0x10–0xFF → [`SERVICE_STUB`], a BIOS service that supports nothing (CF = 1, AH = 0x86) |
+//! | `0x000`–`0x3FF` | real-mode IVT: vectors 0x00–0x0F → one `hlt` each at [`FAULT_STUBS`]` + n` (a CPU exception — nothing else can raise them: no device line is ever raised, and the local APIC (with the irqchip) raises nothing the init did not program — stops the init with its vector); 0x10–0xFF → [`SERVICE_STUB`], a BIOS service that supports nothing (CF = 1, AH = 0x86) |
 //! | `0x40E` | BDA: the EBDA's segment, [`EBDA_SEGMENT`] |
 //! | `0x413` | BDA: base memory in KiB, [`BASE_MEMORY_KIB`] (640 KiB minus the 1 KiB EBDA, as SeaBIOS leaves it) |
 //! | [`RETURN_STUB`] | `hlt`: where the init's `retf` lands |

@@ -7,8 +7,13 @@
 //! Only exits to user space are seen: whatever KVM handles in the kernel (CPUID, `rdmsr` and
 //! `wrmsr` of the MSRs it implements — kvmclock's among them —, `rdtsc`, faults, and on real
 //! hardware every exit KVM completes by itself) never returns from `KVM_RUN` and is not
-//! counted. Port I/O to a port no in-kernel device claims always reaches user space, and that
-//! is the cost a ROM can avoid (Linux's `out 0x80` delay).
+//! counted. With the in-kernel irqchip ([`super::KvmConfig::irqchip`]) that includes every
+//! access to the local APIC's page at `0xFEE00000` (an EOI, a TPR or LVTT write, a register
+//! read), to the IOAPIC's at `0xFEC00000`, and port I/O to the 8259A PICs (0x20, 0x21, 0xA0,
+//! 0xA1) and their ELCR (0x4D0, 0x4D1): none of it is counted. A `hlt` does not exit either;
+//! the runner counts the one that ends a run (nothing can wake it) as one `hlt` exit, as it
+//! would be without the irqchip. Port I/O to a port no in-kernel device claims always
+//! reaches user space, and that is the cost a ROM can avoid (Linux's `out 0x80` delay).
 
 use serde::{Serialize, Serializer};
 use std::collections::BTreeMap;

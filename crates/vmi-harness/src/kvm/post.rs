@@ -116,7 +116,7 @@ fn returned(vcpu: &VcpuFd, memory: &GuestMemoryMmap) -> Result<(), Stop> {
             )))
         }
         InitStop::Halted => Err(Stop::Reason(format!(
-            "executed hlt at {cs:04X}:{:04X}: nothing can wake it (no interrupt controller)",
+            "executed hlt at {cs:04X}:{:04X}: nothing can wake it (no interrupt can arrive)",
             ip.wrapping_sub(1)
         ))),
     }

@@ -147,6 +147,8 @@ pub struct Collected {
     pub ram: Option<Vec<u8>>,
     /// Unix time at the devices' time origin ([`super::KvmRun::pm_timer_origin`]).
     pub pm_timer_origin: std::time::Duration,
+    /// The VM has the in-kernel irqchip ([`super::KvmRun::irqchip`]).
+    pub irqchip: bool,
 }
 
 /// What the exit loop works with besides the vCPU.
@@ -161,6 +163,9 @@ pub struct Env<'a> {
     pub devices: &'a mut Platform,
     /// The devices' time origin.
     pub clock: Instant,
+    /// The VM has the in-kernel irqchip: `hlt` stays in KVM, and a kick that finds the vCPU
+    /// halted for good ([`halted_for_good`]) ends the run as [`EndReason::Halted`].
+    pub irqchip: bool,
 }
 
 impl std::fmt::Debug for Env<'_> {
@@ -222,8 +227,15 @@ pub fn run_loop(
             Next::Continue => {}
             Next::Interrupted => {
                 // A kick: `immediate_exit` stays set until cleared; the top of the loop
-                // decides whether the run is over.
+                // decides whether the run is over. With an irqchip the kick may be a halt
+                // poll.
                 vcpu.set_kvm_immediate_exit(0);
+                if env.irqchip && !env.stop.load(Ordering::SeqCst) && halted_for_good(vcpu) {
+                    // Counted as the one `Hlt` exit KVM gives without an irqchip.
+                    c.exits += 1;
+                    count(vcpu, env.rom, c, (ExitKind::Hlt, false), c.debugcon_written);
+                    return Ok(EndReason::Halted { eip: eip(vcpu) });
+                }
             }
             Next::End(r) => return Ok(r),
             Next::Halted => return Ok(EndReason::Halted { eip: eip(vcpu) }),
@@ -240,6 +252,46 @@ pub fn run_loop(
             }
             Next::Fail(e) => return Err(e),
         }
+    }
+}
+
+/// EFLAGS.IF.
+const EFLAGS_IF: u64 = 1 << 9;
+/// IA32_TSC_DEADLINE.
+const MSR_TSC_DEADLINE: u32 = 0x6E0;
+
+/// With an in-kernel irqchip: whether the vCPU sits in a `hlt` that nothing can end — with
+/// IF = 0, or with IF = 1, no interrupt requested in its local APIC's IRR and no APIC timer
+/// counting down (this VMM raises no other interrupt: no device line is ever asserted).
+fn halted_for_good(vcpu: &VcpuFd) -> bool {
+    let halted = vcpu
+        .get_mp_state()
+        .is_ok_and(|m| m.mp_state == kvm_bindings::KVM_MP_STATE_HALTED);
+    let Ok(regs) = vcpu.get_regs() else {
+        return false;
+    };
+    if !halted || regs.rflags & EFLAGS_IF == 0 {
+        return halted;
+    }
+    let Ok(lapic) = vcpu.get_lapic() else {
+        return false;
+    };
+    let regs = super::lapic::Registers::from_state(&lapic);
+    // Unknown: taken as armed (the run then ends at its time limit, not early).
+    let deadline = || read_msr(vcpu, MSR_TSC_DEADLINE).unwrap_or(1);
+    !regs.irr_pending() && !regs.timer_armed(deadline)
+}
+
+/// One MSR of the vCPU (None: KVM would not read it).
+pub fn read_msr(vcpu: &VcpuFd, index: u32) -> Option<u64> {
+    let mut msrs = kvm_bindings::Msrs::from_entries(&[kvm_bindings::kvm_msr_entry {
+        index,
+        ..Default::default()
+    }])
+    .ok()?;
+    match vcpu.get_msrs(&mut msrs) {
+        Ok(1) => msrs.as_slice().first().map(|e| e.data),
+        _ => None,
     }
 }
 

@@ -17,6 +17,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::signal::Killable;
 
+/// How often a vCPU with an in-kernel irqchip is kicked out of `KVM_RUN` to see whether it
+/// sits in a `hlt` nothing can wake (`hlt` does not exit to user space then).
+const HALT_POLL: Duration = Duration::from_millis(10);
 /// How often a timed-out vCPU thread is kicked until it answers.
 const KICK_INTERVAL: Duration = Duration::from_millis(10);
 /// How long a kicked vCPU thread may take to stop before the run is given up (the thread is
@@ -70,6 +73,11 @@ pub fn available() -> Result<(), String> {
     Ok(())
 }
 
+/// See [`super::irqchip_supported`].
+pub fn irqchip_supported() -> bool {
+    open().is_ok_and(|kvm| kvm.check_extension(Cap::Irqchip))
+}
+
 /// One VM with one vCPU. Fields drop in order: the vCPU (and its `kvm_run` mapping), then the
 /// VM, and only then the memory the VM's slots point into.
 struct Vm {
@@ -78,6 +86,8 @@ struct Vm {
     memory: GuestMemoryMmap,
     /// The ROM's slot as registered.
     rom_slot: Option<kvm_userspace_memory_region>,
+    /// The VM has the in-kernel irqchip (PICs, IOAPIC, the vCPU's local APIC).
+    irqchip: bool,
 }
 
 /// Writes `data` at guest-physical `at`.
@@ -182,6 +192,13 @@ impl Vm {
             }
         }
 
+        // Before the vCPU: KVM gives a vCPU a local APIC only if the VM has the irqchip. Vcpu
+        // 0 resets as the BSP with IA32_APIC_BASE = 0xFEE00000 | enabled | BSP.
+        let irqchip = cfg.irqchip && kvm.check_extension(Cap::Irqchip);
+        if irqchip {
+            vm.create_irq_chip()
+                .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+        }
         let vcpu = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
         let cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -192,6 +209,7 @@ impl Vm {
             vm,
             memory,
             rom_slot,
+            irqchip,
         })
     }
 }
@@ -313,6 +331,7 @@ fn vcpu_thread(
     // `vm.vcpu`; the registration is dropped below, on this thread, before `vm`.
     let registration = unsafe { kick::Registration::new(run) };
     c.pm_timer_origin = unix_now();
+    c.irqchip = vm.irqchip;
     let mut devices = Platform::new(c.pm_timer_origin);
     let mut env = vcpu::Env {
         memory: &vm.memory,
@@ -320,6 +339,7 @@ fn vcpu_thread(
         stop,
         devices: &mut devices,
         clock: Instant::now(),
+        irqchip: vm.irqchip,
     };
     let end = (|| {
         let mut lower_kib = layout::LOW_RAM_END / 1024;
@@ -330,6 +350,14 @@ fn vcpu_thread(
             protect_rom(&vm.vm, vm.rom_slot)?;
             lower_kib =
                 u32::from(read_u16(env.memory, u64::from(bios::BDA_BASE_MEMORY))).min(lower_kib);
+        }
+        if bios_step && vm.irqchip {
+            // The init's return stub left the vCPU halted in KVM (mp_state HALTED): wake it.
+            vm.vcpu
+                .set_mp_state(kvm_bindings::kvm_mp_state {
+                    mp_state: kvm_bindings::KVM_MP_STATE_RUNNABLE,
+                })
+                .map_err(kvm_err("KVM_SET_MP_STATE"))?;
         }
         boot(&vm.vcpu, env.memory, cfg, mb, ram, lower_kib)?;
         vcpu::run_loop(&mut vm.vcpu, &mut env, &mut c)
@@ -404,10 +432,22 @@ pub fn run_partial(cfg: &KvmConfig) -> Result<KvmRun, (HarnessError, super::Part
             (None, Some(d)) => d.saturating_duration_since(Instant::now()),
             (None, None) => Duration::MAX,
         };
+        // With an irqchip the thread is kicked every HALT_POLL to look for a dead halt.
+        let wait = if cfg.irqchip {
+            wait.min(HALT_POLL)
+        } else {
+            wait
+        };
         match rx.recv_timeout(wait) {
             Ok(out) => {
                 let _ = handle.join();
                 break out;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout)
+                if kicked_at.is_none() && deadline.is_none_or(|d| Instant::now() < d) =>
+            {
+                // A halt poll, not the deadline: the thread is alive (it has not sent).
+                let _ = handle.kill(kick::signal());
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let first = *kicked_at.get_or_insert_with(Instant::now);
@@ -467,6 +507,7 @@ pub fn run_partial(cfg: &KvmConfig) -> Result<KvmRun, (HarnessError, super::Part
         init16: collected.init16,
         ram: collected.ram,
         pm_timer_origin: collected.pm_timer_origin,
+        irqchip: collected.irqchip,
     })
 }
 

@@ -6,6 +6,7 @@
 
 use super::judge;
 use super::run::{Boot, Runner};
+use super::vectors::Irqs;
 use super::{
     Activation, SuiteOptions, SuiteReport, UNKNOWN_CALLS, Verdict, describe_exception, log_run,
     verdict,
@@ -26,6 +27,8 @@ pub(crate) struct Activated {
     /// The ROM's linear base and length.
     pub(crate) linear: u32,
     pub(crate) len: u32,
+    /// The interrupt sources the engine gave the activation run.
+    pub(crate) irqs: Irqs,
 }
 
 /// The steps every run starts with: probe, Init, GetRelocationInfo for 0–73.
@@ -50,6 +53,9 @@ pub(crate) fn run(
     let boot = runner.boot(steps, Vec::new(), Vec::new(), Some(opts.hang_timeout), 0)?;
     log_run(report, "activation", 0, &boot);
     if let Some(note) = init16_note(&boot, opts) {
+        report.activation.notes.push(note);
+    }
+    if let Some(note) = irqchip_note(&boot) {
         report.activation.notes.push(note);
     }
     let act = activation(&boot, map, opts.engine, &mut report.activation);
@@ -103,6 +109,19 @@ fn init16_note(boot: &Boot, opts: &SuiteOptions) -> Option<String> {
                                      not to): the ROM has no private RAM"
             .into(),
         None => return None,
+    })
+}
+
+/// KVM engine: whether the run had KVM's in-kernel irqchip, in words.
+fn irqchip_note(boot: &Boot) -> Option<String> {
+    Some(match boot.engine_run.kvm_irqchip? {
+        true => "the KVM runner gave the guest KVM's in-kernel irqchip: a local APIC at \
+                 0xfee00000 whose timer and self-IPIs are delivered (PIC and IOAPIC present, \
+                 but no device raises IRQ0)"
+            .into(),
+        false => "the KVM runner gave the guest no interrupt controller (no in-kernel \
+                  irqchip): no local APIC, nothing raises an interrupt"
+            .into(),
     })
 }
 
@@ -160,6 +179,7 @@ fn activation(
         machine,
         linear: p.chosen_linear.unwrap_or(0),
         len: p.rom_len.unwrap_or(0),
+        irqs: Irqs::of(engine, boot.engine_run.kvm_irqchip),
     })
 }
 

@@ -99,15 +99,17 @@
 //! | IRET (33) | frame to the ring-3 stub: `EIP, CS 0x73, EFLAGS (IF=1), ESP, SS 0x7B` | the stub's `int 0x80` arrives from CS 0x73 at the stub's EIP with SS 0x7B, the frame's ESP, IF = 1, every GPR intact |
 //! | IRET (33) | 31 frames the CPU faults on or must check fully (the `iret_faults` cases: every rule of IRET's checks — null, beyond-limit, LDT-without-LDT, wrong-type, wrong-DPL, not-present CS and SS, EIP beyond the CS limit — to ring 3 and to ring 0, the order of the rules, an interrupt and a trap gate, and two valid frames from an LDT and a conforming segment), each run first through a native `iret` at the site (the reference), then through the ROM, reached by a 5-byte `call rel32` like Linux's patched site | the ROM raises what the native `iret` raised (where the engine departs from the SDM, what the SDM says; noted): same vector and error code, EIP = the ROM's call site, the site's CS and EFLAGS, the interrupted ESP at the frame, the handler entered with the gate's EFLAGS, every GPR and data segment intact; a valid frame reaches its ring-3 code |
 //! | SYSEXIT (34) | SYSENTER_CS = 0x60 (like Linux), EDX = stub, ECX = user stack, IF = 0 | the stub runs at CPL 3 (CS 0x73, SS 0x7B), ESP = ECX, IF = 1, other flags as they were, EAX/EBX/ESI/EDI/EBP intact |
-//! | Halt (35) | PIT IRQ0 at 1 kHz unmasked, IF = 0 | Halt returns after the timer handler ran, with IF = 1 (QEMU only: the kvm engine has no interrupt controller) |
+//! | Halt (35) | PIT IRQ0 at 1 kHz unmasked, IF = 0 (QEMU); where no PIT raises IRQ0 but the local APIC delivers interrupts (the kvm engine with the runner's irqchip), the APIC timer armed one-shot 1 ms ahead at vector 0x41 instead | Halt returns after the timer handler ran, with IF = 1 (skipped where nothing raises an interrupt) |
 //! | InvalPage (46), FlushTLB (47) | a window page mapped to frame A and read (TLB filled), then its PTE changed to frame B *without* a flush | after the call the page reads frame B. Whether the stale frame-A read could be demonstrated before the call is reported (TCG keeps stale entries like hardware). FlushTLB(3) uses a global page with CR4.PGE |
 //! | Shutdown (37) | own run; IF = 1 and the timer running, so a bare `hlt` would wake up | QEMU: nothing at all is written after the call for the settle time (no record, no exception, no reset) — judged by silence, QEMU keeps running halted; kvm engine: the vCPU halts |
 //! | Reboot (36) | own run, QEMU with `-no-reboot` | QEMU exits by itself (the reset) with no record after the call; kvm engine: the vCPU shuts down (triple fault = reset) |
 //!
 //! # Time
 //!
-//! The timer scenarios (QEMU with a local APIC and an ACPI PM timer the guest finds through
-//! the FADT; otherwise only the sanity vectors run and the verdict notes why) judge any ROM by
+//! The timer scenarios (an engine whose local APIC delivers interrupts — QEMU, or the kvm
+//! engine when its runner has KVM's in-kernel irqchip — and an ACPI PM timer: the one the
+//! FADT names under QEMU, port 0x608 on the kvm engine; otherwise only the sanity vectors run
+//! and the verdict notes why) judge any ROM by
 //! what a guest sees, never by the ROM's own figures: time comes from the PM timer, the TSC
 //! and the RTC. GetCycleFrequency's and GetWallclockTime's measurements need only the PM timer
 //! and the RTC, and run on the kvm engine too, whose runner has both on the host's clocks (its
@@ -139,6 +141,16 @@
 //! again" in the run log); one still inconclusive neither passes nor fails and the verdict
 //! says so ("inconclusive: …"). "Never before the expiry" is exact either way.
 //!
+//! On the kvm engine (with the runner's irqchip) only the local APIC raises interrupts: the
+//! IRQ0 scenarios are not run and SetAlarm's verdict says why ("IRQ0 alarms not measured:
+//! nothing raises IRQ0 on the kvm engine (its PIT is the runner's own model, wired to no
+//! interrupt line)"), the second-CPU scenario neither (one vCPU), and the LVTT alarms run
+//! without a reference timer (PIT and RTC raise nothing there): an alarm's count is then
+//! judged against the window's running time (the rate over its effective PM-timer time): more
+//! than twice that fails, fewer than half is inconclusive (a host that does not run the vCPU
+//! coalesces its timer interrupts, and there is no reference to tell), its median interval is
+//! judged as everywhere, and intervals spread wider than 10 % still make it inconclusive.
+//!
 //! # kvmclock
 //!
 //! Where the guest's CPUID says KVM with kvmclock (0x40000000 = "KVMKVMKVM\0\0\0" with leaf
@@ -169,19 +181,48 @@
 //! host-timed PM timer, REAL over 1000 calls in a row — apply to every ROM on every engine
 //! with a PM timer.
 //!
+//! **PV EOI.** Where CPUID says KVM with paravirtual EOI (0x40000001 EAX bit 6), the periodic
+//! LVTT alarms acknowledged through APICWrite(0xB0, 0) also watch it, again through KVM and not
+//! the ROM: at every interrupt the guest's handler reads MSR_KVM_PV_EOI_EN (0x4b564d04: the
+//! physical address of the calling CPU's PV-EOI word, enable bit 0) and the word's bit 0 —
+//! which KVM sets when it delivers an interrupt whose EOI the guest may signal by clearing it
+//! — before the call, and the bit again right after it; after the scenario it reads the MSR
+//! and MSR_KVM_SYSTEM_TIME_NEW. Where KVM armed the word the call must have cleared it ("KVM
+//! armed PV EOI … and after APICWrite(0xB0, 0) it was still set at N of M interrupts …: the
+//! call did not acknowledge them" otherwise); a ROM that promised kvmclock and takes its time
+//! from it (its pvclock area registered) must have a PV-EOI word registered ("the calling CPU
+//! has no PV-EOI word registered (MSR_KVM_PV_EOI_EN 0x4b564d04 reads 0x0) though KVM offers PV
+//! EOI …"); any other ROM, or one running natively, is noted. KVM arms the word only for an
+//! interrupt its local APIC keeps in service, and kvm-pvm's keeps none: there the word reads 0
+//! at every interrupt, the verdict notes "never armed by KVM … each EOI was the APIC write",
+//! and whether the ROM clears an armed word cannot be shown on that host.
+//!
 //! # Engines
 //!
 //! On QEMU (TCG or KVM) everything runs, with paging. On the kvm engine (the built-in VMM)
-//! there is no BIOS image, no interrupt controller and no local APIC, and on kvm-pvm no
-//! paging: the guest runs flat, the page-table checks are [`Verdict::Skipped`] with "needs
-//! paging; this KVM cannot page", Halt and the APIC calls are skipped, SetAlarm and
-//! CancelAlarm get their sanity vectors only (noted "not measured"; GetCycleFrequency and
-//! GetWallclockTime are measured against the runner's PM timer and RTC, and checked against
-//! kvmclock where CPUID offers it, see [kvmclock](#kvmclock)), the interrupt calls
-//! lose their pending-IRQ vectors, and whatever KVM cannot emulate (kvm-pvm: a protected-mode
-//! `iret`, the reset the native Reboot ends in) is skipped with KVM's own reason rather than
-//! failed; a #UD at exactly the ring-3 stub's `int 0x80` (kvm-pvm cannot run it) still lets
-//! the ring-3 state be checked from that frame.
+//! there is no BIOS image and one vCPU, and on kvm-pvm no paging: the guest runs flat, the
+//! page-table checks are [`Verdict::Skipped`] with "needs paging; this KVM cannot page". Where
+//! the host's KVM has the in-kernel irqchip the runner gives the guest KVM's PICs, IOAPIC and
+//! local APIC ([`crate::kvm::KvmConfig::irqchip`], [`SuiteOptions::irqchip`]; the activation
+//! notes say which), and the suite decides from what the activation run reported
+//! ([`crate::kvm::KvmRun::irqchip`]), not from the engine's name: APICRead and APICWrite run
+//! their vectors, Halt is woken by the APIC timer, and SetAlarm's LVTT scenarios and all of
+//! CancelAlarm's run with their judgments (see [Time](#time)). What stays out there: nothing
+//! raises IRQ0 (the runner's PIT is its own user-space model, not KVM's), so the IRQ0 alarms,
+//! the reference timers, the interrupt calls' pending-IRQ vectors and the re-entrancy check
+//! do not run; and the second-CPU alarm needs a second CPU. kvm-pvm's local APIC delivers an
+//! interrupt without keeping it in service (its ISR bit reads clear in the handler, in the
+//! guest's MMIO read and in `KVM_GET_LAPIC` alike — measured), so APICWrite's EOI vector is
+//! inconclusive there, saying so. Without the irqchip (a KVM without it, or
+//! [`SuiteOptions::irqchip`] off) there is no interrupt controller and no local APIC: Halt and
+//! the APIC calls are skipped, and SetAlarm and CancelAlarm get their sanity vectors only
+//! (noted "not measured"). Either way GetCycleFrequency and GetWallclockTime are measured
+//! against the runner's PM timer and RTC, and checked against kvmclock where CPUID offers it,
+//! see [kvmclock](#kvmclock). Whatever KVM cannot emulate (kvm-pvm: a protected-mode `iret`,
+//! the reset the native Reboot ends in) is skipped with KVM's own reason rather than failed —
+//! the guest's own interrupt handlers return with `popfd; retf 4` there instead of `iretd`
+//! ([`crate::guest::GuestConfig::no_iret`]); a #UD at exactly the ring-3 stub's `int 0x80`
+//! (kvm-pvm cannot run it) still lets the ring-3 state be checked from that frame.
 //!
 //! Before every kvm guest run the runner does what SeaBIOS does for an option ROM
 //! ([`SuiteOptions::run_init16`], on by default; see [`crate::kvm`]): it far-calls the ROM's
@@ -189,8 +230,8 @@
 //! base memory, then maps the ROM read-only — so a ROM that takes private RAM at POST has it,
 //! as under QEMU, and an activation note says what the init did. The PIT's counters, port
 //! 0x61, the CMOS clock and a PM timer can be read there (a ROM's Init may measure the TSC
-//! with them; the suite measures the ROM's clocks with the PM timer), but nothing raises an
-//! interrupt. With `run_init16` off nothing runs the init (what a hypervisor
+//! with them; the suite measures the ROM's clocks with the PM timer), but none of them raises
+//! an interrupt. With `run_init16` off nothing runs the init (what a hypervisor
 //! that maps the ROM itself presents): the calls that need private RAM answer NONE.
 //! [`SuiteReport::bios_init`] says which.
 //!
@@ -206,7 +247,8 @@
 //! `out 0x80` per invocation reads `calls[65].exits.rom.io_out["0x80"] == invocations`; a
 //! call answered NOP (nothing to execute) gets all-zero counts with no vectors. Exits
 //! KVM handles in the kernel (kvmclock's MSRs, CPUID, …) never reach user space and are not
-//! counted. QEMU counts none: both fields are None (`null` in JSON) there.
+//! counted — with the irqchip that includes every local-APIC access (an EOI, a TPR or LVTT
+//! write, APICRead's MMIO read) and the PICs' ports, so the APIC calls show no exits there. QEMU counts none: both fields are None (`null` in JSON) there.
 //!
 //! Every run is bounded: QEMU runs are killed after [`SuiteOptions::hang_timeout`] without
 //! progress (the guest streams a record per step, so silence means a hang) and after
@@ -293,6 +335,10 @@ pub struct SuiteOptions {
     /// hypervisor that maps the ROM itself presents. Under QEMU SeaBIOS always runs it, so it
     /// must stay on there.
     pub run_init16: bool,
+    /// KVM engine: give each run KVM's in-kernel interrupt controllers (a local APIC, PICs,
+    /// IOAPIC) where the host's KVM has them ([`crate::kvm::KvmConfig::irqchip`]; default
+    /// on). Off: no interrupt controller, what a KVM without `KVM_CAP_IRQCHIP` presents.
+    pub irqchip: bool,
     /// The ROM promises to take its time from kvmclock where the CPU offers it (`vmirom
     /// test` sets this for a ROM whose manifest names the kvm backend): where CPUID says KVM
     /// with kvmclock, a calling CPU without a registered pvclock area after a time call then
@@ -318,6 +364,7 @@ impl Default for SuiteOptions {
             keep_ram: false,
             stress: true,
             run_init16: true,
+            irqchip: true,
             expect_kvmclock: false,
         }
     }
@@ -656,6 +703,11 @@ fn check_setup(rom: &Path, opts: &SuiteOptions) -> Result<(), HarnessError> {
              runs it (use the kvm engine)",
             opts.engine
         )),
+        Engine::Qemu(_) if !opts.irqchip => bad(format!(
+            "no interrupt controller was asked for {}: QEMU's machine always has its PICs \
+             and local APIC (use the kvm engine)",
+            opts.engine
+        )),
         _ => Ok(()),
     }
 }
@@ -693,6 +745,7 @@ fn runner(rom: &Path, opts: &SuiteOptions, map: MemoryMap) -> Runner {
         extra_args: opts.extra_args.clone(),
         keep_ram: opts.keep_ram,
         run_init16: opts.run_init16,
+        irqchip: opts.irqchip,
     }
 }
 

@@ -33,6 +33,7 @@ pub(crate) fn context(
         map,
         machine: act.machine,
         engine,
+        irqs: act.irqs,
         stack_top: map.va(layout::STACK_TOP),
         jump: act
             .answers

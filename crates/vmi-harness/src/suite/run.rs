@@ -164,6 +164,8 @@ pub(crate) struct Runner {
     pub keep_ram: bool,
     /// KVM engine: run the ROM's 16-bit init first ([`KvmConfig::run_init16`]).
     pub run_init16: bool,
+    /// KVM engine: the in-kernel irqchip where the host has it ([`KvmConfig::irqchip`]).
+    pub irqchip: bool,
 }
 
 fn nonce(salt: u32) -> u32 {
@@ -192,6 +194,8 @@ impl Runner {
             vectors,
             stress,
             nonce: nonce(salt),
+            // kvm-pvm cannot emulate a protected-mode iret; popfd + retf work everywhere.
+            no_iret: self.engine == Engine::Kvm,
         };
         let image = guest::build(&cfg)?;
         let (mut engine_run, end, ram, host_clock) = match self.engine {
@@ -289,6 +293,7 @@ impl Runner {
                 kvm_end: None,
                 kvm_init16: None,
                 kvm_exits: None,
+                kvm_irqchip: None,
             },
             end,
             ram,
@@ -316,6 +321,7 @@ impl Runner {
             timeout: self.timeout,
             keep_ram: self.keep_ram,
             run_init16: self.run_init16,
+            irqchip: self.irqchip,
         }) {
             Ok(run) => run,
             // The vCPU stopped in a way the VMM does not model: a verdict, not a failure to run.
@@ -340,6 +346,7 @@ impl Runner {
                         kvm_end: None,
                         kvm_init16: partial.init16.map(|i| *i),
                         kvm_exits: Some(*partial.exit_log),
+                        kvm_irqchip: None,
                     },
                     end,
                     partial.ram,
@@ -369,6 +376,7 @@ impl Runner {
                 kvm_end: Some(run.end),
                 kvm_init16: run.init16,
                 kvm_exits: Some(run.exit_log),
+                kvm_irqchip: Some(run.irqchip),
             },
             end,
             run.ram,

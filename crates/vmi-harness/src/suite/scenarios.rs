@@ -249,30 +249,80 @@ pub(crate) fn sysexit(ctx: &Ctx) -> Plan {
     Plan::Run(vec![spec], Vec::new())
 }
 
-/// Halt woken by the PIT.
+/// Halt woken by the PIT (a PIC and a PIT that raises IRQ0), else by a one-shot of the local
+/// APIC's timer (an engine whose local APIC delivers interrupts: the KVM runner with its
+/// irqchip).
 pub(crate) fn halt(ctx: &Ctx) -> Plan {
-    if !ctx.has_pic() {
-        return Plan::Skip(format!(
-            "no interrupt controller or timer on the {} engine: nothing could wake a halted CPU",
-            ctx.engine
-        ));
+    if ctx.has_pic() {
+        return Plan::Run(vec![halt_pit(ctx)], Vec::new());
     }
-    let spec = b(ctx, Call::Halt, "Halt() with IF=0 and PIT IRQ0 at 1 kHz")
+    if ctx.has_lapic_irqs() {
+        return Plan::Run(vec![halt_lapic(ctx)], Vec::new());
+    }
+    Plan::Skip(format!(
+        "no interrupt controller or timer on the {} engine: nothing could wake a halted CPU",
+        ctx.engine
+    ))
+}
+
+/// Halt returned with IF = 1 (`woke`: whether the interrupt came first, and what it was).
+fn judge_halt(s: &Seen<'_>, f: &mut Findings, woke: bool) {
+    f.ensure(woke, || {
+        "returned before the timer interrupt was delivered".into()
+    });
+    f.ensure(s.r.regs.eflags & IF != 0, || {
+        format!(
+            "EFLAGS.IF: expected 1 after Halt, got 0 (EFLAGS {:#010x})",
+            s.r.regs.eflags
+        )
+    });
+}
+
+fn halt_pit(ctx: &Ctx) -> Spec {
+    b(ctx, Call::Halt, "Halt() with IF=0 and PIT IRQ0 at 1 kHz")
         .pre([Op::StartTimer { divisor: PIT_1KHZ }])
         .post([Op::Cli, Op::StopTimer])
         .may_change(IF)
-        .check(|s, f| {
-            f.ensure(s.r.ticks >= 1, || {
-                "returned before the timer interrupt was delivered".into()
-            });
-            f.ensure(s.r.regs.eflags & IF != 0, || {
-                format!(
-                    "EFLAGS.IF: expected 1 after Halt, got 0 (EFLAGS {:#010x})",
-                    s.r.regs.eflags
-                )
-            });
-        });
-    Plan::Run(vec![spec], Vec::new())
+        .check(|s, f| judge_halt(s, f, s.r.ticks >= 1))
+}
+
+/// The local APIC's vector for [`halt_lapic`].
+const HALT_VECTOR: u8 = 0x41;
+
+/// Halt with IF = 0 and the local APIC's timer armed one-shot 1 ms ahead (÷1, 10^6 counts
+/// of KVM's 1 GHz APIC bus) at [`HALT_VECTOR`], the alarm handler counting it: Halt must
+/// enable interrupts and return after the interrupt (whether it fired before the `sti` or
+/// during the `hlt`).
+fn halt_lapic(ctx: &Ctx) -> Spec {
+    let apic = ctx.map.apic();
+    let store = |reg: u32, value: u32| Op::Store {
+        addr: apic + reg,
+        value: Val::Imm(value),
+    };
+    b(
+        ctx,
+        Call::Halt,
+        format!("Halt() with IF=0 and the local APIC timer one-shot at {HALT_VECTOR:#04x}"),
+    )
+    .pre([
+        Op::AlarmStart {
+            vector: HALT_VECTOR,
+            mode: l::alarm::EOI_NATIVE,
+        },
+        store(0x3E0, 0xB),
+        store(0x320, u32::from(HALT_VECTOR)),
+        store(0x380, 1_000_000),
+    ])
+    .post([
+        Op::Cli,
+        Op::Load {
+            addr: l::VARS + l::var::ALARM_HITS,
+            slot: 0,
+        },
+        Op::AlarmQuiesce,
+    ])
+    .may_change(IF)
+    .check(|s, f| judge_halt(s, f, s.r.x(0) >= 1))
 }
 
 /// Shutdown and Reboot: one vector each, run on its own.

@@ -77,6 +77,36 @@ impl std::fmt::Debug for Spec {
     }
 }
 
+/// The interrupt sources the engine gives the guest, as its run reported them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Irqs {
+    /// A PIC with a PIT that raises IRQ0 and an RTC that raises IRQ8 (QEMU).
+    pub pic: bool,
+    /// The local APIC delivers its timer's interrupts and self-IPIs (QEMU; the KVM runner
+    /// when its run had the in-kernel irqchip, [`crate::kvm::KvmRun::irqchip`]).
+    pub lapic: bool,
+    /// A second CPU can be started (QEMU with `-smp 2`; the KVM runner has one vCPU).
+    pub smp: bool,
+}
+
+impl Irqs {
+    /// What `engine` gives; `kvm_irqchip`: whether the KVM run had the irqchip.
+    pub(crate) fn of(engine: Engine, kvm_irqchip: Option<bool>) -> Irqs {
+        match engine {
+            Engine::Qemu(_) => Irqs {
+                pic: true,
+                lapic: true,
+                smp: true,
+            },
+            Engine::Kvm => Irqs {
+                pic: false,
+                lapic: kvm_irqchip == Some(true),
+                smp: false,
+            },
+        }
+    }
+}
+
 /// What the vectors know about the guest and the ROM.
 #[derive(Clone, Debug)]
 pub(crate) struct Ctx {
@@ -86,6 +116,8 @@ pub(crate) struct Ctx {
     pub machine: Machine,
     /// What runs the guest.
     pub engine: Engine,
+    /// The interrupt sources it gives the guest.
+    pub irqs: Irqs,
     /// Linear top of the kernel stack (ESP at every call).
     pub stack_top: u32,
     /// Calls answered JUMP_REL (reached with `jmp`).
@@ -111,9 +143,14 @@ impl Ctx {
         self.call_rel.contains(&(call as u8))
     }
 
-    /// Whether the engine has a PIC and a PIT (QEMU).
+    /// Whether the engine has a PIC and a PIT that raises IRQ0 (QEMU).
     pub(crate) fn has_pic(&self) -> bool {
-        matches!(self.engine, Engine::Qemu(_))
+        self.irqs.pic
+    }
+
+    /// Whether the local APIC answers and delivers its interrupts (timer, self-IPI).
+    pub(crate) fn has_lapic_irqs(&self) -> bool {
+        self.irqs.lapic && self.machine.has_apic()
     }
 
     /// The ACPI PM timer to measure time with: the one the firmware's FADT names (QEMU), or

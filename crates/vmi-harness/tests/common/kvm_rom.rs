@@ -6,6 +6,9 @@
 //!   With one CPU (the KVM runner's) that includes the boot CPU at Init, whose pvclock then
 //!   stays unwritten.
 //! - [`scaled_by_1_01`]: GetCycleFrequency answers the pvclock rate × 1.01 — a wrong scale.
+//! - [`pv_eoi_unregistered`]: APICWrite first writes MSR_KVM_PV_EOI_EN = 0 (the calling
+//!   CPU's PV-EOI word unregistered; the ROM, having marked the CPU registered, does not
+//!   register it again) — a ROM that sets the PV-EOI enable bit wrongly.
 #![allow(dead_code)]
 
 use iced_x86::code_asm::*;
@@ -101,6 +104,28 @@ pub fn scaled_by_1_01() -> Override<Kvm> {
             e.a.ret()?;
             e.a.set_label(&mut inner)?;
             Kvm.emit(Call::GetCycleFrequency, e)
+        },
+    }
+}
+
+/// The kvm ROM whose APICWrite first unregisters the calling CPU's PV-EOI word
+/// (MSR_KVM_PV_EOI_EN = 0), then runs the kvm routine (ECX, EAX, EDX kept for it).
+pub fn pv_eoi_unregistered() -> Override<Kvm> {
+    Override {
+        base: Kvm,
+        call: Call::APICWrite,
+        emit: |e| {
+            e.a.push(eax)?;
+            e.a.push(ecx)?;
+            e.a.push(edx)?;
+            e.a.xor(eax, eax)?;
+            e.a.xor(edx, edx)?;
+            e.a.mov(ecx, 0x4B56_4D04u32)?;
+            e.a.wrmsr()?;
+            e.a.pop(edx)?;
+            e.a.pop(ecx)?;
+            e.a.pop(eax)?;
+            Kvm.emit(Call::APICWrite, e)
         },
     }
 }

@@ -30,6 +30,11 @@ pub struct Args {
     /// mapped, as a hypervisor that maps it itself presents it: no private RAM).
     #[arg(long)]
     no_bios_init: bool,
+    /// kvm engine: give the guest no interrupt controller, as on a KVM without the in-kernel
+    /// irqchip (by default the runner creates KVM's PICs, IOAPIC and local APIC where the
+    /// host has them: the APIC calls, Halt and the LVTT alarms then run).
+    #[arg(long)]
+    no_irqchip: bool,
     /// Only these calls: numbers, ranges and names, comma separated (`17,29-32,CPUID`).
     #[arg(long, value_parser = parse_call_list)]
     only: Option<CallList>,
@@ -103,6 +108,7 @@ pub fn run(a: &Args) -> Result<ExitCode, CliError> {
         only: a.only.as_ref().map(|c| c.0.clone()),
         keep_ram: trace_build.is_some(),
         run_init16: !a.no_bios_init,
+        irqchip: !a.no_irqchip,
         expect_kvmclock: kvm_build,
         ..SuiteOptions::default()
     };

@@ -318,6 +318,7 @@ impl Gen<'_> {
     /// a stress configuration is active: makes the active configuration's handler calls,
     /// acknowledges the PIC and returns from the interrupt with every register intact.
     pub(super) fn stress_timer(&mut self, entry: &mut CodeLabel) -> R {
+        let no_iret = self.no_iret;
         let a = &mut self.a;
         a.set_label(entry)?;
         a.pushad()?;
@@ -349,7 +350,7 @@ impl Gen<'_> {
         a.pop(es)?;
         a.pop(ds)?;
         a.popad()?;
-        a.iretd()?;
+        super::irq_return(a, no_iret)?;
         Ok(())
     }
 }

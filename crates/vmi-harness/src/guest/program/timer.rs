@@ -442,6 +442,10 @@ impl Gen<'_> {
         a.mov(ecx, (var::BSP_APIC_ID - var::ALARM_HITS) / 4)?;
         a.rep().stosd()?;
         a.mov(d(vars(var::ALARM_VECTOR)), u32::from(vector))?;
+        if mode & alarm::PV_EOI != 0 {
+            a.mov(d(vars(var::ALARM_PV_ARMED)), 0u32)?;
+            a.mov(d(vars(var::ALARM_PV_LEFT)), 0u32)?;
+        }
         if vector == IRQ0_VECTOR {
             unmask_irq0(a)?;
         } else {
@@ -744,6 +748,7 @@ impl Gen<'_> {
     pub(super) fn alarm_handler(&mut self, entry: &mut CodeLabel) -> R {
         let apic = self.map.apic();
         let mode = d(vars(var::ALARM_MODE));
+        let no_iret = self.no_iret;
         let a = &mut self.a;
         let mut stray = a.create_label();
         let mut expected = a.create_label();
@@ -784,9 +789,49 @@ impl Gen<'_> {
         a.pop(ds)?;
         a.popad()?;
         a.add(esp, 8)?;
-        a.iretd()?;
+        super::irq_return(a, no_iret)?;
         Ok(())
     }
+}
+
+/// APICWrite(0xB0, 0) through the ROM; with [`alarm::PV_EOI`] in the mode, KVM's PV-EOI word
+/// (at the guest-physical address MSR_KVM_PV_EOI_EN holds with its enable bit, identity-mapped
+/// low memory) read before and after it ([`var::ALARM_PV_ARMED`], [`var::ALARM_PV_LEFT`]).
+/// Then on to `after`. May use EAX, ECX, EDX.
+fn rom_eoi_watched(a: &mut CodeAssembler, after: CodeLabel) -> R {
+    let eoi = |a: &mut CodeAssembler| {
+        rom_call(a, Call::APICWrite, |a| {
+            a.mov(eax, APIC_EOI)?;
+            a.xor(edx, edx)?;
+            Ok(())
+        })
+    };
+    let mut plain = a.create_label();
+    let mut call = a.create_label();
+    a.test(d(vars(var::ALARM_MODE)), alarm::PV_EOI as i32)?;
+    a.jz(plain)?;
+    a.mov(ecx, crate::protocol::MSR_KVM_PV_EOI_EN)?;
+    a.rdmsr()?;
+    a.test(eax, 1)?;
+    a.jz(plain)?;
+    a.and(eax, !1)?;
+    a.cmp(eax, l::LOWMEM_MAPPED - 4)?;
+    a.jae(plain)?;
+    a.push(eax)?;
+    a.test(dword_ptr(eax), 1)?;
+    a.jz(call)?;
+    a.lock().inc(d(vars(var::ALARM_PV_ARMED)))?;
+    a.set_label(&mut call)?;
+    eoi(a)?;
+    a.pop(eax)?;
+    a.test(dword_ptr(eax), 1)?;
+    a.jz(after)?;
+    a.lock().inc(d(vars(var::ALARM_PV_LEFT)))?;
+    a.jmp(after)?;
+    a.set_label(&mut plain)?;
+    eoi(a)?;
+    a.jmp(after)?;
+    Ok(())
 }
 
 /// The alarm handler's bookkeeping of a hit at the expected vector (EBX; ESI:EDI = the TSC at
@@ -858,11 +903,7 @@ fn alarm_eoi(a: &mut CodeAssembler, apic: u32, done: CodeLabel) -> R {
     a.mov(d(apic + APIC_EOI), 0u32)?;
     a.jmp(after_eoi)?;
     a.set_label(&mut rom_eoi)?;
-    rom_call(a, Call::APICWrite, |a| {
-        a.mov(eax, APIC_EOI)?;
-        a.xor(edx, edx)?;
-        Ok(())
-    })?;
+    rom_eoi_watched(a, after_eoi)?;
     a.set_label(&mut after_eoi)?;
     a.test(mode, alarm::CHECK_ISR as i32)?;
     a.jz(done)?;
