@@ -1047,6 +1047,37 @@ pub struct VectorResult {
 }
 
 impl VectorResult {
+    /// For unit tests of the judges: a result whose EAX/EDX are `eax`/`edx`, whose extra words
+    /// are `words` (index, value), and everything else zero.
+    #[cfg(test)]
+    pub(crate) fn with_words(words: &[(u8, u32)], eax: u32, edx: u32) -> VectorResult {
+        let mut extra = [0u32; vector_result::EXTRA_WORDS];
+        for &(k, v) in words {
+            extra[usize::from(k)] = v;
+        }
+        VectorResult {
+            step: StepId::Vector(0),
+            regs: Regs {
+                eax,
+                edx,
+                ..Default::default()
+            },
+            cr0: 0,
+            cr2: 0,
+            cr3: 0,
+            cr4: 0,
+            gdtr: Default::default(),
+            idtr: Default::default(),
+            ldtr: 0,
+            tr: 0,
+            dr: [0; 6],
+            returned_to_site: true,
+            ticks: 0,
+            site_eip: 0,
+            extra,
+        }
+    }
+
     /// Debug register `n` (0–3, 6, 7), if it is one of those.
     pub fn dr(&self, n: u8) -> Option<u32> {
         let i = match n {

@@ -334,31 +334,7 @@ mod tests {
     use super::*;
 
     fn result(words: &[(u8, u32)], eax: u32, edx: u32) -> VectorResult {
-        let mut extra = [0u32; crate::protocol::vector_result::EXTRA_WORDS];
-        for (k, v) in words {
-            extra[usize::from(*k)] = *v;
-        }
-        VectorResult {
-            step: crate::protocol::StepId::Vector(0),
-            regs: crate::protocol::Regs {
-                eax,
-                edx,
-                ..Default::default()
-            },
-            cr0: 0,
-            cr2: 0,
-            cr3: 0,
-            cr4: 0,
-            gdtr: Default::default(),
-            idtr: Default::default(),
-            ldtr: 0,
-            tr: 0,
-            dr: [0; 6],
-            returned_to_site: true,
-            ticks: 0,
-            site_eip: 0,
-            extra,
-        }
+        VectorResult::with_words(words, eax, edx)
     }
 
     /// KVM's scale for a 2.3 GHz TSC (kvm_get_time_scale(1e9, 2.3e9)): mul 0xde9bd37a,

@@ -1942,27 +1942,7 @@ mod tests {
 
     /// A vector result whose extra words are `words`.
     fn result(words: &[(u8, u32)]) -> VectorResult {
-        let mut extra = [0u32; crate::protocol::vector_result::EXTRA_WORDS];
-        for (k, v) in words {
-            extra[usize::from(*k)] = *v;
-        }
-        VectorResult {
-            step: StepId::Vector(0),
-            regs: Default::default(),
-            cr0: 0,
-            cr2: 0,
-            cr3: 0,
-            cr4: 0,
-            gdtr: Default::default(),
-            idtr: Default::default(),
-            ldtr: 0,
-            tr: 0,
-            dr: [0; 6],
-            returned_to_site: true,
-            ticks: 0,
-            site_eip: 0,
-            extra,
-        }
+        VectorResult::with_words(words, 0, 0)
     }
 
     #[test]
