@@ -85,6 +85,8 @@ struct State {
     program: Option<Program>,
     /// Index of the next edge of `program`.
     next: u64,
+    /// An edge is being raised (the ioctl runs outside the lock).
+    raising: bool,
     stop: bool,
     report: Irq0Report,
 }
@@ -113,10 +115,11 @@ impl Line {
         }
     }
 
-    /// Whether an edge is still to come.
+    /// Whether an edge is still to come (or being raised).
     pub fn armed(&self) -> bool {
         let s = self.lock();
-        s.report.error.is_none() && s.program.and_then(|p| p.edge_tick(s.next)).is_some()
+        s.raising
+            || s.report.error.is_none() && s.program.and_then(|p| p.edge_tick(s.next)).is_some()
     }
 
     /// Ends [`Line::run`].
@@ -158,9 +161,11 @@ impl Line {
             s.report.coalesced += next - s.next - 1;
             s.next = next;
             s.report.raised += 1;
+            s.raising = true;
             drop(s);
             let result = raise();
             s = self.lock();
+            s.raising = false;
             if let Err(e) = result {
                 s.report.error = Some(e);
                 return;

@@ -208,6 +208,10 @@ pub fn run_loop(
     env: &mut Env<'_>,
     c: &mut Collected,
 ) -> Result<EndReason, HarnessError> {
+    // A halt poll that found the vCPU halted for good: the run ends if the next poll finds
+    // it so again, after one more KVM_RUN (which injects what KVM_GET_LAPIC cannot show: a
+    // one-shot APIC timer that expired, a PIC interrupt).
+    let mut dead_halt_seen = false;
     loop {
         if env.stop.load(Ordering::SeqCst) {
             return Ok(EndReason::TimedOut);
@@ -228,6 +232,9 @@ pub fn run_loop(
                 source: std::io::Error::from_raw_os_error(e.errno()),
             }),
         };
+        if !matches!(next, Next::Interrupted) {
+            dead_halt_seen = false;
+        }
         match next {
             Next::Continue => {}
             Next::Interrupted => {
@@ -236,11 +243,12 @@ pub fn run_loop(
                 // poll.
                 vcpu.set_kvm_immediate_exit(0);
                 let pit_armed = env.irq0.is_some_and(|l| l.armed());
-                if env.irqchip
+                let dead = env.irqchip
                     && !env.stop.load(Ordering::SeqCst)
                     && !pit_armed
-                    && halted_for_good(vcpu)
-                {
+                    && halted_for_good(vcpu);
+                let seen_before = std::mem::replace(&mut dead_halt_seen, dead);
+                if dead && seen_before {
                     // Counted as the one `Hlt` exit KVM gives without an irqchip.
                     c.exits += 1;
                     count(vcpu, env.rom, c, (ExitKind::Hlt, false), c.debugcon_written);
