@@ -366,6 +366,9 @@ pub(crate) struct EngineRun {
     /// Whether the KVM run had the in-kernel irqchip ([`crate::kvm::KvmRun::irqchip`]; KVM
     /// engine, a run that finished).
     pub(crate) kvm_irqchip: Option<bool>,
+    /// Whether the KVM runner raised IRQ0 from its PIT's counter 0
+    /// ([`crate::kvm::KvmRun::irq0`]; KVM engine, a run that finished).
+    pub(crate) kvm_irq0: Option<bool>,
 }
 
 fn run_qemu(
@@ -409,6 +412,7 @@ fn run_qemu(
         kvm_init16: None,
         kvm_exits: None,
         kvm_irqchip: None,
+        kvm_irq0: None,
     })
 }
 
@@ -441,6 +445,7 @@ fn run_kvm(rom: &Path, g: &GuestImage, opts: &ProbeOptions) -> Result<EngineRun,
         kvm_init16: run.init16,
         kvm_exits: Some(run.exit_log),
         kvm_irqchip: Some(run.irqchip),
+        kvm_irq0: Some(run.irq0.is_some()),
     })
 }
 

@@ -214,14 +214,19 @@ impl Wiring {
 }
 
 /// What the alarm scenarios need: a local APIC that delivers its timer's interrupts (QEMU, or
-/// the KVM runner with its irqchip) and a PM timer; IRQ0 alarms and the reference timers
-/// need a PIC with a PIT and an RTC that raise interrupts (QEMU).
+/// the KVM runner with its irqchip) and a PM timer; IRQ0 alarms and the reference timer
+/// beside an LVTT alarm (PIT channel 0) need a PIT whose IRQ0 reaches the guest (QEMU, the
+/// KVM runner with its irqchip), the reference beside an IRQ0 alarm an RTC that raises IRQ8
+/// (QEMU).
 #[derive(Clone, Copy, Debug)]
 struct Timing {
     pm: PmTimer,
-    /// IRQ0 (the PIT) and the RTC's periodic interrupt reach the guest through the PIC: the
-    /// IRQ0 alarms run, and the reference timers beside periodic alarms.
+    /// IRQ0 (the PIT) reaches the guest through the PIC: the IRQ0 alarms run, and the
+    /// reference timer beside the LVTT alarms.
     irq0: bool,
+    /// The RTC's periodic interrupt reaches the guest (IRQ8): the reference timer beside the
+    /// IRQ0 alarms.
+    rtc: bool,
     /// The handler acknowledges through APICWrite (the ROM implements it), else natively.
     rom_eoi: bool,
     /// LVTT is written through APICWrite, else natively.
@@ -252,7 +257,8 @@ impl Timing {
         })?;
         Ok(Timing {
             pm,
-            irq0: ctx.has_pic(),
+            irq0: ctx.irqs.irq0,
+            rtc: ctx.has_pic(),
             rom_eoi: ctx.implements(Call::APICWrite),
             rom_lvtt: ctx.implements(Call::APICWrite),
             apic: ctx.map.apic(),
@@ -327,7 +333,11 @@ impl Timing {
     /// [`Reference::of`] where the engine raises the reference's interrupt (None: no
     /// reference timer there).
     fn reference_of(&self, wiring: Wiring, rate: u32) -> Option<Reference> {
-        self.irq0.then(|| Reference::of(wiring, rate))
+        let raised = match wiring {
+            Wiring::Lvtt(_) => self.irq0,
+            Wiring::Irq0 => self.rtc,
+        };
+        raised.then(|| Reference::of(wiring, rate))
     }
 
     /// The end of every alarm scenario: CancelAlarm(`flags`), everything stopped natively,
@@ -1101,9 +1111,17 @@ fn set_alarm_notes(ctx: &Ctx, t: Timing) -> Vec<String> {
     if !t.irq0 {
         notes.push(format!(
             "IRQ0 alarms not measured: nothing raises IRQ0 on the {} engine (its PIT is the \
-             runner's own model, wired to no interrupt line); the LVTT alarms ran without a \
-             reference timer (the PIT's and the RTC's interrupts, which would be it, are not \
-             raised there either): their counts are judged against the running time",
+             runner's own model, wired to no interrupt line without the in-kernel irqchip); \
+             the LVTT alarms ran without a reference timer (the PIT's and the RTC's \
+             interrupts, which would be it, are not raised there either): their counts are \
+             judged against the running time",
+            ctx.engine
+        ));
+    } else if !t.rtc {
+        notes.push(format!(
+            "the IRQ0 alarms ran without a reference timer (the RTC's periodic interrupt, \
+             which would be it, is not raised on the {} engine: its CMOS is the runner's own \
+             model): their counts are judged against the running time",
             ctx.engine
         ));
     }
