@@ -148,7 +148,10 @@
 //! the IRQ0 alarms run without a reference timer and SetAlarm's verdict says so ("the IRQ0
 //! alarms ran without a reference timer …"); the second-CPU scenario does not run (one
 //! vCPU). Without the irqchip nothing raises IRQ0 either (SetAlarm's verdict: "IRQ0 alarms
-//! not measured: nothing raises IRQ0 on the kvm engine …"). An alarm without a reference
+//! not measured: nothing raises IRQ0 on the kvm engine …"). The runner's IRQ0 comes from a
+//! host thread: where it woke late in a run (it coalesces the edges it missed and counts
+//! them, [`crate::kvm::irq0::Irq0Report::coalesced`]) an IRQ0 alarm rate that would fail is
+//! inconclusive instead, saying how many edges were coalesced. An alarm without a reference
 //! timer has its count judged against the window's running time (the rate over its
 //! effective PM-timer time): more
 //! than twice that fails, fewer than half is inconclusive (a host that does not run the vCPU

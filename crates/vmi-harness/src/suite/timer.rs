@@ -745,20 +745,50 @@ fn periodic(ctx: &Ctx, t: Timing, wiring: Wiring, rate: u32, native_eoi: bool) -
         .post(post)
         .check(move |s, f| {
             let reference = t.reference_of(wiring, rate);
+            let mut g = Findings::default();
             judge_rate(
-                f,
+                &mut g,
                 Win::at(s.r, slot::W1),
                 s.samples,
                 rate,
                 reference,
                 "rate",
             );
+            late_irq0(f, g, wiring, reference, s.irq0_coalesced);
             judge_vector(f, s.r, wiring);
             judge_eoi(f, s.r, t, native_eoi, wiring);
             if pv {
                 judge_pv_eoi(f, s.r, t.kvm_rom);
             }
         })
+}
+
+/// Moves the rate findings `g` into `f` — but an IRQ0 alarm without a reference timer whose
+/// rate failed in a run where the KVM runner's IRQ0 thread woke late (`coalesced` edges: a
+/// busy host delays that thread, and its edges then come regularly but too seldom, which
+/// nothing in the guest can tell from a slow alarm) is inconclusive instead.
+fn late_irq0(
+    f: &mut Findings,
+    g: Findings,
+    wiring: Wiring,
+    reference: Option<Reference>,
+    coalesced: Option<u64>,
+) {
+    f.notes.extend(g.notes);
+    if let Some(why) = g.inconclusive {
+        f.inconclusive(why);
+    }
+    match (wiring, reference, coalesced) {
+        (Wiring::Irq0, None, Some(n)) if n > 0 && !g.problems.is_empty() => {
+            f.inconclusive(format!(
+                "the host was too busy to time interrupts: the KVM runner's IRQ0 thread woke \
+                 late and coalesced {n} PIT edge(s) in this run, so the rate cannot be judged \
+                 ({})",
+                g.problems.join("; ")
+            ));
+        }
+        _ => f.problems.extend(g.problems),
+    }
 }
 
 /// After a scenario whose handler watched PV EOI: its counts, MSR_KVM_PV_EOI_EN's low word
@@ -1929,6 +1959,39 @@ fn eoi(ctx: &Ctx, apic: u32) -> Spec {
 mod tests {
     use super::*;
     use crate::protocol::StepId;
+
+    #[test]
+    fn a_failed_irq0_rate_is_inconclusive_only_where_the_runners_irq0_thread_woke_late() {
+        let failed = || Findings {
+            problems: vec!["rate: interrupts every 2.995 ms".into()],
+            notes: vec!["seen".into()],
+            inconclusive: None,
+        };
+        let mut f = Findings::default();
+        late_irq0(&mut f, failed(), Wiring::Irq0, None, Some(3));
+        assert!(f.problems.is_empty(), "{f:?}");
+        let why = f.inconclusive.unwrap();
+        assert!(why.contains("coalesced 3 PIT edge(s)"), "{why}");
+        assert!(why.contains("every 2.995 ms"), "{why}");
+        assert_eq!(f.notes, ["seen"]);
+        // On time, on LVTT, with a reference, or not the runner's PIT: the failure stands.
+        let lvtt = Wiring::Lvtt(0x31);
+        let pit = Some(Reference {
+            pit: true,
+            rate: 100,
+        });
+        for (wiring, reference, coalesced) in [
+            (Wiring::Irq0, None, Some(0)),
+            (lvtt, None, Some(3)),
+            (Wiring::Irq0, pit, Some(3)),
+            (Wiring::Irq0, None, None),
+        ] {
+            let mut f = Findings::default();
+            late_irq0(&mut f, failed(), wiring, reference, coalesced);
+            assert_eq!(f.problems.len(), 1, "{wiring:?} {coalesced:?}");
+            assert_eq!(f.inconclusive, None);
+        }
+    }
 
     #[test]
     fn rtc_readings_decode() {
