@@ -147,8 +147,8 @@
 //! have PIT channel 0 as their reference timer. The runner's CMOS raises no interrupt, so
 //! the IRQ0 alarms run without a reference timer and SetAlarm's verdict says so ("the IRQ0
 //! alarms ran without a reference timer …"); the second-CPU scenario does not run (one
-//! vCPU). Without the irqchip nothing raises IRQ0 either (SetAlarm's verdict: "IRQ0 alarms
-//! not measured: nothing raises IRQ0 on the kvm engine …"). The runner's IRQ0 comes from a
+//! vCPU). Without the irqchip nothing raises any interrupt (SetAlarm's verdict: "not
+//! measured: no interrupt controller on the kvm engine …"). The runner's IRQ0 comes from a
 //! host thread: where it woke late in a run (it coalesces the edges it missed and counts
 //! them, [`crate::kvm::irq0::Irq0Report::coalesced`]) an IRQ0 alarm rate that would fail is
 //! inconclusive instead, saying how many edges were coalesced. An alarm without a reference
