@@ -67,14 +67,22 @@
 //! `0xFEC00000` and a local APIC for the vCPU, which resets as the BSP with IA32_APIC_BASE =
 //! `0xFEE00900` (base `0xFEE00000`, enabled, BSP). KVM handles all of them itself: the guest
 //! programs its local APIC (timer, TPR, self-IPIs, EOI; `0xFEE00030` reads version 0x14) and
-//! KVM delivers what it raises; [`KvmRun::irqchip`] says whether the run had them. No device
-//! line is ever raised: the PIT here is the runner's own ([`devices`], *not* KVM's in-kernel
-//! PIT), so nothing raises IRQ0; the only interrupt sources are the local APIC's (its timer,
-//! IPIs the guest sends itself).
+//! KVM delivers what it raises; [`KvmRun::irqchip`] says whether the run had them. The one
+//! device line raised is IRQ0: the PIT here is the runner's own ([`devices`], *not* KVM's
+//! in-kernel PIT), and a runner thread raises GSI 0 (`KVM_IRQ_LINE`, KVM's default routing:
+//! the master PIC's IRQ0 and IOAPIC pin 0) at each rising edge of its counter 0's output, at
+//! the rate and in the mode the guest programmed ([`irq0`]: modes 2 and 3 every count ticks
+//! of 1 193 182 Hz, modes 0 and 4 once; absolute deadlines, late edges coalesced);
+//! [`KvmRun::irq0`] says how many edges it raised and how many it coalesced. The thread is
+//! stopped and joined before the VM is closed. Besides IRQ0 the interrupt sources are the
+//! local APIC's (its timer, IPIs the guest sends itself). kvm-pvm injects a pending interrupt
+//! when it enters the vCPU with IF = 1 or wakes it from `hlt`: a guest that leaves
+//! `KVM_RUN` only with IF = 0 (a `cli` loop around port reads) takes almost none of them.
 //!
 //! Without the irqchip (a KVM without it, or [`KvmConfig::irqchip`] off) there is no
 //! interrupt controller: the guest's writes to the 8259A ports are ignored, the local APIC's
-//! page is unmapped space (reads `0xFF`) and no interrupt is ever delivered.
+//! page is unmapped space (reads `0xFF`), the PIT raises nothing ([`KvmRun::irq0`] is None)
+//! and no interrupt is ever delivered.
 //!
 //! Either way the PIT's counters, port 0x61, the CMOS RTC and an ACPI PM timer at port 0x608
 //! (no ACPI table names it) can be read ([`devices`]: a ROM may measure time with them, the
@@ -93,7 +101,7 @@
 //! | `MmioWrite` | recorded as an [`MmioWrite`] (address, size, value; which ROM offset) and the guest continues: this is a write to the read-only ROM slot or to unmapped space |
 //! | `MmioRead` | the guest reads `0xFF` bytes (unmapped space) |
 //! | `Hlt` (without the irqchip) | the run ends: [`EndReason::Halted`] (nothing can wake the vCPU); during the BIOS step, the init returned (or faulted, [`bios`]) |
-//! | (with the irqchip) | `hlt` stays in KVM, which wakes the vCPU for an interrupt. The runner kicks the vCPU out of `KVM_RUN` every 10 ms and looks: halted (`KVM_GET_MP_STATE`) with IF = 0, or with IF = 1, nothing in the local APIC's IRR and no APIC timer counting down (one-shot count left, periodic count set, TSC deadline set) — a halt nothing can end — ends the run as [`EndReason::Halted`], counted as one `Hlt` exit; any other halt goes on (to the interrupt or the time limit) |
+//! | (with the irqchip) | `hlt` stays in KVM, which wakes the vCPU for an interrupt. The runner kicks the vCPU out of `KVM_RUN` every 10 ms and looks: halted (`KVM_GET_MP_STATE`) with IF = 0, or with IF = 1, nothing in the local APIC's IRR, no APIC timer counting down (one-shot count left, periodic count set, TSC deadline set) and no IRQ0 edge to come from PIT counter 0 — a halt nothing can end, seen on two polls in a row with a `KVM_RUN` between them (which injects what `KVM_GET_LAPIC` cannot show: an expired one-shot's interrupt, a PIC's) — ends the run as [`EndReason::Halted`], counted as one `Hlt` exit; any other halt goes on (to the interrupt or the time limit) |
 //! | `Shutdown` | the run ends: [`EndReason::Shutdown`] (triple fault), or [`EndReason::PagingUnsupported`] when the vCPU stopped on a `mov cr0` that sets PG — the way kvm-pvm refuses paging |
 //! | `FailEntry`, `InternalError` | error [`HarnessError::KvmExit`] with the hardware reason / suberror |
 //! | any other exit | error [`HarnessError::KvmExit`] naming it |
@@ -137,6 +145,7 @@
 pub mod bios;
 pub mod devices;
 pub mod exits;
+pub mod irq0;
 pub mod lapic;
 pub mod layout;
 
@@ -389,6 +398,9 @@ pub struct KvmRun {
     /// Whether the run had KVM's in-kernel interrupt controllers (a local APIC at
     /// `0xFEE00000`, the PICs, the IOAPIC): [`KvmConfig::irqchip`] and a host that has them.
     pub irqchip: bool,
+    /// With the irqchip: what PIT counter 0's OUT line did — the runner raises IRQ0 (GSI 0)
+    /// at each of its rising edges ([`irq0`]). None: nothing raises IRQ0 (no irqchip).
+    pub irq0: Option<irq0::Irq0Report>,
 }
 
 impl KvmRun {

@@ -366,6 +366,12 @@ pub(crate) struct EngineRun {
     /// Whether the KVM run had the in-kernel irqchip ([`crate::kvm::KvmRun::irqchip`]; KVM
     /// engine, a run that finished).
     pub(crate) kvm_irqchip: Option<bool>,
+    /// Whether the KVM runner raised IRQ0 from its PIT's counter 0
+    /// ([`crate::kvm::KvmRun::irq0`]; KVM engine, a run that finished).
+    pub(crate) kvm_irq0: Option<bool>,
+    /// The PIT edges the KVM runner's IRQ0 thread coalesced because it woke late
+    /// ([`crate::kvm::irq0::Irq0Report::coalesced`]; KVM engine with the irqchip).
+    pub(crate) kvm_irq0_coalesced: Option<u64>,
 }
 
 fn run_qemu(
@@ -409,6 +415,8 @@ fn run_qemu(
         kvm_init16: None,
         kvm_exits: None,
         kvm_irqchip: None,
+        kvm_irq0: None,
+        kvm_irq0_coalesced: None,
     })
 }
 
@@ -441,6 +449,8 @@ fn run_kvm(rom: &Path, g: &GuestImage, opts: &ProbeOptions) -> Result<EngineRun,
         kvm_init16: run.init16,
         kvm_exits: Some(run.exit_log),
         kvm_irqchip: Some(run.irqchip),
+        kvm_irq0: Some(run.irq0.is_some()),
+        kvm_irq0_coalesced: run.irq0.as_ref().map(|r| r.coalesced),
     })
 }
 

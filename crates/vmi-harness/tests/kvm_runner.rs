@@ -1421,3 +1421,207 @@ fn with_the_irqchip_a_self_ipi_and_the_apic_timer_reach_the_guests_idt() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// IRQ0 from the PIT's counter 0.
+
+/// Value the PIT guest writes to the exit port when its window is over.
+const PIT_DONE: u8 = 0x42;
+
+/// A guest that remaps the PICs (IRQ0 → vector 0x20, only IRQ0 unmasked), programs PIT
+/// counter 0 in `mode` with `count`, and counts the interrupts it takes (every gate leads to
+/// one handler: count, EOI to the master PIC, back to the loop — no `iret`) for `window` PM
+/// timer counts; then it writes the count and the PM-timer counts that passed to the debug
+/// console and exits with [`PIT_DONE`]. The loop reads the PM timer with interrupts on and
+/// then waits in `hlt` when `halt`, else spins.
+fn pit_guest(mode: u8, count: u16, window: u32, halt: bool) -> Vec<u8> {
+    let base = u64::from(multiboot::body_addr(multiboot::LOAD_ADDR, 0));
+    let pm = u32::from(kvm::devices::PM_TIMER_PORT);
+    let code = |handler_at: u32| {
+        let (gdt, idt) = (0x8_0000u32, 0x8_1000u32);
+        let mut a = CodeAssembler::new(32).unwrap();
+        let mut handler = a.create_label();
+        let mut wait = a.create_label();
+        let mut done = a.create_label();
+        for (i, d) in [(2u32, 0x00CF_9B00_0000_FFFFu64), (3, 0x00CF_9300_0000_FFFF)] {
+            a.mov(dword_ptr(gdt + 8 * i), d as u32).unwrap();
+            a.mov(dword_ptr(gdt + 8 * i + 4), (d >> 32) as u32).unwrap();
+        }
+        a.push(gdt).unwrap();
+        a.push(0x001F_0000u32).unwrap();
+        a.lgdt(ptr(esp + 2)).unwrap();
+        a.add(esp, 8).unwrap();
+        a.mov(edi, idt).unwrap();
+        a.mov(ecx, 256u32).unwrap();
+        let mut fill = a.create_label();
+        a.set_label(&mut fill).unwrap();
+        a.mov(dword_ptr(edi), (handler_at & 0xFFFF) | 0x0010_0000)
+            .unwrap();
+        a.mov(dword_ptr(edi + 4), (handler_at & 0xFFFF_0000) | 0x8E00)
+            .unwrap();
+        a.add(edi, 8).unwrap();
+        a.dec(ecx).unwrap();
+        a.jnz(fill).unwrap();
+        a.push(idt).unwrap();
+        a.push(0x07FF_0000u32).unwrap();
+        a.lidt(ptr(esp + 2)).unwrap();
+        a.add(esp, 8).unwrap();
+        // ICW1–ICW4 of both PICs (bases 0x20, 0x28; cascade on IRQ2), then the masks.
+        for (port, v) in [
+            (0x20u32, 0x11u32),
+            (0x21, 0x20),
+            (0x21, 0x04),
+            (0x21, 0x01),
+            (0xA0, 0x11),
+            (0xA1, 0x28),
+            (0xA1, 0x02),
+            (0xA1, 0x01),
+            (0x21, 0xFE),
+            (0xA1, 0xFF),
+        ] {
+            a.mov(al, v).unwrap();
+            a.out(port, al).unwrap();
+        }
+        // Counter 0, lobyte/hibyte, `mode`, then the count.
+        a.mov(al, 0x30 | u32::from(mode) << 1).unwrap();
+        a.out(0x43, al).unwrap();
+        a.mov(al, u32::from(count & 0xFF)).unwrap();
+        a.out(0x40, al).unwrap();
+        a.mov(al, u32::from(count >> 8)).unwrap();
+        a.out(0x40, al).unwrap();
+        a.xor(ebx, ebx).unwrap();
+        a.mov(edx, pm).unwrap();
+        a.in_(eax, dx).unwrap();
+        a.mov(esi, eax).unwrap();
+        // Interrupts stay on across the PM timer's exit: kvm-pvm injects a pending
+        // interrupt when it enters the vCPU with IF = 1 (or wakes it from hlt), so a loop
+        // that leaves KVM_RUN only with IF = 0 takes almost none (measured: 2 of 150).
+        a.set_label(&mut wait).unwrap();
+        a.sti().unwrap();
+        a.mov(edx, pm).unwrap();
+        a.in_(eax, dx).unwrap();
+        a.sub(eax, esi).unwrap();
+        a.cmp(eax, window).unwrap();
+        a.jae(done).unwrap();
+        if halt {
+            a.hlt().unwrap();
+        }
+        a.jmp(wait).unwrap();
+        a.set_label(&mut handler).unwrap();
+        a.push(eax).unwrap();
+        a.inc(ebx).unwrap();
+        a.mov(al, 0x20).unwrap();
+        a.out(0x20, al).unwrap(); // non-specific EOI
+        a.pop(eax).unwrap();
+        a.add(esp, 12).unwrap(); // EIP, CS, EFLAGS of the interrupt
+        a.jmp(wait).unwrap();
+        a.set_label(&mut done).unwrap();
+        a.cli().unwrap();
+        a.mov(edi, eax).unwrap();
+        a.mov(dx, u32::from(vmi_harness::qemu::DEBUGCON_PORT))
+            .unwrap();
+        a.mov(eax, ebx).unwrap();
+        a.out(dx, eax).unwrap();
+        a.mov(eax, edi).unwrap();
+        a.out(dx, eax).unwrap();
+        a.mov(al, u32::from(PIT_DONE)).unwrap();
+        a.out(0xF4, al).unwrap();
+        let r = a
+            .assemble_options(base, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)
+            .unwrap();
+        (r.label_ip(&handler).unwrap() as u32, r.inner.code_buffer)
+    };
+    let (at, _) = code(0);
+    let (again, body) = code(at);
+    assert_eq!(again, at);
+    multiboot::image(multiboot::LOAD_ADDR, &body, 0, 0)
+}
+
+/// Runs [`pit_guest`]; returns the run, the interrupts counted and the PM-timer counts of
+/// the window.
+fn run_pit(
+    mode: u8,
+    count: u16,
+    window: u32,
+    halt: bool,
+    irqchip: bool,
+) -> (kvm::KvmRun, u32, u32) {
+    let run = kvm::run(&KvmConfig {
+        kernel: pit_guest(mode, count, window, halt),
+        memory_mib: 4,
+        timeout: Duration::from_secs(30),
+        irqchip,
+        ..KvmConfig::default()
+    })
+    .unwrap();
+    let w = words(&run.debugcon);
+    eprintln!(
+        "PIT mode {mode}, count {count}, irqchip {irqchip}: {} after {:?}, debugcon {w:?}, \
+         IRQ0 {:?}",
+        run.end, run.wall, run.irq0
+    );
+    assert_eq!(run.end, EndReason::ExitPort(PIT_DONE));
+    (run, w[0], w[1])
+}
+
+#[test]
+fn with_the_irqchip_pit_counter_0_raises_irq0_at_the_programmed_rate() {
+    if !kvm_usable() || !kvm::irqchip_supported() {
+        eprintln!("SKIP: no KVM with an in-kernel irqchip");
+        return;
+    }
+    let pm_hz = kvm::devices::PM_TIMER_HZ as f64;
+    let pit_hz = kvm::devices::PIT_HZ as f64;
+    // Mode 2 at ~1 kHz waiting in hlt (the halt poll must not end a run whose PIT will wake
+    // it), mode 3 at ~500 Hz spinning; 300 ms each.
+    for (mode, count, halt) in [(2u8, 1193u16, true), (3, 2386, false)] {
+        let (run, n, window) = run_pit(mode, count, 1_073_864, halt, true);
+        let irq0 = run.irq0.clone().unwrap();
+        assert_eq!(irq0.error, None);
+        let secs = f64::from(window) / pm_hz;
+        let want = secs * pit_hz / f64::from(count);
+        let rate = f64::from(n) / secs;
+        eprintln!(
+            "mode {mode}: {n} interrupts in {:.1} ms = {rate:.1} Hz (programmed {:.1} Hz); \
+             {} edges raised, {} coalesced",
+            secs * 1e3,
+            pit_hz / f64::from(count),
+            irq0.raised,
+            irq0.coalesced
+        );
+        // Never more interrupts than edges due: edges are never early.
+        assert!(f64::from(n) <= want + 1.0, "{n} interrupts, {want:.1} due");
+        assert!(n > 0, "mode {mode}: no IRQ0 at all");
+        if (f64::from(n) - want).abs() > want / 10.0 {
+            // A busy host: the runner thread woke late (edges coalesced) or the vCPU did not
+            // run to take the edges raised (the PIC coalesced them).
+            let busy = irq0.coalesced > 0 || irq0.raised > u64::from(n) + 5;
+            assert!(
+                busy,
+                "mode {mode}: {n} interrupts, {want:.1} due, and the host kept time \
+                 ({irq0:?})"
+            );
+            eprintln!("mode {mode}: rate inconclusive: the host could not keep time");
+        }
+    }
+}
+
+#[test]
+fn with_the_irqchip_a_pit_one_shot_raises_irq0_once_and_without_it_nothing_does() {
+    if !kvm_usable() {
+        return;
+    }
+    // Mode 0, 11932 ticks (10 ms), a 200 ms window: one interrupt.
+    let window = 715_909;
+    if kvm::irqchip_supported() {
+        let (run, n, _) = run_pit(0, 11_932, window, false, true);
+        let irq0 = run.irq0.unwrap();
+        assert_eq!(n, 1, "{irq0:?}");
+        assert_eq!((irq0.raised, irq0.coalesced, irq0.error), (1, 0, None));
+    } else {
+        eprintln!("SKIP (part): this KVM has no in-kernel irqchip");
+    }
+    // Without the irqchip nothing raises IRQ0 (the PIC writes are ignored).
+    let (run, n, _) = run_pit(2, 1193, window, false, false);
+    assert_eq!((n, run.irq0), (0, None));
+}

@@ -6,8 +6,9 @@
 //! the TSC against PIT channel 2 and reads the RTC): on a machine whose ports all read `0xFF`
 //! such a ROM would poll a counter that never moves until its bound runs out (at ~12 µs per
 //! port-I/O exit on kvm-pvm, minutes). Each device is a model of what a guest *reads*, driven
-//! by the host's clocks; nothing here raises an interrupt (the runner has no interrupt
-//! controller), so IRQ0 never fires whatever channel 0 is programmed to.
+//! by the host's clocks. Nothing here raises an interrupt itself: with the in-kernel irqchip
+//! the runner gives counter 0 an OUT line wired to IRQ0 ([`super::irq0`], from
+//! [`Platform::channel0`]); without it IRQ0 never fires whatever channel 0 is programmed to.
 //!
 //! The PM timer is the conformance suite's clock: a 32-bit count at 3.579545 MHz of the
 //! host's monotonic clock since the platform's time origin, at the port QEMU's PIIX4 puts it
@@ -340,6 +341,17 @@ impl Platform {
                     .unwrap_or(0xFF)
             }
             _ => return None,
+        })
+    }
+
+    /// Counter 0's programming, for its OUT line ([`super::irq0`]): None until a count was
+    /// written after the last control word.
+    pub fn channel0(&self) -> Option<super::irq0::Program> {
+        let c = &self.counters[0];
+        c.reload.map(|reload| super::irq0::Program {
+            mode: c.mode,
+            reload,
+            start: c.start,
         })
     }
 

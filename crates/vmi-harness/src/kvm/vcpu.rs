@@ -149,6 +149,8 @@ pub struct Collected {
     pub pm_timer_origin: std::time::Duration,
     /// The VM has the in-kernel irqchip ([`super::KvmRun::irqchip`]).
     pub irqchip: bool,
+    /// What PIT counter 0's IRQ0 line did ([`super::KvmRun::irq0`]).
+    pub irq0: Option<super::irq0::Irq0Report>,
 }
 
 /// What the exit loop works with besides the vCPU.
@@ -166,6 +168,9 @@ pub struct Env<'a> {
     /// The VM has the in-kernel irqchip: `hlt` stays in KVM, and a kick that finds the vCPU
     /// halted for good ([`halted_for_good`]) ends the run as [`EndReason::Halted`].
     pub irqchip: bool,
+    /// With the irqchip: PIT counter 0's OUT line, told of every change a guest write makes
+    /// to counter 0 ([`super::irq0`]).
+    pub irq0: Option<&'a super::irq0::Line>,
 }
 
 impl std::fmt::Debug for Env<'_> {
@@ -203,6 +208,10 @@ pub fn run_loop(
     env: &mut Env<'_>,
     c: &mut Collected,
 ) -> Result<EndReason, HarnessError> {
+    // A halt poll that found the vCPU halted for good: the run ends if the next poll finds
+    // it so again, after one more KVM_RUN (which injects what KVM_GET_LAPIC cannot show: a
+    // one-shot APIC timer that expired, a PIC interrupt).
+    let mut dead_halt_seen = false;
     loop {
         if env.stop.load(Ordering::SeqCst) {
             return Ok(EndReason::TimedOut);
@@ -223,6 +232,9 @@ pub fn run_loop(
                 source: std::io::Error::from_raw_os_error(e.errno()),
             }),
         };
+        if !matches!(next, Next::Interrupted) {
+            dead_halt_seen = false;
+        }
         match next {
             Next::Continue => {}
             Next::Interrupted => {
@@ -230,7 +242,13 @@ pub fn run_loop(
                 // decides whether the run is over. With an irqchip the kick may be a halt
                 // poll.
                 vcpu.set_kvm_immediate_exit(0);
-                if env.irqchip && !env.stop.load(Ordering::SeqCst) && halted_for_good(vcpu) {
+                let pit_armed = env.irq0.is_some_and(|l| l.armed());
+                let dead = env.irqchip
+                    && !env.stop.load(Ordering::SeqCst)
+                    && !pit_armed
+                    && halted_for_good(vcpu);
+                let seen_before = std::mem::replace(&mut dead_halt_seen, dead);
+                if dead && seen_before {
                     // Counted as the one `Hlt` exit KVM gives without an irqchip.
                     c.exits += 1;
                     count(vcpu, env.rom, c, (ExitKind::Hlt, false), c.debugcon_written);
@@ -262,7 +280,8 @@ const MSR_TSC_DEADLINE: u32 = 0x6E0;
 
 /// With an in-kernel irqchip: whether the vCPU sits in a `hlt` that nothing can end — with
 /// IF = 0, or with IF = 1, no interrupt requested in its local APIC's IRR and no APIC timer
-/// counting down (this VMM raises no other interrupt: no device line is ever asserted).
+/// counting down (the caller also checks that PIT counter 0 has no IRQ0 edge to come, the
+/// only device line this VMM raises).
 fn halted_for_good(vcpu: &VcpuFd) -> bool {
     let halted = vcpu
         .get_mp_state()
@@ -445,6 +464,9 @@ fn handle(exit: VcpuExit<'_>, env: &mut Env<'_>, c: &mut Collected) -> Next {
             let now = env.clock.elapsed();
             for (port, b) in (port..).zip(data.iter()) {
                 env.devices.write(port, *b, now);
+                if let (Some(line), 0x40 | 0x43) = (env.irq0, port) {
+                    line.program(env.devices.channel0());
+                }
             }
             Next::Continue
         }

@@ -333,6 +333,7 @@ fn vcpu_thread(
     c.pm_timer_origin = unix_now();
     c.irqchip = vm.irqchip;
     let mut devices = Platform::new(c.pm_timer_origin);
+    let line = super::irq0::Line::default();
     let mut env = vcpu::Env {
         memory: &vm.memory,
         rom,
@@ -340,28 +341,43 @@ fn vcpu_thread(
         devices: &mut devices,
         clock: Instant::now(),
         irqchip: vm.irqchip,
+        irq0: vm.irqchip.then_some(&line),
     };
-    let end = (|| {
+    let clock = env.clock;
+    let (vcpu, vm_fd, rom_slot) = (&mut vm.vcpu, &vm.vm, vm.rom_slot);
+    let end = std::thread::scope(|scope| {
+        // Stops the IRQ0 thread however the run ends (the scope joins it before the VM is
+        // closed: no KVM_IRQ_LINE on a closed descriptor).
+        let _stop = StopLine(&line);
+        if env.irqchip {
+            std::thread::Builder::new()
+                .name("vmi-kvm-irq0".into())
+                .spawn_scoped(scope, || line.run(clock, || raise_irq0(vm_fd)))
+                .map_err(|source| HarnessError::Kvm {
+                    what: "spawning the IRQ0 thread",
+                    source,
+                })?;
+        }
         let mut lower_kib = layout::LOW_RAM_END / 1024;
         if bios_step {
             let image = cfg.rom.as_deref().unwrap_or(&[]);
-            let init16 = post::run(&mut vm.vcpu, &mut env, &mut c, image, cfg.timeout)?;
+            let init16 = post::run(vcpu, &mut env, &mut c, image, cfg.timeout)?;
             c.init16 = Some(init16);
-            protect_rom(&vm.vm, vm.rom_slot)?;
+            protect_rom(vm_fd, rom_slot)?;
             lower_kib =
                 u32::from(read_u16(env.memory, u64::from(bios::BDA_BASE_MEMORY))).min(lower_kib);
         }
-        if bios_step && vm.irqchip {
+        if bios_step && env.irqchip {
             // The init's return stub left the vCPU halted in KVM (mp_state HALTED): wake it.
-            vm.vcpu
-                .set_mp_state(kvm_bindings::kvm_mp_state {
-                    mp_state: kvm_bindings::KVM_MP_STATE_RUNNABLE,
-                })
-                .map_err(kvm_err("KVM_SET_MP_STATE"))?;
+            vcpu.set_mp_state(kvm_bindings::kvm_mp_state {
+                mp_state: kvm_bindings::KVM_MP_STATE_RUNNABLE,
+            })
+            .map_err(kvm_err("KVM_SET_MP_STATE"))?;
         }
-        boot(&vm.vcpu, env.memory, cfg, mb, ram, lower_kib)?;
-        vcpu::run_loop(&mut vm.vcpu, &mut env, &mut c)
-    })();
+        boot(vcpu, env.memory, cfg, mb, ram, lower_kib)?;
+        vcpu::run_loop(vcpu, &mut env, &mut c)
+    });
+    c.irq0 = vm.irqchip.then(|| line.report());
     c.exit_log.close(c.debugcon_written);
     drop(registration);
     if cfg.keep_ram {
@@ -369,6 +385,30 @@ fn vcpu_thread(
     }
     drop(vm);
     (end, c)
+}
+
+/// Ends [`super::irq0::Line::run`] when dropped.
+struct StopLine<'a>(&'a super::irq0::Line);
+
+impl Drop for StopLine<'_> {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+/// One rising edge on GSI 0: `KVM_IRQ_LINE` level 1, then 0 (KVM's default routing takes
+/// GSI 0 to the master PIC's IRQ0 and IOAPIC pin 0).
+fn raise_irq0(vm: &VmFd) -> Result<(), String> {
+    for level in [true, false] {
+        vm.set_irq_line(0, level).map_err(|e| {
+            format!(
+                "KVM_IRQ_LINE (GSI 0, level {}): {}",
+                u8::from(level),
+                io(&e)
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Guest-physical `0..end` as the guest left it: every region's bytes where a region lies,
@@ -508,6 +548,7 @@ pub fn run_partial(cfg: &KvmConfig) -> Result<KvmRun, (HarnessError, super::Part
         ram: collected.ram,
         pm_timer_origin: collected.pm_timer_origin,
         irqchip: collected.irqchip,
+        irq0: collected.irq0,
     })
 }
 

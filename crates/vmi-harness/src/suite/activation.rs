@@ -115,6 +115,12 @@ fn init16_note(boot: &Boot, opts: &SuiteOptions) -> Option<String> {
 /// KVM engine: whether the run had KVM's in-kernel irqchip, in words.
 fn irqchip_note(boot: &Boot) -> Option<String> {
     Some(match boot.engine_run.kvm_irqchip? {
+        true if boot.engine_run.kvm_irq0 == Some(true) => {
+            "the KVM runner gave the guest KVM's in-kernel irqchip: a local APIC at 0xfee00000 \
+             whose timer and self-IPIs are delivered, and the PICs and IOAPIC, to which the \
+             runner's PIT raises IRQ0 (its counter 0 as the guest programs it)"
+                .into()
+        }
         true => "the KVM runner gave the guest KVM's in-kernel irqchip: a local APIC at \
                  0xfee00000 whose timer and self-IPIs are delivered (PIC and IOAPIC present, \
                  but no device raises IRQ0)"
@@ -179,7 +185,11 @@ fn activation(
         machine,
         linear: p.chosen_linear.unwrap_or(0),
         len: p.rom_len.unwrap_or(0),
-        irqs: Irqs::of(engine, boot.engine_run.kvm_irqchip),
+        irqs: Irqs::of(
+            engine,
+            boot.engine_run.kvm_irqchip,
+            boot.engine_run.kvm_irq0,
+        ),
     })
 }
 

@@ -17,13 +17,15 @@ use vmi_abi::calls::RelocType;
 /// What one batch vector produced.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    /// Its `VECTOR_RESULT`, the first `TRAP` it caused, its `SAMPLES`, and the run's host
-    /// clock ([`super::judge::Seen::host_clock`]).
+    /// Its `VECTOR_RESULT`, the first `TRAP` it caused, its `SAMPLES`, the run's host
+    /// clock ([`super::judge::Seen::host_clock`]) and the IRQ0 edges its runner coalesced
+    /// ([`super::judge::Seen::irq0_coalesced`]).
     Result(
         Box<VectorResult>,
         Option<Exception>,
         Option<Box<Samples>>,
         Option<Duration>,
+        Option<u64>,
     ),
     /// It killed the guest, because …
     Killed(String),
@@ -173,7 +175,13 @@ fn settle(
                 progress.killed_calls.push(spec.call);
             }
             (Some((Some(r), trap, samples)), _) => {
-                *slot = Some(Outcome::Result(r, trap, samples, boot.host_clock))
+                *slot = Some(Outcome::Result(
+                    r,
+                    trap,
+                    samples,
+                    boot.host_clock,
+                    boot.engine_run.kvm_irq0_coalesced,
+                ))
             }
             (_, Some(k)) if pos > k.pos => next.push(i),
             _ => {}

@@ -165,6 +165,10 @@ pub(crate) struct Seen<'a> {
     /// The host's Unix time at the count 0 of the run's PM timer, where that timer runs on
     /// the host's clock (the kvm engine's); None elsewhere.
     pub host_clock: Option<std::time::Duration>,
+    /// The PIT edges the KVM runner's IRQ0 thread coalesced in the run because it woke late
+    /// ([`crate::kvm::irq0::Irq0Report::coalesced`]); None where the engine's PIT is not the
+    /// runner's.
+    pub irq0_coalesced: Option<u64>,
 }
 
 /// What a reference vector (the native instruction in place of the ROM call) showed.

@@ -436,6 +436,7 @@ mod tests {
                 earlier: &[],
                 reference: None,
                 host_clock: clock,
+                irq0_coalesced: None,
             };
             let mut f = Findings::default();
             judge_wallclock(&seen, &mut f, pm, true);

@@ -99,7 +99,7 @@
 //! | IRET (33) | frame to the ring-3 stub: `EIP, CS 0x73, EFLAGS (IF=1), ESP, SS 0x7B` | the stub's `int 0x80` arrives from CS 0x73 at the stub's EIP with SS 0x7B, the frame's ESP, IF = 1, every GPR intact |
 //! | IRET (33) | 31 frames the CPU faults on or must check fully (the `iret_faults` cases: every rule of IRET's checks — null, beyond-limit, LDT-without-LDT, wrong-type, wrong-DPL, not-present CS and SS, EIP beyond the CS limit — to ring 3 and to ring 0, the order of the rules, an interrupt and a trap gate, and two valid frames from an LDT and a conforming segment), each run first through a native `iret` at the site (the reference), then through the ROM, reached by a 5-byte `call rel32` like Linux's patched site | the ROM raises what the native `iret` raised (where the engine departs from the SDM, what the SDM says; noted): same vector and error code, EIP = the ROM's call site, the site's CS and EFLAGS, the interrupted ESP at the frame, the handler entered with the gate's EFLAGS, every GPR and data segment intact; a valid frame reaches its ring-3 code |
 //! | SYSEXIT (34) | SYSENTER_CS = 0x60 (like Linux), EDX = stub, ECX = user stack, IF = 0 | the stub runs at CPL 3 (CS 0x73, SS 0x7B), ESP = ECX, IF = 1, other flags as they were, EAX/EBX/ESI/EDI/EBP intact |
-//! | Halt (35) | PIT IRQ0 at 1 kHz unmasked, IF = 0 (QEMU); where no PIT raises IRQ0 but the local APIC delivers interrupts (the kvm engine with the runner's irqchip), the APIC timer armed one-shot 1 ms ahead at vector 0x41 instead | Halt returns after the timer handler ran, with IF = 1 (skipped where nothing raises an interrupt) |
+//! | Halt (35) | PIT IRQ0 at 1 kHz unmasked, IF = 0 (QEMU); where the local APIC delivers interrupts but the PIC's are not known to arrive the moment IF is set (the kvm engine with the runner's irqchip), the APIC timer armed one-shot 1 ms ahead at vector 0x41 instead | Halt returns after the timer handler ran, with IF = 1 (skipped where nothing raises an interrupt) |
 //! | InvalPage (46), FlushTLB (47) | a window page mapped to frame A and read (TLB filled), then its PTE changed to frame B *without* a flush | after the call the page reads frame B. Whether the stale frame-A read could be demonstrated before the call is reported (TCG keeps stale entries like hardware). FlushTLB(3) uses a global page with CR4.PGE |
 //! | Shutdown (37) | own run; IF = 1 and the timer running, so a bare `hlt` would wake up | QEMU: nothing at all is written after the call for the settle time (no record, no exception, no reset) — judged by silence, QEMU keeps running halted; kvm engine: the vCPU halts |
 //! | Reboot (36) | own run, QEMU with `-no-reboot` | QEMU exits by itself (the reset) with no record after the call; kvm engine: the vCPU shuts down (triple fault = reset) |
@@ -141,12 +141,19 @@
 //! again" in the run log); one still inconclusive neither passes nor fails and the verdict
 //! says so ("inconclusive: …"). "Never before the expiry" is exact either way.
 //!
-//! On the kvm engine (with the runner's irqchip) only the local APIC raises interrupts: the
-//! IRQ0 scenarios are not run and SetAlarm's verdict says why ("IRQ0 alarms not measured:
-//! nothing raises IRQ0 on the kvm engine (its PIT is the runner's own model, wired to no
-//! interrupt line)"), the second-CPU scenario neither (one vCPU), and the LVTT alarms run
-//! without a reference timer (PIT and RTC raise nothing there): an alarm's count is then
-//! judged against the window's running time (the rate over its effective PM-timer time): more
+//! On the kvm engine with the runner's irqchip the local APIC raises interrupts and so does
+//! the runner's PIT, whose counter 0 raises IRQ0 through KVM's PIC as the guest (or the ROM)
+//! programmed it ([`crate::kvm::KvmRun::irq0`]): the IRQ0 scenarios run, and the LVTT alarms
+//! have PIT channel 0 as their reference timer. The runner's CMOS raises no interrupt, so
+//! the IRQ0 alarms run without a reference timer and SetAlarm's verdict says so ("the IRQ0
+//! alarms ran without a reference timer …"); the second-CPU scenario does not run (one
+//! vCPU). Without the irqchip nothing raises any interrupt (SetAlarm's verdict: "not
+//! measured: no interrupt controller on the kvm engine …"). The runner's IRQ0 comes from a
+//! host thread: where it woke late in a run (it coalesces the edges it missed and counts
+//! them, [`crate::kvm::irq0::Irq0Report::coalesced`]) an IRQ0 alarm rate that would fail is
+//! inconclusive instead, saying how many edges were coalesced. An alarm without a reference
+//! timer has its count judged against the window's running time (the rate over its
+//! effective PM-timer time): more
 //! than twice that fails, fewer than half is inconclusive (a host that does not run the vCPU
 //! coalesces its timer interrupts, and there is no reference to tell), its median interval is
 //! judged as everywhere, and intervals spread wider than 10 % still make it inconclusive.
@@ -206,11 +213,15 @@
 //! local APIC ([`crate::kvm::KvmConfig::irqchip`], [`SuiteOptions::irqchip`]; the activation
 //! notes say which), and the suite decides from what the activation run reported
 //! ([`crate::kvm::KvmRun::irqchip`]), not from the engine's name: APICRead and APICWrite run
-//! their vectors, Halt is woken by the APIC timer, and SetAlarm's LVTT scenarios and all of
-//! CancelAlarm's run with their judgments (see [Time](#time)). What stays out there: nothing
-//! raises IRQ0 (the runner's PIT is its own user-space model, not KVM's), so the IRQ0 alarms,
-//! the reference timers, the interrupt calls' pending-IRQ vectors and the re-entrancy check
-//! do not run; and the second-CPU alarm needs a second CPU. kvm-pvm's local APIC delivers an
+//! their vectors, Halt is woken by the APIC timer, and — the runner's own PIT raising IRQ0
+//! through KVM's PIC from its counter 0 ([`crate::kvm::KvmRun::irq0`], reported by the
+//! activation run) — SetAlarm's LVTT and IRQ0 scenarios (PIT channel 0 the LVTT alarms'
+//! reference timer; the IRQ0 alarms have none: the runner's RTC raises no IRQ8) and all of
+//! CancelAlarm's run with their judgments (see [Time](#time)). What stays out there: the
+//! interrupt calls' pending-IRQ vectors and Halt's PIT wake-up (they need an IRQ0 taken the
+//! moment IF is set, without a VM exit: kvm-pvm injects an interrupt only when it enters the
+//! vCPU with IF = 1), the re-entrancy check (it needs a second CPU; its IRQ0 storm alone is
+//! not run there) and the second-CPU alarm (one vCPU). kvm-pvm's local APIC delivers an
 //! interrupt without keeping it in service (its ISR bit reads clear in the handler, in the
 //! guest's MMIO read and in `KVM_GET_LAPIC` alike — measured), so APICWrite's EOI vector is
 //! inconclusive there, saying so. Without the irqchip (a KVM without it, or

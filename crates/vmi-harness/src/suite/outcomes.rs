@@ -114,7 +114,7 @@ fn judge_outcome(
     reference: Option<judge::Reference<'_>>,
 ) -> Option<Judged> {
     Some(match out {
-        Outcome::Result(r, trap, samples, host_clock) => {
+        Outcome::Result(r, trap, samples, host_clock, irq0_coalesced) => {
             let seen = Seen {
                 r,
                 trap: trap.as_ref(),
@@ -122,6 +122,7 @@ fn judge_outcome(
                 earlier,
                 reference,
                 host_clock: *host_clock,
+                irq0_coalesced: *irq0_coalesced,
             };
             Judged::of(judge_vector(spec, ctx, &seen))
         }

@@ -249,9 +249,9 @@ pub(crate) fn sysexit(ctx: &Ctx) -> Plan {
     Plan::Run(vec![spec], Vec::new())
 }
 
-/// Halt woken by the PIT (a PIC and a PIT that raises IRQ0), else by a one-shot of the local
-/// APIC's timer (an engine whose local APIC delivers interrupts: the KVM runner with its
-/// irqchip).
+/// Halt woken by the PIT (a PIC whose IRQ0 arrives the moment IF is set: QEMU), else by a
+/// one-shot of the local APIC's timer (an engine whose local APIC delivers interrupts: the
+/// KVM runner with its irqchip).
 pub(crate) fn halt(ctx: &Ctx) -> Plan {
     if ctx.has_pic() {
         return Plan::Run(vec![halt_pit(ctx)], Vec::new());

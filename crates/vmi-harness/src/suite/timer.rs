@@ -214,14 +214,19 @@ impl Wiring {
 }
 
 /// What the alarm scenarios need: a local APIC that delivers its timer's interrupts (QEMU, or
-/// the KVM runner with its irqchip) and a PM timer; IRQ0 alarms and the reference timers
-/// need a PIC with a PIT and an RTC that raise interrupts (QEMU).
+/// the KVM runner with its irqchip) and a PM timer; IRQ0 alarms and the reference timer
+/// beside an LVTT alarm (PIT channel 0) need a PIT whose IRQ0 reaches the guest (QEMU, the
+/// KVM runner with its irqchip), the reference beside an IRQ0 alarm an RTC that raises IRQ8
+/// (QEMU).
 #[derive(Clone, Copy, Debug)]
 struct Timing {
     pm: PmTimer,
-    /// IRQ0 (the PIT) and the RTC's periodic interrupt reach the guest through the PIC: the
-    /// IRQ0 alarms run, and the reference timers beside periodic alarms.
+    /// IRQ0 (the PIT) reaches the guest through the PIC: the IRQ0 alarms run, and the
+    /// reference timer beside the LVTT alarms.
     irq0: bool,
+    /// The RTC's periodic interrupt reaches the guest (IRQ8): the reference timer beside the
+    /// IRQ0 alarms.
+    rtc: bool,
     /// The handler acknowledges through APICWrite (the ROM implements it), else natively.
     rom_eoi: bool,
     /// LVTT is written through APICWrite, else natively.
@@ -252,7 +257,8 @@ impl Timing {
         })?;
         Ok(Timing {
             pm,
-            irq0: ctx.has_pic(),
+            irq0: ctx.irqs.irq0,
+            rtc: ctx.has_pic(),
             rom_eoi: ctx.implements(Call::APICWrite),
             rom_lvtt: ctx.implements(Call::APICWrite),
             apic: ctx.map.apic(),
@@ -327,7 +333,11 @@ impl Timing {
     /// [`Reference::of`] where the engine raises the reference's interrupt (None: no
     /// reference timer there).
     fn reference_of(&self, wiring: Wiring, rate: u32) -> Option<Reference> {
-        self.irq0.then(|| Reference::of(wiring, rate))
+        let raised = match wiring {
+            Wiring::Lvtt(_) => self.irq0,
+            Wiring::Irq0 => self.rtc,
+        };
+        raised.then(|| Reference::of(wiring, rate))
     }
 
     /// The end of every alarm scenario: CancelAlarm(`flags`), everything stopped natively,
@@ -735,20 +745,50 @@ fn periodic(ctx: &Ctx, t: Timing, wiring: Wiring, rate: u32, native_eoi: bool) -
         .post(post)
         .check(move |s, f| {
             let reference = t.reference_of(wiring, rate);
+            let mut g = Findings::default();
             judge_rate(
-                f,
+                &mut g,
                 Win::at(s.r, slot::W1),
                 s.samples,
                 rate,
                 reference,
                 "rate",
             );
+            late_irq0(f, g, wiring, reference, s.irq0_coalesced);
             judge_vector(f, s.r, wiring);
             judge_eoi(f, s.r, t, native_eoi, wiring);
             if pv {
                 judge_pv_eoi(f, s.r, t.kvm_rom);
             }
         })
+}
+
+/// Moves the rate findings `g` into `f` — but an IRQ0 alarm without a reference timer whose
+/// rate failed in a run where the KVM runner's IRQ0 thread woke late (`coalesced` edges: a
+/// busy host delays that thread, and its edges then come regularly but too seldom, which
+/// nothing in the guest can tell from a slow alarm) is inconclusive instead.
+fn late_irq0(
+    f: &mut Findings,
+    g: Findings,
+    wiring: Wiring,
+    reference: Option<Reference>,
+    coalesced: Option<u64>,
+) {
+    f.notes.extend(g.notes);
+    if let Some(why) = g.inconclusive {
+        f.inconclusive(why);
+    }
+    match (wiring, reference, coalesced) {
+        (Wiring::Irq0, None, Some(n)) if n > 0 && !g.problems.is_empty() => {
+            f.inconclusive(format!(
+                "the host was too busy to time interrupts: the KVM runner's IRQ0 thread woke \
+                 late and coalesced {n} PIT edge(s) in this run, so the rate cannot be judged \
+                 ({})",
+                g.problems.join("; ")
+            ));
+        }
+        _ => f.problems.extend(g.problems),
+    }
 }
 
 /// After a scenario whose handler watched PV EOI: its counts, MSR_KVM_PV_EOI_EN's low word
@@ -1101,9 +1141,17 @@ fn set_alarm_notes(ctx: &Ctx, t: Timing) -> Vec<String> {
     if !t.irq0 {
         notes.push(format!(
             "IRQ0 alarms not measured: nothing raises IRQ0 on the {} engine (its PIT is the \
-             runner's own model, wired to no interrupt line); the LVTT alarms ran without a \
-             reference timer (the PIT's and the RTC's interrupts, which would be it, are not \
-             raised there either): their counts are judged against the running time",
+             runner's own model, wired to no interrupt line without the in-kernel irqchip); \
+             the LVTT alarms ran without a reference timer (the PIT's and the RTC's \
+             interrupts, which would be it, are not raised there either): their counts are \
+             judged against the running time",
+            ctx.engine
+        ));
+    } else if !t.rtc {
+        notes.push(format!(
+            "the IRQ0 alarms ran without a reference timer (the RTC's periodic interrupt, \
+             which would be it, is not raised on the {} engine: its CMOS is the runner's own \
+             model): their counts are judged against the running time",
             ctx.engine
         ));
     }
@@ -1911,6 +1959,39 @@ fn eoi(ctx: &Ctx, apic: u32) -> Spec {
 mod tests {
     use super::*;
     use crate::protocol::StepId;
+
+    #[test]
+    fn a_failed_irq0_rate_is_inconclusive_only_where_the_runners_irq0_thread_woke_late() {
+        let failed = || Findings {
+            problems: vec!["rate: interrupts every 2.995 ms".into()],
+            notes: vec!["seen".into()],
+            inconclusive: None,
+        };
+        let mut f = Findings::default();
+        late_irq0(&mut f, failed(), Wiring::Irq0, None, Some(3));
+        assert!(f.problems.is_empty(), "{f:?}");
+        let why = f.inconclusive.unwrap();
+        assert!(why.contains("coalesced 3 PIT edge(s)"), "{why}");
+        assert!(why.contains("every 2.995 ms"), "{why}");
+        assert_eq!(f.notes, ["seen"]);
+        // On time, on LVTT, with a reference, or not the runner's PIT: the failure stands.
+        let lvtt = Wiring::Lvtt(0x31);
+        let pit = Some(Reference {
+            pit: true,
+            rate: 100,
+        });
+        for (wiring, reference, coalesced) in [
+            (Wiring::Irq0, None, Some(0)),
+            (lvtt, None, Some(3)),
+            (Wiring::Irq0, pit, Some(3)),
+            (Wiring::Irq0, None, None),
+        ] {
+            let mut f = Findings::default();
+            late_irq0(&mut f, failed(), wiring, reference, coalesced);
+            assert_eq!(f.problems.len(), 1, "{wiring:?} {coalesced:?}");
+            assert_eq!(f.inconclusive, None);
+        }
+    }
 
     #[test]
     fn rtc_readings_decode() {

@@ -80,8 +80,12 @@ impl std::fmt::Debug for Spec {
 /// The interrupt sources the engine gives the guest, as its run reported them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Irqs {
-    /// A PIC with a PIT that raises IRQ0 and an RTC that raises IRQ8 (QEMU).
+    /// A PIC with a PIT that raises IRQ0 and an RTC that raises IRQ8, both delivered the
+    /// moment IF is set, without the vCPU leaving the hypervisor (QEMU).
     pub pic: bool,
+    /// The PIT's IRQ0 reaches the guest through the PIC (QEMU; the KVM runner when its run
+    /// reported an IRQ0 source, [`crate::kvm::KvmRun::irq0`]).
+    pub irq0: bool,
     /// The local APIC delivers its timer's interrupts and self-IPIs (QEMU; the KVM runner
     /// when its run had the in-kernel irqchip, [`crate::kvm::KvmRun::irqchip`]).
     pub lapic: bool,
@@ -90,16 +94,19 @@ pub(crate) struct Irqs {
 }
 
 impl Irqs {
-    /// What `engine` gives; `kvm_irqchip`: whether the KVM run had the irqchip.
-    pub(crate) fn of(engine: Engine, kvm_irqchip: Option<bool>) -> Irqs {
+    /// What `engine` gives; `kvm_irqchip`: whether the KVM run had the irqchip, `kvm_irq0`:
+    /// whether its runner raised IRQ0.
+    pub(crate) fn of(engine: Engine, kvm_irqchip: Option<bool>, kvm_irq0: Option<bool>) -> Irqs {
         match engine {
             Engine::Qemu(_) => Irqs {
                 pic: true,
+                irq0: true,
                 lapic: true,
                 smp: true,
             },
             Engine::Kvm => Irqs {
                 pic: false,
+                irq0: kvm_irq0 == Some(true),
                 lapic: kvm_irqchip == Some(true),
                 smp: false,
             },
