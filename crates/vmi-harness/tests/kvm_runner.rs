@@ -1302,6 +1302,36 @@ fn with_the_irqchip_a_dead_halt_ends_the_run_and_a_waiting_one_times_out() {
     assert!(run.wall < Duration::from_secs(8), "{:?}", run.wall);
 }
 
+/// Loads a flat GDT (code 0x10, data 0x18, at 0x80000) and an IDT (at 0x81000) whose 256
+/// gates are 32-bit interrupt gates to selector 0x10, offset `handler_at`.
+fn flat_gdt_idt(a: &mut CodeAssembler, handler_at: u32) {
+    let (gdt, idt) = (0x8_0000u32, 0x8_1000u32);
+    for (i, d) in [(2u32, 0x00CF_9B00_0000_FFFFu64), (3, 0x00CF_9300_0000_FFFF)] {
+        a.mov(dword_ptr(gdt + 8 * i), d as u32).unwrap();
+        a.mov(dword_ptr(gdt + 8 * i + 4), (d >> 32) as u32).unwrap();
+    }
+    // GDTR / IDTR: limit in the high half of the first push, base in the second.
+    a.push(gdt).unwrap();
+    a.push(0x001F_0000u32).unwrap();
+    a.lgdt(ptr(esp + 2)).unwrap();
+    a.add(esp, 8).unwrap();
+    a.mov(edi, idt).unwrap();
+    a.mov(ecx, 256u32).unwrap();
+    let mut fill = a.create_label();
+    a.set_label(&mut fill).unwrap();
+    a.mov(dword_ptr(edi), (handler_at & 0xFFFF) | 0x0010_0000)
+        .unwrap();
+    a.mov(dword_ptr(edi + 4), (handler_at & 0xFFFF_0000) | 0x8E00)
+        .unwrap();
+    a.add(edi, 8).unwrap();
+    a.dec(ecx).unwrap();
+    a.jnz(fill).unwrap();
+    a.push(idt).unwrap();
+    a.push(0x07FF_0000u32).unwrap();
+    a.lidt(ptr(esp + 2)).unwrap();
+    a.add(esp, 8).unwrap();
+}
+
 /// Code a test guest runs at some point.
 type Arm<'a> = &'a dyn Fn(&mut CodeAssembler);
 
@@ -1312,34 +1342,9 @@ type Arm<'a> = &'a dyn Fn(&mut CodeAssembler);
 fn interrupt_guest(arm: Arm<'_>) -> Vec<u8> {
     let base = u64::from(multiboot::body_addr(multiboot::LOAD_ADDR, 0));
     let code = |handler_at: u32| {
-        let (gdt, idt) = (0x8_0000u32, 0x8_1000u32);
         let mut a = CodeAssembler::new(32).unwrap();
         let mut handler = a.create_label();
-        for (i, d) in [(2u32, 0x00CF_9B00_0000_FFFFu64), (3, 0x00CF_9300_0000_FFFF)] {
-            a.mov(dword_ptr(gdt + 8 * i), d as u32).unwrap();
-            a.mov(dword_ptr(gdt + 8 * i + 4), (d >> 32) as u32).unwrap();
-        }
-        // GDTR / IDTR: limit in the high half of the first push, base in the second.
-        a.push(gdt).unwrap();
-        a.push(0x001F_0000u32).unwrap();
-        a.lgdt(ptr(esp + 2)).unwrap();
-        a.add(esp, 8).unwrap();
-        // Every gate: a 32-bit interrupt gate, selector 0x10, offset `handler_at`.
-        a.mov(edi, idt).unwrap();
-        a.mov(ecx, 256u32).unwrap();
-        let mut fill = a.create_label();
-        a.set_label(&mut fill).unwrap();
-        a.mov(dword_ptr(edi), (handler_at & 0xFFFF) | 0x0010_0000)
-            .unwrap();
-        a.mov(dword_ptr(edi + 4), (handler_at & 0xFFFF_0000) | 0x8E00)
-            .unwrap();
-        a.add(edi, 8).unwrap();
-        a.dec(ecx).unwrap();
-        a.jnz(fill).unwrap();
-        a.push(idt).unwrap();
-        a.push(0x07FF_0000u32).unwrap();
-        a.lidt(ptr(esp + 2)).unwrap();
-        a.add(esp, 8).unwrap();
+        flat_gdt_idt(&mut a, handler_at);
         a.mov(dword_ptr(0xFEE0_00F0u32), 0x1FFu32).unwrap(); // SVR: enabled
         arm(&mut a);
         a.sti().unwrap();
@@ -1438,34 +1443,11 @@ fn pit_guest(mode: u8, count: u16, window: u32, halt: bool) -> Vec<u8> {
     let base = u64::from(multiboot::body_addr(multiboot::LOAD_ADDR, 0));
     let pm = u32::from(kvm::devices::PM_TIMER_PORT);
     let code = |handler_at: u32| {
-        let (gdt, idt) = (0x8_0000u32, 0x8_1000u32);
         let mut a = CodeAssembler::new(32).unwrap();
         let mut handler = a.create_label();
         let mut wait = a.create_label();
         let mut done = a.create_label();
-        for (i, d) in [(2u32, 0x00CF_9B00_0000_FFFFu64), (3, 0x00CF_9300_0000_FFFF)] {
-            a.mov(dword_ptr(gdt + 8 * i), d as u32).unwrap();
-            a.mov(dword_ptr(gdt + 8 * i + 4), (d >> 32) as u32).unwrap();
-        }
-        a.push(gdt).unwrap();
-        a.push(0x001F_0000u32).unwrap();
-        a.lgdt(ptr(esp + 2)).unwrap();
-        a.add(esp, 8).unwrap();
-        a.mov(edi, idt).unwrap();
-        a.mov(ecx, 256u32).unwrap();
-        let mut fill = a.create_label();
-        a.set_label(&mut fill).unwrap();
-        a.mov(dword_ptr(edi), (handler_at & 0xFFFF) | 0x0010_0000)
-            .unwrap();
-        a.mov(dword_ptr(edi + 4), (handler_at & 0xFFFF_0000) | 0x8E00)
-            .unwrap();
-        a.add(edi, 8).unwrap();
-        a.dec(ecx).unwrap();
-        a.jnz(fill).unwrap();
-        a.push(idt).unwrap();
-        a.push(0x07FF_0000u32).unwrap();
-        a.lidt(ptr(esp + 2)).unwrap();
-        a.add(esp, 8).unwrap();
+        flat_gdt_idt(&mut a, handler_at);
         // ICW1–ICW4 of both PICs (bases 0x20, 0x28; cascade on IRQ2), then the masks.
         for (port, v) in [
             (0x20u32, 0x11u32),
