@@ -195,6 +195,24 @@ fn kvm_skips(r: &SuiteReport, irqchip: bool) -> Vec<(u8, &'static str)> {
     skipped
 }
 
+/// The native ROM and its suite report on the kvm engine with `opts` (its engine set to kvm); None,
+/// after a `SKIP:` line, where KVM is unavailable.
+fn native_on_kvm(opts: SuiteOptions) -> Option<(Generated, SuiteReport)> {
+    if let Err(why) = kvm::available() {
+        eprintln!("SKIP: KVM unavailable: {why}");
+        return None;
+    }
+    let g = generate(&Native, &BuildOptions::default()).unwrap();
+    let r = common::suite(
+        &g.image,
+        &SuiteOptions {
+            engine: Engine::Kvm,
+            ..opts
+        },
+    );
+    Some((g, r))
+}
+
 /// With the runner's BIOS step (the default) the native ROM has its private RAM: the time
 /// calls answer CALL_REL and pass (Init measured the TSC against the runner's PIT). Where
 /// the host's KVM has the in-kernel irqchip the runner gives the guest a local APIC: the APIC
@@ -204,18 +222,11 @@ fn kvm_skips(r: &SuiteReport, irqchip: bool) -> Vec<(u8, &'static str)> {
 /// [`native_rom_on_the_kvm_engine_without_the_irqchip_skips_the_apic_and_alarms`].
 #[test]
 fn native_rom_passes_its_no_paging_subset_on_the_kvm_engine() {
-    if let Err(why) = kvm::available() {
-        eprintln!("SKIP: KVM unavailable: {why}");
+    let Some((g, r)) = native_on_kvm(SuiteOptions {
+        ..SuiteOptions::default()
+    }) else {
         return;
-    }
-    let g = generate(&Native, &BuildOptions::default()).unwrap();
-    let r = common::suite(
-        &g.image,
-        &SuiteOptions {
-            engine: Engine::Kvm,
-            ..SuiteOptions::default()
-        },
-    );
+    };
     assert_passes(&r);
     assert_eq!(r.engine, "kvm");
     assert!(r.bios_init);
@@ -247,19 +258,12 @@ fn native_rom_passes_its_no_paging_subset_on_the_kvm_engine() {
 /// need it answer NONE, everything else passes as before.
 #[test]
 fn native_rom_passes_its_no_paging_subset_on_the_kvm_engine_without_a_bios() {
-    if let Err(why) = kvm::available() {
-        eprintln!("SKIP: KVM unavailable: {why}");
+    let Some((g, r)) = native_on_kvm(SuiteOptions {
+        run_init16: false,
+        ..SuiteOptions::default()
+    }) else {
         return;
-    }
-    let g = generate(&Native, &BuildOptions::default()).unwrap();
-    let r = common::suite(
-        &g.image,
-        &SuiteOptions {
-            engine: Engine::Kvm,
-            run_init16: false,
-            ..SuiteOptions::default()
-        },
-    );
+    };
     assert_passes(&r);
     assert!(!r.bios_init);
     assert_follows_answers(&g, &r, &kvm_skips(&r, kvm::irqchip_supported()));
@@ -385,19 +389,12 @@ fn assert_lapic_calls_ran(r: &SuiteReport) {
 /// vectors only, noted "not measured" with why.
 #[test]
 fn native_rom_on_the_kvm_engine_without_the_irqchip_skips_the_apic_and_alarms() {
-    if let Err(why) = kvm::available() {
-        eprintln!("SKIP: KVM unavailable: {why}");
+    let Some((g, r)) = native_on_kvm(SuiteOptions {
+        irqchip: false,
+        ..SuiteOptions::default()
+    }) else {
         return;
-    }
-    let g = generate(&Native, &BuildOptions::default()).unwrap();
-    let r = common::suite(
-        &g.image,
-        &SuiteOptions {
-            engine: Engine::Kvm,
-            irqchip: false,
-            ..SuiteOptions::default()
-        },
-    );
+    };
     assert_passes(&r);
     let mut skipped = kvm_skips(&r, false);
     skipped.push((63, "no local APIC answers at 0xfee00000 on the kvm engine"));
